@@ -1,0 +1,20 @@
+"""edgeinfer: run a CNN trained in PyTorch on an edge device exactly as it behaved in training.
+
+The device runtime. It imports numpy, OpenCV and ONNX Runtime only, never torch.
+"""
+
+from edgeinfer.errors import (ConversionError, EdgeInferError, ExportError, ImageError, ModelError,
+                              RandomTransformError, SchemaVersionError, SpecError, SpecMissingError)
+from edgeinfer.model import Model, SelfTestResult, load
+from edgeinfer.postprocess import Prediction
+from edgeinfer.preprocess import Preprocessor
+from edgeinfer.spec import METADATA_KEY, SCHEMA, Decode, InputSpec, OutputSpec, SelfTest, Spec, Step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConversionError", "Decode", "EdgeInferError", "ExportError", "ImageError", "InputSpec", "METADATA_KEY",
+    "Model", "ModelError", "OutputSpec", "Prediction", "Preprocessor", "RandomTransformError", "SCHEMA",
+    "SchemaVersionError", "SelfTest", "SelfTestResult", "Spec", "SpecError", "SpecMissingError", "Step",
+    "load", "__version__",
+]

@@ -1,0 +1,94 @@
+"""Turning what a caller hands us (an array, a path, encoded bytes) into the image the training loader saw."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+from edgeinfer.errors import ImageError
+from edgeinfer.ops import MAX_SIDE, pil_luma
+from edgeinfer.spec import Decode
+
+ImageInput = Union[np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]
+COLOR_ORDERS = ("bgr", "rgb")
+MAX_ENCODED_BYTES = 256 * 1024 * 1024
+
+
+def decode(data: bytes | bytearray | memoryview, *, exif_orientation: bool, source: str = "bytes") -> np.ndarray:
+    """Decode an encoded image to a BGR uint8 array the way the spec's loader did (alpha dropped)."""
+    if len(data) == 0:
+        raise ImageError(f"{source}: expected encoded image bytes (JPEG, PNG, ...), found 0 bytes.")
+    if len(data) > MAX_ENCODED_BYTES:
+        raise ImageError(f"{source}: expected at most {MAX_ENCODED_BYTES} bytes, found {len(data)}.")
+    flags = cv2.IMREAD_COLOR
+    if not exif_orientation:
+        # PIL's Image.open (what torchvision loaders use) ignores the EXIF orientation tag.
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, flags)
+    except cv2.error as exc:
+        raise ImageError(f"{source}: expected a decodable image, OpenCV failed ({exc}).") from exc
+    if img is None or img.size == 0:
+        raise ImageError(f"{source}: expected a decodable image (JPEG, PNG, BMP, TIFF, WebP), found data OpenCV "
+                         "cannot decode. Check that the file is complete and is an image.")
+    return img
+
+
+def read(path: str | os.PathLike, *, exif_orientation: bool) -> np.ndarray:
+    """Read and decode an image file to BGR uint8."""
+    p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{p}: expected an image file, found a directory.")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{p}: expected a readable image file, found {exc.strerror or exc}.") from exc
+    return decode(data, exif_orientation=exif_orientation, source=str(p))
+
+
+def to_model_color(image: ImageInput, decode_spec: Decode, *, color: str = "bgr") -> np.ndarray:
+    """Return an H x W x C uint8 array in the mode the training loader produced ("rgb" or "l").
+
+    Arrays are H x W (grayscale), H x W x 1, H x W x 3 in ``color`` order, or H x W x 4 (alpha dropped,
+    as PIL's ``convert('RGB')`` does). Paths and bytes are decoded with the spec's EXIF semantics.
+    """
+    if color not in COLOR_ORDERS:
+        raise ImageError(f"color: expected one of {COLOR_ORDERS}, found {color!r}. OpenCV frames are 'bgr'.")
+    if isinstance(image, (str, os.PathLike)):
+        image, color = read(image, exif_orientation=decode_spec.exif_orientation), "bgr"
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        image, color = decode(image, exif_orientation=decode_spec.exif_orientation), "bgr"
+    elif not isinstance(image, np.ndarray):
+        raise ImageError(f"image: expected a numpy array, a path or encoded bytes, found {type(image).__name__}. "
+                         "Convert PIL images with np.asarray(img) and pass color='rgb'.")
+    arr = image
+    if arr.dtype != np.uint8:
+        hint = (" Scale 0-1 floats with (img * 255).round().astype(np.uint8)."
+                if arr.dtype.kind == "f" else " Convert it with img.astype(np.uint8) if its values are 0-255.")
+        raise ImageError(f"image dtype: expected uint8, found {arr.dtype}.{hint}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(f"image shape: expected H x W, H x W x 1, H x W x 3 or H x W x 4, found {arr.shape}. "
+                         "Pass one image (use predict_batch for several) with channels last.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"image shape: expected a non-empty image, found {arr.shape}.")
+    if arr.shape[0] > MAX_SIDE or arr.shape[1] > MAX_SIDE:
+        raise ImageError(f"image shape: expected sides of at most {MAX_SIDE} pixels, found {arr.shape[:2]}.")
+    if decode_spec.color == "l":
+        if arr.ndim == 2:
+            return arr[..., None]
+        return pil_luma(_to_rgb(arr, color))
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)  # PIL convert('RGB') of 'L' replicates
+    return _to_rgb(arr, color)
+
+
+def _to_rgb(arr: np.ndarray, color: str) -> np.ndarray:
+    arr = arr[..., :3]
+    return arr[..., ::-1] if color == "bgr" else arr

@@ -1,0 +1,169 @@
+"""Loading an exported model with its spec, and predicting with it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeinfer import postprocess, providers
+from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
+from edgeinfer.images import ImageInput, decode
+from edgeinfer.postprocess import Prediction
+from edgeinfer.preprocess import Preprocessor
+from edgeinfer.spec import METADATA_KEY, Spec
+
+_ATTACH_HELP = (
+    "Export it with converters.export(model, path, transform=...) on a workstation, or attach a spec to an "
+    "existing ONNX file with converters.attach_spec(...)."
+)
+
+
+def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") -> Spec:
+    """Return the validated spec stored in a session's model metadata."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise SpecMissingError(f"{path}: expected an edgeinfer spec in the model metadata under {METADATA_KEY!r}, "
+                               f"found keys {sorted(meta)}. {_ATTACH_HELP}")
+    return Spec.from_json(meta[METADATA_KEY])
+
+
+@dataclass(frozen=True)
+class SelfTestResult:
+    """Whether the spec's embedded self-test reproduces on this device, with the measured difference."""
+
+    passed: bool
+    max_abs_diff: float
+    atol: float
+    providers: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "max_abs_diff": self.max_abs_diff, "atol": self.atol,
+                "providers": list(self.providers)}
+
+
+class Model:
+    """An ONNX model together with its preprocessing; ``predict`` takes raw frames.
+
+    One ONNX Runtime session is shared; ``InferenceSession.run`` is safe to call from several threads.
+    """
+
+    def __init__(self, session: ort.InferenceSession, spec: Spec, *, path: str = "model",
+                 device: str = "cpu", requested: Sequence[str] = ()) -> None:
+        self.session = session
+        self.spec = spec
+        self.path = path
+        self.device = device
+        self.requested_providers = tuple(requested)
+        self.preprocessor = Preprocessor(spec)
+        self._check_io()
+        self._lock = threading.Lock()
+
+    # -- facts ------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        return self.spec.labels
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The execution providers the session actually uses, in priority order."""
+        return tuple(self.session.get_providers())
+
+    @property
+    def fixed_batch(self) -> int | None:
+        dim = self.session.get_inputs()[0].shape[0]
+        return dim if isinstance(dim, int) else None
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        name = self.spec.input.name
+        if name not in inputs:
+            raise ModelError(f"{self.path}: the spec names input {name!r}, the model has {sorted(inputs)}. "
+                             "The spec belongs to another model; re-export or re-attach it.")
+        model_shape = list(inputs[name].shape)
+        want = list(self.spec.input.shape)
+        ok = len(model_shape) == len(want) and all(
+            not isinstance(m, int) or w is None or m == w for m, w in zip(model_shape, want))
+        if not ok:
+            raise ModelError(f"{self.path}: input {name!r} has shape {model_shape} in the model but {want} in "
+                             "the spec. Re-export the model so both agree.")
+        if inputs[name].type != "tensor(float)":
+            raise ModelError(f"{self.path}: input {name!r} has type {inputs[name].type}, the spec says "
+                             f"{self.spec.input.dtype}. Re-export with a float32 input.")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.spec.output.name not in outputs:
+            raise ModelError(f"{self.path}: the spec names output {self.spec.output.name!r}, the model has "
+                             f"{outputs}. Re-export or re-attach the spec.")
+        classes = self.session.get_outputs()[outputs.index(self.spec.output.name)].shape
+        n = classes[1] if len(classes) >= 2 else None
+        if self.labels is not None and isinstance(n, int) and n != len(self.labels):
+            raise ModelError(f"{self.path}: the spec has {len(self.labels)} labels, the model outputs {n} "
+                             "classes. Export with one label per class.")
+
+    # -- running ----------------------------------------------------------------------------------
+    def preprocess(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
+        """The float32 (C, H, W) input the model receives for ``image``."""
+        return self.preprocessor(image, color=color)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a preprocessed (N, C, H, W) batch and return its raw output."""
+        if batch.ndim != 4 or batch.dtype != np.float32:
+            raise ImageError(f"run: expected a float32 (N, C, H, W) batch, found {batch.dtype} {batch.shape}.")
+        feed_name, out_name = self.spec.input.name, self.spec.output.name
+        fixed = self.fixed_batch
+        if fixed is not None and batch.shape[0] != fixed:
+            if fixed != 1:
+                raise ModelError(f"{self.path}: the model has a fixed batch of {fixed}; found {batch.shape[0]}.")
+            return np.concatenate([self.session.run([out_name], {feed_name: batch[i:i + 1]})[0]
+                                   for i in range(batch.shape[0])])
+        return self.session.run([out_name], {feed_name: batch})[0]
+
+    def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5) -> Prediction:
+        """Preprocess one image, run the model, and return its :class:`Prediction`."""
+        return self.predict_batch([image], color=color, top_k=top_k)[0]
+
+    def predict_batch(self, images: Iterable[ImageInput], *, color: str = "bgr", top_k: int = 5) -> list[Prediction]:
+        """Predict several images in one model call."""
+        raw = self.run(self.preprocessor.batch(images, color=color))
+        return postprocess.predictions(raw, kind=self.spec.output.kind, labels=self.labels, top_k=top_k)
+
+    def self_test(self) -> SelfTestResult:
+        """Run the spec's embedded self-test image and compare with the output recorded at export."""
+        st = self.spec.self_test
+        if st is None:
+            raise SpecError(f"{self.path}: the spec has no self-test vector. Re-export with converters.export(...), "
+                            "which records one.")
+        img = decode(base64.b64decode(st.image_png), exif_orientation=False, source="self-test image")
+        raw = self.run(self.preprocessor.batch([img], color="bgr"))
+        got = postprocess.class_scores(raw)[0].astype(np.float64)
+        want = np.asarray(st.expected, dtype=np.float64)
+        if got.shape != want.shape:
+            return SelfTestResult(False, float("inf"), st.atol, self.providers)
+        diff = float(np.max(np.abs(got - want)))
+        return SelfTestResult(diff <= st.atol, diff, st.atol, self.providers)
+
+    def __repr__(self) -> str:
+        return f"Model({self.path!r}, device={self.device!r}, providers={list(self.providers)})"
+
+
+def load(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None) -> Model:
+    """Load an ONNX model exported with its spec and return a ready :class:`Model`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: expected an .onnx file, found {'a directory' if p.is_dir() else 'nothing'}.")
+    choice = providers.choose(device)
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(p), sess_options=opts, providers=choice.usable)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
+        raise ModelError(f"{p}: expected an ONNX model ONNX Runtime can load, it failed: {exc}") from exc
+    return Model(session, read_spec(session, p), path=str(p), device=device, requested=choice.requested)

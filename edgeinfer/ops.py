@@ -1,0 +1,364 @@
+"""The op table: every preprocessing operation exists once, here.
+
+Each :class:`Op` holds its parameter checks, its implementation (numpy/OpenCV on an H x W x C array)
+and its description. The converters emit these names, the preprocessor runs them, ``inspect`` prints
+them; nobody keeps a list of their own.
+
+Arrays flow as H x W x C; ``uint8`` until a ``to_float`` step, ``float32`` after it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgeinfer import resample
+from edgeinfer.errors import ImageError, SpecError
+
+MAX_SIDE = 16384  # refuse absurd sizes before allocating
+
+PIL_FILTERS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+TORCH_FILTERS = ("nearest", "nearest_exact", "bilinear", "bicubic", "lanczos")
+BACKENDS = {"pil": PIL_FILTERS, "torch": TORCH_FILTERS}
+RESIZE_RULES = ("shorter", "longer", "exact", "keep_ratio")
+# Pillow 13 runs the vertical pass first when the height shrinks by more than twice the width's
+# shrink; earlier Pillow always runs the horizontal pass first. The intermediate is rounded to uint8, so
+# the order changes pixels.
+PIL_PASS_ORDERS = ("horizontal_first", "pillow13")
+PAD_MODES = ("constant", "edge", "reflect", "symmetric")
+FLOAT_SCALES = ("div255", "mul_inv255", "none")
+
+_FIX = "Re-export the model with converters.export(...) from a supported transform."
+
+Params = Mapping[str, Any]
+Window = tuple[int, int, int, int]  # top, left, height, width of the output to compute
+
+
+# -- parameter checks ------------------------------------------------------------------------------
+def _fail(where: str, key: str, expected: str, found: Any) -> None:
+    raise SpecError(f"{where} has {key}={found!r}; expected {expected}. {_FIX}")
+
+
+def _size(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_fill(where: str, key: str, v: Any) -> None:
+    ok = _number(v) or (isinstance(v, (list, tuple)) and 0 < len(v) <= 4 and all(_number(x) for x in v))
+    if not ok:
+        _fail(where, key, "a number or a list of 1-4 numbers", v)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One preprocessing operation: its checks, its implementation and its description."""
+
+    name: str
+    required: tuple[str, ...]
+    optional: Mapping[str, Any]
+    check: Callable[[str, Params], None]
+    run: Callable[[np.ndarray, Params], np.ndarray]
+    title: str
+
+    def validate(self, params: Params, where: str) -> None:
+        missing = [k for k in self.required if k not in params]
+        if missing:
+            raise SpecError(f"{where} is missing {missing}; required: {list(self.required)}. {_FIX}")
+        unknown = sorted(set(params) - set(self.required) - set(self.optional))
+        if unknown:
+            raise SpecError(f"{where} has unknown parameter(s) {unknown}; allowed: "
+                            f"{sorted(set(self.required) | set(self.optional))}. {_FIX}")
+        self.check(where, params)
+
+    def with_defaults(self, params: Params) -> dict[str, Any]:
+        return {**self.optional, **params}
+
+
+# -- resize ----------------------------------------------------------------------------------------
+def resize_output_size(h: int, w: int, p: Params) -> tuple[int, int]:
+    """Output (height, width) of a resize step for an h x w input, by torchvision's/timm's rules."""
+    rule, size = p["rule"], p["size"]
+    if rule == "exact":
+        return int(size[0]), int(size[1])
+    if rule == "keep_ratio":  # timm ResizeKeepRatio
+        longest = float(p.get("longest", 0.0))
+        rh, rw = h / size[0], w / size[1]
+        ratio = max(rh, rw) * longest + min(rh, rw) * (1.0 - longest)
+        return max(1, round(h / ratio)), max(1, round(w / ratio))
+    short, long = (w, h) if w <= h else (h, w)
+    if rule == "longer":  # torchvision v2 Resize(size=None, max_size=n)
+        new_short, new_long = int(int(size) * short / long), int(size)
+    else:  # "shorter": torchvision Resize(int), with its integer truncation of the long side
+        new_short, new_long = int(size), int(int(size) * long / short)
+    max_size = p.get("max_size")
+    if max_size is not None and new_long > max_size:
+        new_short, new_long = int(max_size * new_short / new_long), int(max_size)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return max(new_h, 1), max(new_w, 1)
+
+
+def _check_resize(where: str, p: Params) -> None:
+    rule = p["rule"]
+    if rule not in RESIZE_RULES:
+        _fail(where, "rule", f"one of {RESIZE_RULES}", rule)
+    size = p["size"]
+    if rule in ("shorter", "longer"):
+        if not _size(size):
+            _fail(where, "size", f"an int in 1..{MAX_SIDE} (the {rule} side)", size)
+    elif not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_size(s) for s in size)):
+        _fail(where, "size", f"[height, width] with ints in 1..{MAX_SIDE}", size)
+    max_size = p.get("max_size")
+    if max_size is not None and (rule != "shorter" or not _size(max_size) or max_size <= size):
+        _fail(where, "max_size", "null, or an int larger than size (rule 'shorter' only)", max_size)
+    longest = p.get("longest", 0.0)
+    if not (_number(longest) and 0.0 <= longest <= 1.0):
+        _fail(where, "longest", "a number in [0, 1]", longest)
+    backend = p.get("backend", "pil")
+    if backend not in BACKENDS:
+        _fail(where, "backend", f"one of {sorted(BACKENDS)}", backend)
+    if p["interpolation"] not in BACKENDS[backend]:
+        _fail(where, "interpolation", f"one of {BACKENDS[backend]} for backend '{backend}'", p["interpolation"])
+    if not isinstance(p.get("antialias", True), bool):
+        _fail(where, "antialias", "true or false", p.get("antialias"))
+    if p.get("pass_order", "horizontal_first") not in PIL_PASS_ORDERS:
+        _fail(where, "pass_order", f"one of {PIL_PASS_ORDERS}", p.get("pass_order"))
+
+
+def resize(img: np.ndarray, p: Params, window: Window | None = None) -> np.ndarray:
+    """Resize ``img`` by the step's rule and library semantics; compute only ``window`` if given."""
+    h, w = img.shape[:2]
+    oh, ow = resize_output_size(h, w, p)
+    top, left, wh, ww = window if window is not None else (0, 0, oh, ow)
+    backend, filt = p.get("backend", "pil"), p["interpolation"]
+    if backend == "pil":
+        if img.dtype != np.uint8:
+            raise SpecError("a PIL resize step received float data; PIL resizes 8-bit images. " + _FIX)
+        if (oh, ow) == (h, w):
+            return img[top:top + wh, left:left + ww]
+        rows = resample.pil_taps(h, oh, filt, top, top + wh) if oh != h else None
+        cols = resample.pil_taps(w, ow, filt, left, left + ww) if ow != w else None
+        vertical_first = (p.get("pass_order") == "pillow13" and (h - oh) > 0 and (h - oh) > (w - ow) * 2)
+    else:
+        if (oh, ow) == (h, w):
+            return img[top:top + wh, left:left + ww]
+        antialias = bool(p.get("antialias", True)) and filt in ("bilinear", "bicubic", "lanczos")
+        u8 = img.dtype == np.uint8
+        rows = resample.torch_taps(h, oh, filt, antialias=antialias, uint8=u8, lo=top, hi=top + wh)
+        cols = resample.torch_taps(w, ow, filt, antialias=antialias, uint8=u8, lo=left, hi=left + ww)
+        if not u8:
+            img = img.astype(np.float32, copy=False)
+        vertical_first = False
+    return _separable(img, rows, cols, vertical_first, (top, left, wh, ww))
+
+
+def _separable(img: np.ndarray, rows: resample.Taps | None, cols: resample.Taps | None,
+               vertical_first: bool, window: Window) -> np.ndarray:
+    top, left, wh, ww = window
+    if rows is None:
+        img = img[top:top + wh]
+    if cols is None:
+        img = img[:, left:left + ww]
+    if rows is not None and cols is not None and not vertical_first:
+        # Only the input rows the vertical taps read go through the horizontal pass (as PIL does).
+        r0, r1 = int(rows.index.min()), int(rows.index.max()) + 1
+        img = resample.apply(img[r0:r1], cols, axis=1)
+        return resample.apply(img, _shifted(rows, r0), axis=0)
+    if rows is not None and cols is not None:
+        c0, c1 = int(cols.index.min()), int(cols.index.max()) + 1
+        img = resample.apply(img[:, c0:c1], rows, axis=0)
+        return resample.apply(img, _shifted(cols, c0), axis=1)
+    if rows is not None:
+        return resample.apply(img, rows, axis=0)
+    if cols is not None:
+        return resample.apply(img, cols, axis=1)
+    return img
+
+
+def _shifted(t: resample.Taps, offset: int) -> resample.Taps:
+    return resample.Taps(t.index - offset, t.weight, t.shift) if offset else t
+
+
+# -- crop and pad ----------------------------------------------------------------------------------
+def center_crop_window(h: int, w: int, th: int, tw: int) -> tuple[int, int]:
+    """(top, left) of torchvision's CenterCrop: ``int(round((h - th) / 2.0))`` (Python's round)."""
+    return int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+
+
+def _check_center_crop(where: str, p: Params) -> None:
+    size = p["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_size(s) for s in size)):
+        _fail(where, "size", f"[height, width] with ints in 1..{MAX_SIDE}", size)
+    _check_fill(where, "fill", p.get("fill", 0))
+
+
+def center_crop(img: np.ndarray, p: Params) -> np.ndarray:
+    th, tw = p["size"]
+    h, w = img.shape[:2]
+    if th > h or tw > w:
+        # torchvision pads (left/top get the smaller half) and crops what is left
+        pl, pt = ((tw - w) // 2 if tw > w else 0), ((th - h) // 2 if th > h else 0)
+        pr, pb = ((tw - w + 1) // 2 if tw > w else 0), ((th - h + 1) // 2 if th > h else 0)
+        img = pad(img, {"padding": [pl, pt, pr, pb], "fill": p.get("fill", 0), "mode": "constant"})
+        h, w = img.shape[:2]
+    top, left = center_crop_window(h, w, th, tw)
+    return img[top:top + th, left:left + tw]
+
+
+def _check_pad(where: str, p: Params) -> None:
+    padding = p["padding"]
+    if not (isinstance(padding, (list, tuple)) and len(padding) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SIDE for v in padding)):
+        _fail(where, "padding", "[left, top, right, bottom] with ints >= 0", padding)
+    if p.get("mode", "constant") not in PAD_MODES:
+        _fail(where, "mode", f"one of {PAD_MODES}", p.get("mode"))
+    _check_fill(where, "fill", p.get("fill", 0))
+
+
+def pad(img: np.ndarray, p: Params) -> np.ndarray:
+    pl, pt, pr, pb = p["padding"]
+    widths = [(pt, pb), (pl, pr)] + [(0, 0)] * (img.ndim - 2)
+    mode = p.get("mode", "constant")
+    if mode != "constant":
+        return np.pad(img, widths, mode=mode)
+    fill = p.get("fill", 0)
+    out = np.empty((img.shape[0] + pt + pb, img.shape[1] + pl + pr) + img.shape[2:], dtype=img.dtype)
+    fill_arr = np.asarray(fill, dtype=np.float64).reshape(-1)
+    if fill_arr.size not in (1, img.shape[2]):
+        raise ImageError(f"pad fill has {fill_arr.size} values but the image has {img.shape[2]} channels; "
+                         "give one value or one per channel.")
+    out[...] = fill_arr.astype(img.dtype) if img.dtype == np.uint8 else fill_arr
+    out[pt:pt + img.shape[0], pl:pl + img.shape[1]] = img
+    return out
+
+
+# -- colour and values -----------------------------------------------------------------------------
+def _check_grayscale(where: str, p: Params) -> None:
+    if p["channels"] not in (1, 3):
+        _fail(where, "channels", "1 or 3", p["channels"])
+    if p.get("backend", "pil") not in BACKENDS:
+        _fail(where, "backend", f"one of {sorted(BACKENDS)}", p.get("backend"))
+
+
+def pil_luma(rgb: np.ndarray) -> np.ndarray:
+    """PIL's ``convert('L')`` of an RGB uint8 array: ITU-R 601-2 weights in 16-bit fixed point, rounded."""
+    v = rgb.astype(np.uint32)
+    return ((v[..., 0] * 19595 + v[..., 1] * 38470 + v[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+
+
+def grayscale(img: np.ndarray, p: Params) -> np.ndarray:
+    if img.shape[2] == 1:
+        gray = img
+    elif p.get("backend", "pil") == "pil" and img.dtype == np.uint8:
+        gray = pil_luma(img)
+    else:
+        # torchvision on tensors: r*0.2989 + g*0.587 + b*0.114 in float32, truncated back to uint8
+        f = img.astype(np.float32)
+        g = f[..., 0] * np.float32(0.2989) + f[..., 1] * np.float32(0.587)
+        g = g + f[..., 2] * np.float32(0.114)
+        gray = (g.astype(img.dtype) if img.dtype == np.uint8 else g)[..., None]
+    return np.repeat(gray, p["channels"], axis=2) if p["channels"] == 3 else gray
+
+
+def _check_to_float(where: str, p: Params) -> None:
+    if p["scale"] not in FLOAT_SCALES:
+        _fail(where, "scale", f"one of {FLOAT_SCALES}", p["scale"])
+
+
+def to_float(img: np.ndarray, p: Params) -> np.ndarray:
+    if img.dtype != np.uint8:
+        return img.astype(np.float32, copy=False)
+    f = img.astype(np.float32)
+    if p["scale"] == "div255":  # ToTensor / ConvertImageDtype: x / 255
+        return f / np.float32(255)
+    if p["scale"] == "mul_inv255":  # v2.ToDtype(scale=True): x * (1 / 255)
+        return f * np.float32(1.0 / 255)
+    return f
+
+
+def _check_normalize(where: str, p: Params) -> None:
+    for key in ("mean", "std"):
+        v = p[key]
+        if not (isinstance(v, (list, tuple)) and 0 < len(v) <= 4 and all(_number(x) for x in v)):
+            _fail(where, key, "a list of 1-4 finite numbers", v)
+    if any(s == 0 for s in p["std"]):
+        _fail(where, "std", "non-zero values", p["std"])
+
+
+def normalize(img: np.ndarray, p: Params) -> np.ndarray:
+    mean = np.asarray(p["mean"], dtype=np.float32)
+    std = np.asarray(p["std"], dtype=np.float32)
+    if mean.size not in (1, img.shape[2]) or std.size not in (1, img.shape[2]):
+        raise ImageError(f"normalize has {mean.size} means / {std.size} stds for a {img.shape[2]}-channel "
+                         "image; the spec's channel count disagrees with its steps. " + _FIX)
+    # torchvision: tensor.sub_(mean).div_(std) in float32
+    return (img.astype(np.float32, copy=False) - mean) / std
+
+
+# -- the table -------------------------------------------------------------------------------------
+def _describe_resize(p: Params) -> str:
+    size = p["size"]
+    extra = f", max_size={p['max_size']}" if p.get("max_size") else ""
+    extra += f", longest={p.get('longest', 0.0)}" if p["rule"] == "keep_ratio" else ""
+    aa = f", antialias={p.get('antialias', True)}" if p.get("backend", "pil") == "torch" else ""
+    return (f"Resize(size={size} ({p['rule']}){extra}, interpolation={p['interpolation']}{aa}, "
+            f"backend={p.get('backend', 'pil')})")
+
+
+OPS: dict[str, Op] = {
+    "resize": Op("resize", ("rule", "size", "interpolation"),
+                 {"max_size": None, "longest": 0.0, "antialias": True, "backend": "pil",
+                  "pass_order": "horizontal_first"},
+                 _check_resize, resize, "resize"),
+    "center_crop": Op("center_crop", ("size",), {"fill": 0}, _check_center_crop, center_crop, "CenterCrop"),
+    "pad": Op("pad", ("padding",), {"fill": 0, "mode": "constant"}, _check_pad, pad, "Pad"),
+    "grayscale": Op("grayscale", ("channels",), {"backend": "pil"}, _check_grayscale, grayscale, "Grayscale"),
+    "to_float": Op("to_float", ("scale",), {}, _check_to_float, to_float, "ToFloat"),
+    "normalize": Op("normalize", ("mean", "std"), {}, _check_normalize, normalize, "Normalize"),
+}
+
+
+def get(name: str) -> Op:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise SpecError(f"op {name!r} is unknown to this runtime; known ops: {sorted(OPS)}. Upgrade edgeinfer "
+                        "on the device, or re-export with the converters that match it.") from None
+
+
+def validate(name: Any, params: Params, *, where: str) -> None:
+    if not isinstance(name, str):
+        raise SpecError(f"{where}: op must be a string, found {name!r}. {_FIX}")
+    get(name).validate(params, where)
+
+
+def validate_sequence(names: Sequence[str], params: Sequence[Params], *, channels: int) -> None:
+    """Check what no single step can: PIL resizes before the float conversion, one conversion only."""
+    floats = [i for i, n in enumerate(names) if n == "to_float"]
+    if len(floats) != 1:
+        raise SpecError(f"steps: expected exactly one 'to_float' step, found {len(floats)}. {_FIX}")
+    for i, (n, p) in enumerate(zip(names, params)):
+        if n == "resize" and p.get("backend", "pil") == "pil" and i > floats[0]:
+            raise SpecError(f"step {i} 'resize' uses backend 'pil' after 'to_float' (step {floats[0]}); "
+                            f"PIL resizes 8-bit images only. {_FIX}")
+        if n == "normalize" and i < floats[0]:
+            raise SpecError(f"step {i} 'normalize' comes before 'to_float' (step {floats[0]}). {_FIX}")
+
+
+def describe(name: str, params: Params) -> str:
+    """A torchvision-like one-line rendering of a step."""
+    op = OPS.get(name)
+    if op is None:
+        return f"<unknown op {name!r}>"
+    p = op.with_defaults(params)
+    if name == "resize":
+        return _describe_resize(p)
+    args = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={list(v) if isinstance(v, tuple) else v}"
+                     for k, v in p.items())
+    return f"{op.title}({args})"

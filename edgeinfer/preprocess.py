@@ -1,0 +1,124 @@
+"""The preprocessor: a spec's steps compiled once into a pipeline that turns a frame into model input."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from edgeinfer import ops
+from edgeinfer.errors import ImageError, SpecError
+from edgeinfer.images import ImageInput, to_model_color
+from edgeinfer.spec import Spec
+
+MODES = ("exact",)
+Stage = Callable[[np.ndarray], np.ndarray]
+
+
+class Preprocessor:
+    """Callable giving the float32 (C, H, W) model input for one image, exactly as training produced it.
+
+    ``pre(image, color="bgr")`` takes an OpenCV frame (BGR), an RGB array with ``color="rgb"``, a
+    grayscale or RGBA array, a file path or encoded bytes. ``pre.batch(images)`` stacks to (N, C, H, W).
+    """
+
+    def __init__(self, spec: Spec, *, mode: str = "exact") -> None:
+        if mode not in MODES:
+            raise SpecError(f"preprocess mode: expected one of {MODES}, found {mode!r}.")
+        self.spec = spec
+        self.mode = mode
+        self._stages = _compile(spec)
+
+    def __call__(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
+        arr = to_model_color(image, self.spec.decode, color=color)
+        for stage in self._stages:
+            arr = stage(arr)
+        c, h, w = self.spec.input.channels, *self.spec.input.height_width
+        if arr.shape != (c, h, w):
+            raise ImageError(
+                f"preprocessing produced an input of shape {arr.shape}, the model expects {(c, h, w)}. The "
+                "training transform does not fix the output size for this image (a resize without a crop?); "
+                "add a crop to the transform and re-export, or feed images of the training aspect ratio.")
+        return arr
+
+    def batch(self, images: Iterable[ImageInput], *, color: str = "bgr") -> np.ndarray:
+        """Stack preprocessed images into one float32 (N, C, H, W) array."""
+        arrays = [self(im, color=color) for im in images]
+        if not arrays:
+            raise ImageError("batch: expected at least one image, found none.")
+        return np.stack(arrays)
+
+    def __repr__(self) -> str:
+        steps = ",\n    ".join(repr(s) for s in self.spec.steps)
+        return f"Preprocessor(mode={self.mode!r}, steps=[\n    {steps}\n])"
+
+
+def _compile(spec: Spec) -> list[Stage]:
+    """Turn steps into stages, fusing where the fusion cannot change a pixel.
+
+    * resize followed by a center crop that fits computes only the kept window (a 16:9 frame cropped
+      to a square discards ~45% of the resized pixels; PIL computes them all);
+    * the trailing uint8 -> float -> normalise -> CHW steps become one table lookup per channel, built
+      with the same float32 operations, so its values are bit-identical.
+    """
+    steps = list(spec.steps)
+    stages: list[Stage] = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        op = ops.get(step.op)
+        p = op.with_defaults(step.params)
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if step.op == "resize" and nxt is not None and nxt.op == "center_crop":
+            stages.append(_resize_then_crop(p, ops.get("center_crop").with_defaults(nxt.params)))
+            i += 2
+            continue
+        if step.op == "to_float" and all(s.op == "normalize" for s in steps[i + 1:]):
+            stages.append(_lookup_tail(p, [ops.get("normalize").with_defaults(s.params) for s in steps[i + 1:]]))
+            return stages
+        stages.append(lambda a, run=op.run, p=p: run(a, p))
+        i += 1
+    stages.append(_chw)
+    return stages
+
+
+def _resize_then_crop(rp: dict, cp: dict) -> Stage:
+    th, tw = cp["size"]
+
+    def stage(img: np.ndarray) -> np.ndarray:
+        oh, ow = ops.resize_output_size(img.shape[0], img.shape[1], rp)
+        if th > oh or tw > ow:
+            return ops.center_crop(ops.resize(img, rp), cp)
+        top, left = ops.center_crop_window(oh, ow, th, tw)
+        return ops.resize(img, rp, window=(top, left, th, tw))
+    return stage
+
+
+def _lookup_tail(fp: dict, norms: Sequence[dict]) -> Stage:
+    cache: dict[int, np.ndarray] = {}
+
+    def table(channels: int) -> np.ndarray:
+        if channels not in cache:
+            levels = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None], (1, 256, channels))
+            t = ops.to_float(np.ascontiguousarray(levels), fp)
+            for n in norms:
+                t = ops.normalize(t, n)
+            cache[channels] = np.ascontiguousarray(t[0].T)  # (C, 256)
+        return cache[channels]
+
+    def stage(img: np.ndarray) -> np.ndarray:
+        if img.dtype != np.uint8:
+            out = ops.to_float(img, fp)
+            for n in norms:
+                out = ops.normalize(out, n)
+            return _chw(out)
+        lut = table(img.shape[2])
+        out = np.empty((img.shape[2],) + img.shape[:2], dtype=np.float32)
+        for c in range(img.shape[2]):
+            np.take(lut[c], img[..., c], out=out[c])
+        return out
+    return stage
+
+
+def _chw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.astype(np.float32, copy=False).transpose(2, 0, 1))

@@ -1,0 +1,224 @@
+"""Separable resampling that reproduces, pixel for pixel, the library a model was trained with.
+
+A resize along one axis is a set of *taps*: for each output index, the input indices it reads and the
+weight of each. Each library differs only in how it computes taps and in its arithmetic, so there is one
+tap builder per library semantics and one function that applies taps:
+
+* PIL (``Image.resize``, what torchvision does on PIL images): filter support scaled by the downscale
+  factor (antialias), pixel centres at ``(x + 0.5) * scale``, weights normalised per output pixel and
+  rounded to 22-bit fixed point; two passes on uint8, horizontal first, the intermediate rounded to uint8.
+* torch ``interpolate`` (torchvision on tensors): the same antialias construction computed in floating
+  point; on uint8 input the CPU kernel rounds weights to int16 with a per-axis precision; without
+  antialias, classic bilinear / bicubic (a = -0.75) with clamped borders.
+
+Taps are cached per (input size, output size, output window), so a camera stream of constant frame size
+computes them once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+PIL_PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c: 22-bit fixed point for 8-bit images
+
+
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    return np.where(x < 1.0, 1.0 - x, 0.0)
+
+
+def _box(x: np.ndarray) -> np.ndarray:
+    return np.where((x > -0.5) & (x <= 0.5), 1.0, 0.0)
+
+
+def _hamming(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    px = x * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # 0.54f and 0.46f are float literals in Pillow: their float32 values are what it computes with.
+        v = np.sin(px) / px * (float(np.float32(0.54)) + float(np.float32(0.46)) * np.cos(px))
+    return np.where(x == 0.0, 1.0, np.where(x >= 1.0, 0.0, v))
+
+
+def _cubic(a: float) -> Callable[[np.ndarray], np.ndarray]:
+    def f(x: np.ndarray) -> np.ndarray:
+        x = np.abs(x)
+        near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+        far = (((x - 5) * x + 8) * x - 4) * a
+        return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+    return f
+
+
+def _sinc(x: np.ndarray) -> np.ndarray:
+    px = x * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(x == 0.0, 1.0, np.sin(px) / px)
+
+
+def _lanczos(x: np.ndarray) -> np.ndarray:
+    return np.where((x >= -3.0) & (x < 3.0), _sinc(x) * _sinc(x / 3), 0.0)
+
+
+# name -> (support at scale 1, filter). PIL's and torch's antialiased kernels share these definitions.
+FILTERS: dict[str, tuple[float, Callable[[np.ndarray], np.ndarray]]] = {
+    "box": (0.5, _box),
+    "bilinear": (1.0, _bilinear),
+    "hamming": (1.0, _hamming),
+    "bicubic": (2.0, _cubic(-0.5)),
+    "lanczos": (3.0, _lanczos),
+}
+
+
+@dataclass(frozen=True)
+class Taps:
+    """How one axis is resampled: ``out[i] = sum_k weight[i, k] * in[index[i, k]]``.
+
+    ``shift`` is the number of fixed-point fraction bits when weights are integers (uint8 arithmetic
+    with rounding), or None when weights are floats applied in float32.
+    """
+
+    index: np.ndarray
+    weight: np.ndarray
+    shift: int | None
+
+    @property
+    def size(self) -> int:
+        return int(self.index.shape[0])
+
+
+def _support_taps(in_size: int, out_size: int, filt: str, lo: int, hi: int, *, antialias: bool,
+                  dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Window start and normalised float weights of the antialias construction shared by PIL and torch."""
+    support0, fn = FILTERS[filt]
+    scale = dtype(in_size) / dtype(out_size)
+    filterscale = max(scale, dtype(1.0)) if antialias else dtype(1.0)
+    support = dtype(support0) * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    xx = np.arange(lo, hi, dtype=dtype)
+    center = (xx + dtype(0.5)) * scale
+    ss = dtype(1.0) / filterscale
+    # C casts with (int): truncation toward zero, then clamps.
+    xmin = np.maximum(np.trunc(center - support + dtype(0.5)), 0).astype(np.int64)
+    xmax = np.minimum(np.trunc(center + support + dtype(0.5)), in_size).astype(np.int64)
+    count = xmax - xmin
+    w = np.zeros((hi - lo, ksize), dtype=dtype)
+    total = np.zeros(hi - lo, dtype=dtype)
+    for k in range(ksize):
+        val = fn(((xmin + k).astype(dtype) - center + dtype(0.5)) * ss).astype(dtype)
+        val = np.where(k < count, val, dtype(0.0))
+        w[:, k] = val
+        total = total + val  # sequential, as the C loop sums: the order decides the last bit
+    safe = np.where(total != 0.0, total, dtype(1.0))
+    w = np.where(total[:, None] != 0.0, w / safe[:, None], w)
+    return xmin, w
+
+
+def _index(xmin: np.ndarray, ksize: int, in_size: int) -> np.ndarray:
+    return np.minimum(xmin[:, None] + np.arange(ksize)[None, :], in_size - 1)
+
+
+@lru_cache(maxsize=256)
+def pil_taps(in_size: int, out_size: int, filt: str, lo: int = 0, hi: int | None = None) -> Taps:
+    """Taps of Pillow's ``Image.resize`` for output indices ``lo:hi`` (all when hi is None)."""
+    hi = out_size if hi is None else hi
+    if filt == "nearest":
+        return _pil_nearest(in_size, out_size, lo, hi)
+    xmin, w = _support_taps(in_size, out_size, filt, lo, hi, antialias=True)
+    one = float(1 << PIL_PRECISION_BITS)
+    fixed = np.where(w < 0, np.trunc(-0.5 + w * one), np.trunc(0.5 + w * one)).astype(np.int32)
+    return _frozen(Taps(_index(xmin, w.shape[1], in_size), fixed, PIL_PRECISION_BITS))
+
+
+def _pil_nearest(in_size: int, out_size: int, lo: int, hi: int) -> Taps:
+    # Pillow resizes NEAREST through an affine transform that walks the source coordinate by repeated
+    # addition from scale/2; the running sum (not i * scale) decides the index at exact boundaries.
+    scale = in_size / out_size
+    steps = np.full(out_size, scale, dtype=np.float64)
+    steps[0] = scale * 0.5
+    pos = np.cumsum(steps)[lo:hi]
+    idx = np.clip(np.floor(pos).astype(np.int64), 0, in_size - 1)
+    return _frozen(Taps(idx[:, None], np.ones((hi - lo, 1), dtype=np.int32), 0))
+
+
+@lru_cache(maxsize=256)
+def torch_taps(in_size: int, out_size: int, filt: str, *, antialias: bool, uint8: bool,
+               lo: int = 0, hi: int | None = None) -> Taps:
+    """Taps of ``torch.nn.functional.interpolate`` (align_corners=False) for output indices ``lo:hi``."""
+    hi = out_size if hi is None else hi
+    if filt in ("nearest", "nearest_exact"):
+        # torch computes nearest indices in float32: floorf(i * scale), or floorf((i + .5) * scale).
+        scale = np.float32(in_size) / np.float32(out_size)
+        i = np.arange(lo, hi, dtype=np.float32)
+        pos = i * scale if filt == "nearest" else (i + np.float32(0.5)) * scale
+        idx = np.minimum(np.floor(pos).astype(np.int64), in_size - 1)
+        if filt == "nearest" and out_size == 2 * in_size:
+            idx = np.arange(lo, hi) >> 1
+        return _frozen(Taps(idx[:, None], np.ones((hi - lo, 1), dtype=np.int32), 0))
+    if filt == "bicubic" and not antialias:
+        xmin, w = _classic_bicubic(in_size, out_size, lo, hi)
+        index = np.clip(xmin[:, None] + np.arange(4)[None, :], 0, in_size - 1)
+    else:
+        xmin, w = _support_taps(in_size, out_size, filt, lo, hi, antialias=antialias)
+        index = _index(xmin, w.shape[1], in_size)
+    if not uint8:
+        return _frozen(Taps(index, w.astype(np.float32), None))
+    # The uint8 CPU kernel stores weights as int16 with the largest precision that keeps the biggest
+    # weight representable, and rounds half away from zero.
+    wmax = float(np.abs(w).max())
+    precision = 0
+    for p in range(22):
+        if _round_away(wmax * (1 << (p + 1))) >= (1 << 15):
+            break
+        precision = p + 1
+    fixed = _round_away(w * (1 << precision)).astype(np.int32)
+    return _frozen(Taps(index, fixed, precision))
+
+
+def _classic_bicubic(in_size: int, out_size: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = (np.arange(lo, hi, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    i0 = np.floor(src)
+    t = (src - i0).astype(np.float64)
+    f = _cubic(-0.75)
+    w = np.stack([f(t + 1), f(t), f(1 - t), f(2 - t)], axis=1)
+    return i0.astype(np.int64) - 1, w
+
+
+def _round_away(x):
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def _frozen(t: Taps) -> Taps:
+    t.index.setflags(write=False)
+    t.weight.setflags(write=False)
+    return t
+
+
+def apply(img: np.ndarray, taps: Taps, axis: int) -> np.ndarray:
+    """Resample ``img`` (H x W x C) along ``axis`` (0 rows, 1 columns) with the taps' arithmetic."""
+    ksize = taps.index.shape[1]
+    bshape = [1] * img.ndim
+    bshape[axis] = taps.size
+    if taps.shift is None:
+        acc = None
+        for k in range(ksize):
+            term = np.take(img, taps.index[:, k], axis=axis) * taps.weight[:, k].reshape(bshape)
+            acc = term if acc is None else acc + term
+        return acc.astype(np.float32, copy=False)
+    if taps.shift == 0 and ksize == 1:
+        return np.take(img, taps.index[:, 0], axis=axis)
+    out_shape = list(img.shape)
+    out_shape[axis] = taps.size
+    acc = np.full(out_shape, 1 << (taps.shift - 1), dtype=np.int32)
+    for k in range(ksize):
+        wk = taps.weight[:, k]
+        if not wk.any():
+            continue
+        acc += np.take(img, taps.index[:, k], axis=axis) * wk.reshape(bshape)
+    np.right_shift(acc, taps.shift, out=acc)
+    return np.clip(acc, 0, 255).astype(np.uint8)

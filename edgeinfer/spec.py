@@ -1,0 +1,303 @@
+"""The preprocessing spec: the one contract between the workstation and the device.
+
+A spec is plain data (frozen dataclasses) that round-trips through JSON. It is stored in the ONNX
+model's ``metadata_props`` under :data:`METADATA_KEY` and validated once, here, before anything uses it.
+The meaning of each step lives in :mod:`edgeinfer.ops`; this module only owns the document's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from edgeinfer import ops
+from edgeinfer.errors import SchemaVersionError, SpecError
+
+SCHEMA = "edgeinfer.spec/1"
+METADATA_KEY = "edgeinfer.spec"
+
+COLORS = ("rgb", "l")
+ALPHA = ("drop",)
+TASKS = ("classification",)
+OUTPUT_KINDS = ("logits", "probabilities")
+LAYOUTS = ("NCHW",)
+DTYPES = ("float32",)
+
+# Untrusted model files must not make us allocate without bound.
+MAX_SPEC_BYTES = 16 * 1024 * 1024
+MAX_LABELS = 100_000
+MAX_LABEL_CHARS = 1_000
+MAX_STEPS = 64
+
+
+def _expect(ok: bool, where: str, expected: str, found: Any, fix: str) -> None:
+    if not ok:
+        raise SpecError(f"{where}: expected {expected}, found {found!r}. {fix}")
+
+
+_REEXPORT = "Re-export the model with converters.export(...) or fix the spec JSON."
+
+
+def _check_keys(where: str, data: Mapping[str, Any], cls: type) -> None:
+    _expect(isinstance(data, Mapping), where, "a JSON object", type(data).__name__, _REEXPORT)
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}. {_REEXPORT}")
+
+
+@dataclass(frozen=True)
+class Decode:
+    """What the training loader handed to the first transform.
+
+    ``color`` is the image mode the first step receives ("rgb": PIL ``convert('RGB')``, "l": grayscale);
+    ``exif_orientation`` says whether the loader rotated images by their EXIF tag (PIL's ``Image.open``
+    does not, ``cv2.imread`` does); ``alpha`` says what happened to an alpha channel ("drop", as
+    ``convert('RGB')`` does: no compositing).
+    """
+
+    color: str = "rgb"
+    exif_orientation: bool = False
+    alpha: str = "drop"
+
+    def validate(self) -> None:
+        _expect(self.color in COLORS, "decode.color", f"one of {COLORS}", self.color, _REEXPORT)
+        _expect(isinstance(self.exif_orientation, bool), "decode.exif_orientation", "true or false",
+                self.exif_orientation, _REEXPORT)
+        _expect(self.alpha in ALPHA, "decode.alpha", f"one of {ALPHA}", self.alpha, _REEXPORT)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One preprocessing operation: an op name from :mod:`edgeinfer.ops` and its parameters."""
+
+    op: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, **_plain(dict(self.params))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], index: int = 0) -> "Step":
+        _expect(isinstance(data, Mapping) and "op" in data, f"step {index}", "an object with an 'op' key",
+                data, _REEXPORT)
+        params = {k: v for k, v in data.items() if k != "op"}
+        return cls(op=data["op"], params=params)
+
+    def __repr__(self) -> str:
+        return ops.describe(self.op, self.params)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model input the pipeline produces: name, layout, dtype and shape (None = dynamic axis)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def channels(self) -> int:
+        return int(self.shape[1])
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        return int(self.shape[2]), int(self.shape[3])
+
+    def validate(self) -> None:
+        _expect(isinstance(self.name, str) and self.name != "", "input.name", "a non-empty string",
+                self.name, _REEXPORT)
+        _expect(self.layout in LAYOUTS, "input.layout", f"one of {LAYOUTS}", self.layout, _REEXPORT)
+        _expect(self.dtype in DTYPES, "input.dtype", f"one of {DTYPES}", self.dtype, _REEXPORT)
+        ok = len(self.shape) == 4 and (self.shape[0] is None or _is_size(self.shape[0]))
+        ok = ok and all(_is_size(d) for d in self.shape[1:])
+        _expect(ok, "input.shape", "[batch or null, channels, height, width] with positive ints",
+                list(self.shape), _REEXPORT)
+        _expect(self.shape[1] in (1, 3), "input.shape[1] (channels)", "1 or 3", self.shape[1], _REEXPORT)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The model output: its name and whether it holds logits or probabilities."""
+
+    name: str
+    kind: str = "logits"
+
+    def validate(self) -> None:
+        _expect(isinstance(self.name, str) and self.name != "", "output.name", "a non-empty string",
+                self.name, _REEXPORT)
+        _expect(self.kind in OUTPUT_KINDS, "output.kind", f"one of {OUTPUT_KINDS}", self.kind, _REEXPORT)
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    """A small deterministic image (PNG, base64) and the raw model output it must reproduce."""
+
+    image_png: str
+    expected: tuple[float, ...]
+    atol: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expected", tuple(float(v) for v in self.expected))
+
+    def validate(self) -> None:
+        _expect(isinstance(self.image_png, str) and len(self.image_png) > 0, "self_test.image_png",
+                "base64 PNG text", type(self.image_png).__name__, _REEXPORT)
+        _expect(len(self.expected) > 0 and all(math.isfinite(v) for v in self.expected),
+                "self_test.expected", "a non-empty list of finite numbers", len(self.expected), _REEXPORT)
+        _expect(isinstance(self.atol, (int, float)) and math.isfinite(self.atol) and self.atol > 0,
+                "self_test.atol", "a positive number", self.atol, _REEXPORT)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything the device needs to turn a raw image into the model's input and read its output."""
+
+    steps: tuple[Step, ...]
+    input: InputSpec
+    output: OutputSpec
+    decode: Decode = Decode()
+    task: str = "classification"
+    labels: tuple[str, ...] | None = None
+    provenance: Mapping[str, str] = field(default_factory=dict)
+    self_test: SelfTest | None = None
+    schema: str = SCHEMA
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self) -> "Spec":
+        """Return self after checking every field; raise :class:`SpecError` naming the first bad one."""
+        if self.schema != SCHEMA:
+            raise SchemaVersionError(
+                f"spec schema: expected {SCHEMA!r}, found {self.schema!r}. This runtime reads only "
+                f"{SCHEMA!r}; upgrade edgeinfer on the device or re-export with the matching converters.")
+        _expect(self.task in TASKS, "task", f"one of {TASKS}", self.task, _REEXPORT)
+        self.decode.validate()
+        self.input.validate()
+        self.output.validate()
+        _expect(0 < len(self.steps) <= MAX_STEPS, "steps", f"1 to {MAX_STEPS} steps", len(self.steps), _REEXPORT)
+        for i, step in enumerate(self.steps):
+            ops.validate(step.op, step.params, where=f"step {i} '{step.op}'")
+        ops.validate_sequence([s.op for s in self.steps], [s.params for s in self.steps],
+                              channels=self.input.channels)
+        if self.labels is not None:
+            _expect(len(self.labels) <= MAX_LABELS, "labels", f"at most {MAX_LABELS} labels", len(self.labels),
+                    _REEXPORT)
+            bad = [i for i, s in enumerate(self.labels) if not isinstance(s, str) or len(s) > MAX_LABEL_CHARS]
+            _expect(not bad, f"labels[{bad[0] if bad else 0}]", f"a string of at most {MAX_LABEL_CHARS} chars",
+                    self.labels[bad[0]] if bad else None, _REEXPORT)
+        if self.self_test is not None:
+            self.self_test.validate()
+        return self
+
+    # -- serialisation ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "task": self.task,
+            "decode": _plain(self.decode.__dict__),
+            "steps": [s.to_dict() for s in self.steps],
+            "input": {"name": self.input.name, "shape": list(self.input.shape), "layout": self.input.layout,
+                      "dtype": self.input.dtype},
+            "output": {"name": self.output.name, "kind": self.output.kind},
+            "labels": list(self.labels) if self.labels is not None else None,
+            "provenance": dict(self.provenance),
+            "self_test": None if self.self_test is None else {
+                "image_png": self.self_test.image_png, "expected": list(self.self_test.expected),
+                "atol": self.self_test.atol},
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Spec":
+        """Build and validate a spec from plain data; raise :class:`SpecError` naming the bad key."""
+        _check_keys("spec", data, cls)
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise SchemaVersionError(
+                f"spec schema: expected {SCHEMA!r}, found {schema!r}. This runtime reads only {SCHEMA!r}; "
+                f"upgrade edgeinfer on the device or re-export with the matching converters.")
+        for key in ("steps", "input", "output"):
+            _expect(key in data, f"spec.{key}", "present", None, _REEXPORT)
+        _expect(isinstance(data["steps"], list), "spec.steps", "a list", type(data["steps"]).__name__, _REEXPORT)
+        decode = data.get("decode") or {}
+        _check_keys("spec.decode", decode, Decode)
+        _check_keys("spec.input", data["input"], InputSpec)
+        _check_keys("spec.output", data["output"], OutputSpec)
+        self_test = data.get("self_test")
+        if self_test is not None:
+            _check_keys("spec.self_test", self_test, SelfTest)
+        labels = data.get("labels")
+        _expect(labels is None or isinstance(labels, list), "spec.labels", "a list of strings or null",
+                type(labels).__name__, _REEXPORT)
+        provenance = data.get("provenance") or {}
+        _expect(isinstance(provenance, Mapping), "spec.provenance", "an object", type(provenance).__name__,
+                _REEXPORT)
+        try:
+            spec = cls(
+                schema=schema,
+                task=data.get("task", "classification"),
+                decode=Decode(**decode),
+                steps=tuple(Step.from_dict(s, i) for i, s in enumerate(data["steps"])),
+                input=InputSpec(**data["input"]),
+                output=OutputSpec(**data["output"]),
+                labels=tuple(labels) if labels is not None else None,
+                provenance={str(k): str(v) for k, v in provenance.items()},
+                self_test=SelfTest(**self_test) if self_test is not None else None,
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"spec: a field has the wrong type ({exc}). {_REEXPORT}") from exc
+        return spec.validate()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Spec":
+        """Parse spec JSON (as stored in model metadata) and validate it."""
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec JSON: expected at most {MAX_SPEC_BYTES} bytes, found {len(text)}. "
+                            "This is not a spec edgeinfer wrote; re-export the model.")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SpecError(f"spec JSON: expected valid JSON, found a parse error ({exc}). {_REEXPORT}") from exc
+        return cls.from_dict(data)
+
+    def describe(self) -> str:
+        """A human-readable, multi-line rendering of the pipeline, as `edgeinfer inspect` prints it."""
+        lines = [f"decode: color={self.decode.color} exif_orientation={self.decode.exif_orientation} "
+                 f"alpha={self.decode.alpha}"]
+        lines += [f"  {i}. {s!r}" for i, s in enumerate(self.steps)]
+        lines.append(f"layout: {self.input.layout} {self.input.dtype} -> input '{self.input.name}' "
+                     f"{['batch' if d is None else d for d in self.input.shape]}")
+        return "\n".join(lines)
+
+
+def _is_size(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= ops.MAX_SIDE
+
+
+def _plain(obj: Any) -> Any:
+    """Turn mapping proxies and tuples into JSON-ready dicts and lists."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
