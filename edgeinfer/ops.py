@@ -78,7 +78,7 @@ class Op:
         self.check(where, params)
 
     def with_defaults(self, params: Params) -> dict[str, Any]:
-        return {**self.optional, **params}
+        return {**params, **{k: v for k, v in self.optional.items() if k not in params}}
 
 
 # -- resize ----------------------------------------------------------------------------------------

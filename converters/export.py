@@ -1,0 +1,211 @@
+"""Exporting a PyTorch classifier to one self-describing ONNX file, then checking it against torch."""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from converters.transforms import probe_images, spec_from_transform
+from edgeinfer.errors import ExportError
+from edgeinfer.spec import METADATA_KEY, SelfTest, Spec
+
+OPSET = 18
+
+
+class ExportWarning(UserWarning):
+    """Something about the model was changed or doubtful at export time."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What export produced and how closely the ONNX model matches torch.
+
+    ``export_*`` compare torch with ONNX Runtime on the same tensors (the user's transform);
+    ``deploy_*`` compare torch fed by the user's transform with the edgeinfer runtime fed the raw image.
+    """
+
+    path: str
+    spec: Spec
+    images: int
+    export_max_abs_diff: float
+    export_top1_agreement: float
+    deploy_max_abs_diff: float
+    deploy_top1_agreement: float
+    switched_to_eval: bool
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "images": self.images,
+                "export_max_abs_diff": self.export_max_abs_diff,
+                "export_top1_agreement": self.export_top1_agreement,
+                "deploy_max_abs_diff": self.deploy_max_abs_diff,
+                "deploy_top1_agreement": self.deploy_top1_agreement,
+                "switched_to_eval": self.switched_to_eval, "warnings": list(self.warnings),
+                "spec": self.spec.to_dict()}
+
+
+def _pil_images(images: Iterable[Any] | None, loader_color: str) -> list[tuple[str, Any]]:
+    """Load verification images as the training loader would (PIL, convert to RGB/L), with names."""
+    from PIL import Image
+
+    mode = "RGB" if loader_color == "rgb" else "L"
+    if images is None:
+        return [(f"probe{i}", im) for i, im in enumerate(probe_images(loader_color))]
+    out = []
+    for i, im in enumerate(images):
+        if isinstance(im, (str, os.PathLike)):
+            with Image.open(im) as f:
+                out.append((str(im), f.convert(mode)))
+        elif isinstance(im, np.ndarray):
+            out.append((f"array{i}", Image.fromarray(im).convert(mode)))
+        else:
+            out.append((f"image{i}", im.convert(mode)))
+    if not out:
+        raise ExportError("export: expected at least one verification image, found none.")
+    return out
+
+
+def selftest_image() -> np.ndarray:
+    """A small deterministic RGB image with gradients and edges, for the spec's self-test vector."""
+    y, x = np.mgrid[0:96, 0:128]
+    r = (x * 2) % 256
+    g = (y * 255) // 95
+    b = (((x // 16) + (y // 16)) % 2) * 200 + 20
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+def _probabilities(raw: np.ndarray, kind: str) -> np.ndarray:
+    from edgeinfer.postprocess import class_scores, softmax
+
+    scores = class_scores(raw)
+    return softmax(scores) if kind == "logits" else scores.astype(np.float32)
+
+
+def _looks_like_probabilities(raw: np.ndarray) -> bool:
+    from edgeinfer.postprocess import class_scores
+
+    s = class_scores(raw).astype(np.float64)
+    return bool(np.all(s >= -1e-6) and np.all(s <= 1 + 1e-6) and np.allclose(s.sum(axis=1), 1.0, atol=1e-4))
+
+
+def _write_atomically(model_proto: Any, path: Path) -> None:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save_model(model_proto, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Sequence[str] | None = None,
+           images: Iterable[Any] | None = None, output_kind: str = "auto", loader_color: str = "rgb",
+           input_name: str = "input", output_name: str = "logits", opset: int = OPSET,
+           strict: bool = False) -> ExportReport:
+    """Export ``model`` with the spec of ``transform`` to ``path`` and verify it; return an :class:`ExportReport`.
+
+    The model is put in eval mode (with an :class:`ExportWarning`, or :class:`ExportError` when
+    ``strict``), exported with a dynamic batch axis at opset >= 17, and the spec is written into the ONNX
+    metadata. Verification runs the user's transform on ``images`` (paths, PIL images or RGB arrays;
+    built-in probe images when None) and compares torch with ONNX Runtime and with the edgeinfer runtime.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    import edgeinfer
+
+    if opset < 17:
+        raise ExportError(f"opset: expected 17 or newer, found {opset}. Older opsets lack ops the exporter needs.")
+    if output_kind not in ("auto", "logits", "probabilities"):
+        raise ExportError(f"output_kind: expected 'auto', 'logits' or 'probabilities', found {output_kind!r}.")
+    notes: list[str] = []
+    switched = bool(model.training)
+    if switched:
+        msg = ("the model was in train mode (BatchNorm would use batch statistics, Dropout would be active); "
+               "exporting it in eval mode. Call model.eval() before export to silence this.")
+        if strict:
+            raise ExportError(msg.replace("exporting it in eval mode", "refusing with strict=True"))
+        warnings.warn(msg, ExportWarning, stacklevel=2)
+        notes.append(msg)
+    model.eval()
+
+    spec = spec_from_transform(transform, input_name=input_name, output_name=output_name, output_kind="logits",
+                               labels=labels, loader_color=loader_color)
+    named = _pil_images(images, loader_color)
+    with torch.no_grad():
+        batch = torch.stack([transform(im) for _, im in named]).float()
+        ref_raw = model(batch).detach().cpu().numpy()
+    kind = output_kind
+    if kind == "auto":
+        kind = "probabilities" if _looks_like_probabilities(ref_raw) else "logits"
+        if kind == "probabilities":
+            notes.append("the model output is already a probability distribution; the runtime will not apply "
+                         "softmax again.")
+    if labels is not None and ref_raw.shape[1] != len(labels):
+        raise ExportError(f"labels: expected one per class ({ref_raw.shape[1]}), found {len(labels)}.")
+
+    # Self-test vector: the torch output for a small deterministic image, through the user's transform.
+    from PIL import Image
+
+    import cv2
+
+    st_rgb = selftest_image()
+    with torch.no_grad():
+        st_in = transform(Image.fromarray(st_rgb).convert("RGB" if loader_color == "rgb" else "L"))
+        st_out = model(st_in.unsqueeze(0).float()).detach().cpu().numpy().reshape(-1)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
+    assert ok
+
+    out = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        example = batch[:2] if batch.shape[0] >= 2 else torch.cat([batch, batch])
+        batch_dim = torch.export.Dim("batch", min=1, max=4096)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(model, (example,), str(raw_path), dynamo=True, opset_version=opset,
+                                  input_names=[input_name], output_names=[output_name],
+                                  dynamic_shapes=({0: batch_dim},), external_data=False, verbose=False)
+            except Exception as exc:
+                raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {exc}") from exc
+        proto = onnx.load(str(raw_path))
+
+    # Verify the raw graph first; its tolerance sets the self-test tolerance.
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_raw = sess.run([output_name], {input_name: batch.numpy()})[0]
+    st_onnx = sess.run([output_name], {input_name: st_in.unsqueeze(0).numpy().astype(np.float32)})[0].reshape(-1)
+    atol = float(max(1e-3, 20 * np.max(np.abs(st_onnx - st_out))))
+    spec = Spec(**{**spec.__dict__, "output": type(spec.output)(output_name, kind),
+                   "self_test": SelfTest(base64.b64encode(png.tobytes()).decode("ascii"),
+                                         tuple(float(v) for v in st_out), atol)}).validate()
+    meta = {p.key: p.value for p in proto.metadata_props}
+    meta[METADATA_KEY] = spec.to_json()
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    _write_atomically(proto, out)
+
+    ref_p = _probabilities(ref_raw, kind)
+    onnx_p = _probabilities(onnx_raw, kind)
+    deployed = edgeinfer.load(out)
+    dep_p = np.stack([p.scores for p in deployed.predict_batch([np.asarray(im) for _, im in named], color="rgb")])
+    return ExportReport(
+        path=str(out), spec=spec, images=len(named),
+        export_max_abs_diff=float(np.max(np.abs(ref_p - onnx_p))),
+        export_top1_agreement=float(np.mean(ref_p.argmax(1) == onnx_p.argmax(1))),
+        deploy_max_abs_diff=float(np.max(np.abs(ref_p - dep_p))),
+        deploy_top1_agreement=float(np.mean(ref_p.argmax(1) == dep_p.argmax(1))),
+        switched_to_eval=switched, warnings=tuple(notes))
