@@ -1,0 +1,150 @@
+"""The ``edgeinfer`` command line: each subcommand parses, calls one library function, formats its result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgeinfer.errors import EdgeInferError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from edgeinfer.model import load
+
+    model = load(args.model, device=args.device)
+    if args.json:
+        _print_json({"path": model.path, "providers": list(model.providers), "spec": model.spec.to_dict()})
+        return 0
+    spec = model.spec
+    print(f"model:      {model.path}")
+    print(f"schema:     {spec.schema}    task: {spec.task}")
+    for i in model.session.get_inputs():
+        print(f"input:      {i.name} {i.shape} {i.type}")
+    for o in model.session.get_outputs():
+        print(f"output:     {o.name} {o.shape} {o.type}" + (f"  ({spec.output.kind})" if o.name == spec.output.name else ""))
+    labels = spec.labels or ()
+    shown = ", ".join(labels[:10]) + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
+    print(f"labels:     {shown if labels else '(none: class indices are shown)'}")
+    print(f"providers:  {list(model.providers)} (onnxruntime {ort.__version__})")
+    print("pipeline:")
+    for line in spec.describe().splitlines():
+        print(f"  {line}")
+    print("provenance:")
+    for k, v in spec.provenance.items():
+        if k != "transform":
+            print(f"  {k}: {v}")
+    if "transform" in spec.provenance:
+        print(f"  transform: {spec.provenance['transform']}")
+    print(f"self-test:  {'present' if spec.self_test else 'absent'}")
+    return 0
+
+
+def _expand(paths: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from edgeinfer.model import load
+
+    model = load(args.model, device=args.device)
+    results = []
+    failed = 0
+    for path in _expand(args.images):
+        try:
+            pred = model.predict(path, top_k=args.top_k)
+        except EdgeInferError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        results.append({"image": str(path), **pred.to_dict()})
+        if not args.json:
+            top = ", ".join(f"{label} {score:.3f}" for _, label, score in pred.top_k)
+            print(f"{path}: {top}")
+    if args.json:
+        _print_json(results)
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import converters
+    from converters import zoo
+
+    model, transform = zoo.build(args.arch, num_classes=args.num_classes, weights=args.weights)
+    if args.transform:
+        transform = zoo.import_attr(args.transform)
+    labels = Path(args.labels).read_text().splitlines() if args.labels else None
+    images = _expand([args.images]) if args.images else None
+    report = converters.export(model, args.output, transform=transform, labels=labels, images=images)
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(f"wrote {report.path}")
+    print(report.spec.describe())
+    print(f"verified on {report.images} images: export max|dp|={report.export_max_abs_diff:.2e} "
+          f"top-1 {report.export_top1_agreement:.0%}; deployed max|dp|={report.deploy_max_abs_diff:.2e} "
+          f"top-1 {report.deploy_top1_agreement:.0%}")
+    for note in report.warnings:
+        print(f"note: {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
+                                     "with the exact preprocessing they were trained with.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="show a model's spec, inputs, outputs, labels and provenance")
+    p.add_argument("model")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("predict", help="classify images (files or folders)")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a torchvision/timm architecture or your model (needs torch)")
+    p.add_argument("arch", help="torchvision name (resnet18), timm:NAME, or module:attribute of your model")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--weights", help="a state_dict file (loaded with weights_only=True)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--transform", help="module:attribute of the eval transform (default: the architecture's)")
+    p.add_argument("--labels", help="a text file with one label per line")
+    p.add_argument("--images", help="a folder of images to verify the export on")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeInferError as exc:
+        print(f"edgeinfer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
