@@ -1,0 +1,179 @@
+"""Preprocessing parity: our OpenCV/numpy pixels against the training library's, on real photos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import v2
+
+from converters.transforms import _pil_pass_order, pixel_parity, spec_from_transform
+from edgeinfer import ConversionError, RandomTransformError, ops
+
+PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+               "box": Image.BOX, "hamming": Image.HAMMING, "lanczos": Image.LANCZOS}
+# (out_w, out_h): upscale, mild and strong downscale, odd sizes, one axis only, and Pillow 13's
+# vertical-first case (height shrinks more than twice the width).
+SIZES = [(1000, 700), (449, 401), (224, 224), (37, 51), (512, 100), (600, 512), (301, 97), (7, 5)]
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.mark.parametrize("filt", sorted(PIL_FILTERS))
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_resize_matches_pil_bit_exactly(filt, mode, astronaut):
+    pil = Image.fromarray(astronaut).convert(mode)
+    arr = np.asarray(pil) if mode == "RGB" else np.asarray(pil)[..., None]
+    for ow, oh in SIZES:
+        ref = np.asarray(pil.resize((ow, oh), PIL_FILTERS[filt]))
+        params = {"rule": "exact", "size": [oh, ow], "interpolation": filt, "backend": "pil",
+                  "pass_order": _pil_pass_order()}
+        got = ops.resize(arr, params)
+        got = got if mode == "RGB" else got[..., 0]
+        assert got.shape == ref.shape
+        diff = np.abs(got.astype(int) - ref.astype(int)).max()
+        assert diff == 0, f"{filt} {mode} {ow}x{oh}: max diff {diff}"
+
+
+def test_resize_window_equals_crop_of_full_resize(astronaut):
+    frame = cv2.resize(astronaut, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    params = {"rule": "shorter", "size": 256, "interpolation": "bilinear", "backend": "pil",
+              "pass_order": _pil_pass_order()}
+    full = ops.resize(frame, params)
+    top, left = ops.center_crop_window(*full.shape[:2], 224, 224)
+    window = ops.resize(frame, params, window=(top, left, 224, 224))
+    assert np.array_equal(window, full[top:top + 224, left:left + 224])
+
+
+V1 = {
+    "imagenet": T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(*IMAGENET)]),
+    "bicubic_exact_size": T.Compose([T.Resize((200, 300), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor()]),
+    "lanczos_crop": T.Compose([T.Resize(100, interpolation=T.InterpolationMode.LANCZOS), T.CenterCrop(90),
+                               T.ToTensor()]),
+    "box_hamming_nearest": T.Compose([T.Resize(80, interpolation=T.InterpolationMode.BOX),
+                                      T.Resize((70, 60), interpolation=T.InterpolationMode.HAMMING),
+                                      T.Resize(50, interpolation=T.InterpolationMode.NEAREST), T.CenterCrop(48),
+                                      T.ToTensor()]),
+    "max_size": T.Compose([T.Resize(100, max_size=120), T.CenterCrop(96), T.ToTensor()]),
+    "crop_larger_pads": T.Compose([T.Resize(64), T.CenterCrop(128), T.ToTensor()]),
+    "grayscale3": T.Compose([T.Resize(64), T.CenterCrop(64), T.Grayscale(3), T.ToTensor(), T.Normalize([.5] * 3, [.5] * 3)]),
+    "grayscale1": T.Compose([T.Grayscale(1), T.Resize((40, 40)), T.ToTensor()]),
+    "pad_constant": T.Compose([T.Resize((50, 60)), T.Pad(3, fill=7), T.ToTensor()]),
+    "pad_reflect": T.Compose([T.Resize((50, 60)), T.Pad((2, 5), padding_mode="reflect"), T.ToTensor()]),
+    "pil_to_tensor_convert": T.Compose([T.Resize(72), T.CenterCrop(64), T.PILToTensor(),
+                                        T.ConvertImageDtype(torch.float32), T.Normalize(*IMAGENET)]),
+    "tensor_resize_v1": T.Compose([T.PILToTensor(), T.Resize(90, antialias=True), T.CenterCrop(80),
+                                   T.ConvertImageDtype(torch.float32)]),
+}
+V2 = {
+    "pil_then_image": v2.Compose([v2.Resize(256), v2.CenterCrop(224), v2.ToImage(),
+                                  v2.ToDtype(torch.float32, scale=True), v2.Normalize(*IMAGENET)]),
+    "uint8_tensor_antialias": v2.Compose([v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(224),
+                                          v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()]),
+    "float_tensor_resize": v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize(128),
+                                       v2.CenterCrop(112)]),
+    "uint8_no_antialias": v2.Compose([v2.ToImage(), v2.Resize(100, antialias=False), v2.CenterCrop(96),
+                                      v2.ToDtype(torch.float32, scale=True)]),
+    "uint8_bicubic": v2.Compose([v2.ToImage(), v2.Resize(100, interpolation=v2.InterpolationMode.BICUBIC),
+                                 v2.CenterCrop(96), v2.ToDtype(torch.float32, scale=True)]),
+    "uint8_nearest_exact": v2.Compose([v2.ToImage(), v2.Resize(100, interpolation=v2.InterpolationMode.NEAREST_EXACT),
+                                       v2.CenterCrop(96), v2.ToDtype(torch.float32, scale=True)]),
+    "longer_side": v2.Compose([v2.ToImage(), v2.Resize(size=None, max_size=96), v2.CenterCrop(64),
+                               v2.ToDtype(torch.float32, scale=False)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(V1) + sorted(V2))
+def test_torchvision_eval_transforms_are_reproduced_within_one_level(name, photos):
+    tf = V1.get(name) or V2[name]
+    loader = "rgb"
+    spec = spec_from_transform(tf, loader_color=loader)
+    pil = [Image.fromarray(p) for p in photos.values()]
+    assert pixel_parity(spec, tf, pil) <= 1.0
+    if not any(s.params.get("backend") == "torch" for s in spec.steps):
+        assert pixel_parity(spec, tf, pil) == 0.0  # PIL paths are bit-exact
+
+
+def test_tensor_resize_is_recorded_as_torch_semantics():
+    spec = spec_from_transform(V2["uint8_tensor_antialias"])
+    resize = next(s for s in spec.steps if s.op == "resize")
+    assert resize.params["backend"] == "torch" and resize.params["antialias"] is True
+    pil_spec = spec_from_transform(V1["imagenet"])
+    assert next(s for s in pil_spec.steps if s.op == "resize").params["backend"] == "pil"
+
+
+TIMM_CONFIGS = [
+    dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.875, crop_mode="center"),
+    dict(input_size=(3, 256, 256), interpolation="bilinear", crop_pct=0.95, crop_mode="center"),
+    dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=1.0, crop_mode="squash"),
+    dict(input_size=(3, 288, 288), interpolation="bicubic", crop_pct=1.0, crop_mode="border"),
+    dict(input_size=(3, 192, 256), interpolation="bilinear", crop_pct=0.9, crop_mode="center"),
+    dict(input_size=(3, 160, 160), interpolation="nearest", crop_pct=0.875, crop_mode="center",
+         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+]
+
+
+@pytest.mark.parametrize("cfg", TIMM_CONFIGS, ids=lambda c: f"{c['crop_mode']}-{c['input_size'][1]}x{c['input_size'][2]}-{c['interpolation']}")
+def test_timm_eval_transforms_are_reproduced_bit_exactly(cfg, photos):
+    from timm.data import create_transform
+
+    tf = create_transform(**cfg, is_training=False)
+    spec = spec_from_transform(tf)
+    assert spec.input.shape[2:] == cfg["input_size"][1:]
+    assert pixel_parity(spec, tf, [Image.fromarray(p) for p in photos.values()]) == 0.0
+
+
+def test_timm_model_data_config_converts():
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model("resnet18", pretrained=False)
+    tf = create_transform(**resolve_data_config(model=model), is_training=False)
+    assert spec_from_transform(tf).input.shape == (None, 3, 224, 224)
+
+
+@pytest.mark.parametrize("tf, name", [
+    (T.Compose([T.RandomResizedCrop(224), T.ToTensor()]), "RandomResizedCrop"),
+    (T.Compose([T.Resize(256), T.ColorJitter(0.4), T.CenterCrop(224), T.ToTensor()]), "ColorJitter"),
+    (v2.Compose([v2.ToImage(), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True)]), "RandomHorizontalFlip"),
+    (T.Compose([T.RandomApply([T.Grayscale(3)]), T.ToTensor()]), "RandomApply"),
+])
+def test_random_augmentations_are_refused_by_name(tf, name):
+    with pytest.raises(RandomTransformError, match=f"{name}.*eval transform"):
+        spec_from_transform(tf)
+
+
+def test_timm_training_transform_is_refused():
+    from timm.data import create_transform
+
+    with pytest.raises(RandomTransformError, match="eval transform"):
+        spec_from_transform(create_transform(input_size=224, is_training=True))
+
+
+def test_unknown_transform_is_refused_not_approximated():
+    tf = T.Compose([T.Resize(64), T.Lambda(lambda x: x), T.ToTensor()])
+    with pytest.raises(ConversionError, match="Lambda.*not a transform edgeinfer can reproduce"):
+        spec_from_transform(tf)
+
+
+def test_transform_without_fixed_size_is_refused():
+    with pytest.raises(ConversionError, match="fixed size"):
+        spec_from_transform(T.Compose([T.Resize(64), T.ToTensor()]))
+
+
+def test_grayscale_loader_is_reproduced(photos):
+    from skimage import data
+
+    tf = T.Compose([T.Resize((32, 32), interpolation=T.InterpolationMode.BICUBIC), T.Grayscale(3), T.ToTensor()])
+    spec = spec_from_transform(tf, loader_color="l")
+    assert spec.decode.color == "l"
+    assert pixel_parity(spec, tf, [Image.fromarray(data.camera()), Image.fromarray(data.coins())]) == 0.0
