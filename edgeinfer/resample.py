@@ -201,6 +201,18 @@ def _frozen(t: Taps) -> Taps:
 
 def apply(img: np.ndarray, taps: Taps, axis: int) -> np.ndarray:
     """Resample ``img`` (H x W x C) along ``axis`` (0 rows, 1 columns) with the taps' arithmetic."""
+    if axis == 1 and img.ndim == 3 and taps.index.shape[1] > 1:
+        # Gathering whole rows is contiguous copying; gathering columns is strided. Transpose once.
+        lo, hi = int(taps.index.min()), int(taps.index.max()) + 1
+        flipped = np.ascontiguousarray(img[:, lo:hi].transpose(1, 0, 2))
+        return np.ascontiguousarray(_apply0(flipped, Taps(taps.index - lo, taps.weight, taps.shift)).transpose(1, 0, 2))
+    if axis == 1:
+        return _apply0(img.swapaxes(0, 1), taps).swapaxes(0, 1)
+    return _apply0(img, taps)
+
+
+def _apply0(img: np.ndarray, taps: Taps) -> np.ndarray:
+    axis = 0
     ksize = taps.index.shape[1]
     bshape = [1] * img.ndim
     bshape[axis] = taps.size
