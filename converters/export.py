@@ -166,7 +166,8 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
         st_in = transform(Image.fromarray(st_rgb).convert("RGB" if loader_color == "rgb" else "L"))
         st_out = model(st_in.unsqueeze(0).float()).detach().cpu().numpy().reshape(-1)
     ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
-    assert ok
+    if not ok:
+        raise ExportError("could not encode the self-test image as PNG with this OpenCV build.")
 
     out = Path(path)
     with tempfile.TemporaryDirectory() as tmp:

@@ -94,11 +94,10 @@ class _Walk:
     def add(self, op: str, **params: Any) -> None:
         self.steps.append(Step(op, params))
 
-    def to_float(self, t: Any, scale: str) -> None:
-        if self.domain == "float":
-            return
-        self.add("to_float", scale=scale if self.domain != "float" else "none")
-        self.domain = "float"
+    def to_float(self, scale: str) -> None:
+        if self.domain != "float":  # float -> float conversions change nothing
+            self.add("to_float", scale=scale)
+            self.domain = "float"
 
     def visit(self, t: Any) -> None:
         name = type(t).__name__
@@ -160,9 +159,9 @@ class _Walk:
 
     def _ToTensor(self, t: Any) -> None:
         if type(t).__module__.startswith("timm"):
-            self.to_float(t, "none")  # timm's ToTensor keeps 0-255
+            self.to_float("none")  # timm's ToTensor keeps 0-255
         else:
-            self.to_float(t, "div255")
+            self.to_float("div255")
 
     def _PILToTensor(self, t: Any) -> None:
         if self.domain == "pil":
@@ -197,7 +196,7 @@ class _Walk:
                                   "input. Convert with torch.float32.")
         if self.domain == "pil":
             raise ConversionError(f"{type(t).__name__} received a PIL image; put ToImage/PILToTensor before it.")
-        self.to_float(t, method if scale else "none")
+        self.to_float(method if scale else "none")
 
     def _Normalize(self, t: Any) -> None:
         if self.domain != "float":
@@ -208,7 +207,7 @@ class _Walk:
 
     # -- timm --------------------------------------------------------------------------------------
     def _MaybeToTensor(self, t: Any) -> None:
-        self.to_float(t, "div255")
+        self.to_float("div255")
 
     def _ResizeKeepRatio(self, t: Any) -> None:
         if getattr(t, "random_scale_prob", 0) > 0 or getattr(t, "random_aspect_prob", 0) > 0:

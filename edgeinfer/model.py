@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -63,7 +62,6 @@ class Model:
         self.requested_providers = tuple(requested)
         self.preprocessor = Preprocessor(spec)
         self._check_io()
-        self._lock = threading.Lock()
 
     # -- facts ------------------------------------------------------------------------------------
     @property
