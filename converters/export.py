@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -14,7 +15,7 @@ import numpy as np
 
 from converters.transforms import probe_images, spec_from_transform
 from edgeinfer.errors import ExportError
-from edgeinfer.spec import METADATA_KEY, SelfTest, Spec
+from edgeinfer.spec import METADATA_KEY, OutputSpec, SelfTest, Spec
 
 OPSET = 18
 
@@ -189,9 +190,10 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
     onnx_raw = sess.run([output_name], {input_name: batch.numpy()})[0]
     st_onnx = sess.run([output_name], {input_name: st_in.unsqueeze(0).numpy().astype(np.float32)})[0].reshape(-1)
     atol = float(max(1e-3, 20 * np.max(np.abs(st_onnx - st_out))))
-    spec = Spec(**{**spec.__dict__, "output": type(spec.output)(output_name, kind),
-                   "self_test": SelfTest(base64.b64encode(png.tobytes()).decode("ascii"),
-                                         tuple(float(v) for v in st_out), atol)}).validate()
+    spec = dataclasses.replace(
+        spec, output=OutputSpec(output_name, kind),
+        self_test=SelfTest(base64.b64encode(png.tobytes()).decode("ascii"), tuple(float(v) for v in st_out), atol),
+    ).validate()
     meta = {p.key: p.value for p in proto.metadata_props}
     meta[METADATA_KEY] = spec.to_json()
     del proto.metadata_props[:]
