@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import cv2
 import numpy as np
 
 from edgeinfer import resample
@@ -165,20 +166,43 @@ def _separable(img: np.ndarray, rows: resample.Taps | None, cols: resample.Taps 
         img = img[top:top + wh]
     if cols is None:
         img = img[:, left:left + ww]
-    if rows is not None and cols is not None and not vertical_first:
-        # Only the input rows the vertical taps read go through the horizontal pass (as PIL does).
-        r0, r1 = int(rows.index.min()), int(rows.index.max()) + 1
-        img = resample.apply(img[r0:r1], cols, axis=1)
-        return resample.apply(img, _shifted(rows, r0), axis=0)
-    if rows is not None and cols is not None:
-        c0, c1 = int(cols.index.min()), int(cols.index.max()) + 1
-        img = resample.apply(img[:, c0:c1], rows, axis=0)
-        return resample.apply(img, _shifted(cols, c0), axis=1)
+    # Only the input rows and columns the taps read take part (PIL, too, skips unused rows).
+    r0 = c0 = 0
     if rows is not None:
-        return resample.apply(img, rows, axis=0)
+        r0 = int(rows.index.min())
+        img = img[r0:int(rows.index.max()) + 1]
     if cols is not None:
-        return resample.apply(img, cols, axis=1)
+        c0 = int(cols.index.min())
+        img = img[:, c0:int(cols.index.max()) + 1]
+    passes = [(t, axis, off) for t, axis, off in ((cols, 1, c0), (rows, 0, r0)) if t is not None]
+    if vertical_first:
+        passes.reverse()
+    fixed_u8 = img.dtype == np.uint8 and all(t.shift for t, _, _ in passes)
+    if fixed_u8 and resample.native_available():
+        for taps, axis, _ in passes:
+            img = resample.apply_native(img, taps, axis)
+        return img
+    if all(resample.matmul_exact(t) for t, _, _ in passes):
+        out = img.astype(np.float32)
+        for taps, axis, off in passes:
+            out = _pass_rows(out, taps, off) if axis == 0 else _pass_cols(out, taps, off)
+        return out.astype(np.uint8) if img.dtype == np.uint8 else out
+    for taps, axis, off in passes:
+        img = resample.apply(img, _shifted(taps, off), axis)
     return img
+
+
+def _pass_rows(img: np.ndarray, taps: resample.Taps, offset: int) -> np.ndarray:
+    h, w, c = img.shape
+    return resample.apply_rows(img.reshape(h, w * c), taps, offset).reshape(taps.size, w, c)
+
+
+def _pass_cols(img: np.ndarray, taps: resample.Taps, offset: int) -> np.ndarray:
+    # A pixel-wise transpose (OpenCV's is fast) turns columns into rows, channels kept interleaved.
+    h, w, c = img.shape
+    t = cv2.transpose(img).reshape(w, h * c)
+    out = resample.apply_rows(t, taps, offset).reshape(taps.size, h, c)
+    return cv2.transpose(out).reshape(h, taps.size, c)
 
 
 def _shifted(t: resample.Taps, offset: int) -> resample.Taps:

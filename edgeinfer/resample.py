@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable
 
 import numpy as np
+
+try:  # optional C accelerator (built by pip when a compiler is present); numpy computes the same pixels
+    from edgeinfer import _resample as _native
+except ImportError:  # pragma: no cover - exercised on machines without a compiler
+    _native = None
 
 PIL_PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c: 22-bit fixed point for 8-bit images
 
@@ -74,7 +79,7 @@ FILTERS: dict[str, tuple[float, Callable[[np.ndarray], np.ndarray]]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: taps are cached objects, hashed by identity
 class Taps:
     """How one axis is resampled: ``out[i] = sum_k weight[i, k] * in[index[i, k]]``.
 
@@ -89,6 +94,17 @@ class Taps:
     @property
     def size(self) -> int:
         return int(self.index.shape[0])
+
+    @cached_property
+    def start(self) -> int:
+        """The first input index these taps read."""
+        return int(self.index.min())
+
+    @cached_property
+    def local(self) -> tuple[np.ndarray, np.ndarray]:
+        """int32 indices relative to :attr:`start` and int32 weights, contiguous, for the C kernel."""
+        return (np.ascontiguousarray(self.index - self.start, dtype=np.int32),
+                np.ascontiguousarray(self.weight, dtype=np.int32))
 
 
 def _support_taps(in_size: int, out_size: int, filt: str, lo: int, hi: int, *, antialias: bool,
@@ -197,6 +213,89 @@ def _frozen(t: Taps) -> Taps:
     t.index.setflags(write=False)
     t.weight.setflags(write=False)
     return t
+
+
+_BLOCK = 16      # output pixels per dense weight block
+_SPLIT = 1024    # fixed-point weights = hi * _SPLIT + lo, so float32 products and sums stay exact integers
+_MAX_EXACT_TAPS = 64  # beyond this many taps a float32 sum of lo-parts could exceed 2**24
+
+
+@dataclass(frozen=True)
+class _Block:
+    start: int
+    stop: int
+    lo: int
+    hi: int
+    parts: tuple[np.ndarray, ...]  # (hi, lo) weight matrices for fixed point, (w,) for float taps
+
+
+@lru_cache(maxsize=512)
+def _blocks(taps: Taps) -> tuple[_Block, ...]:
+    """Dense (outputs x inputs) weight blocks along the band, computed once per Taps object."""
+    out = []
+    for start in range(0, taps.size, _BLOCK):
+        stop = min(taps.size, start + _BLOCK)
+        idx, w = taps.index[start:stop], taps.weight[start:stop]
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        dense = np.zeros((stop - start, hi - lo), dtype=np.float64 if taps.shift is None else np.int64)
+        rows = np.arange(stop - start)
+        for k in range(idx.shape[1]):
+            np.add.at(dense, (rows, idx[:, k] - lo), w[:, k])
+        if taps.shift is None:
+            parts: tuple[np.ndarray, ...] = (dense.astype(np.float32),)
+        else:
+            high = np.floor_divide(dense, _SPLIT)
+            parts = (high.astype(np.float32), (dense - high * _SPLIT).astype(np.float32))
+        out.append(_Block(start, stop, lo, hi, parts))
+    return tuple(out)
+
+
+def apply_rows(rows: np.ndarray, taps: Taps, offset: int = 0) -> np.ndarray:
+    """Resample the rows of a 2-D float32 array (N_in, M) to (taps.size, M) with the taps' arithmetic.
+
+    Exact for fixed-point taps: integer weights are split into two parts whose float32 matrix products
+    are exact integers (below 2**24), recombined in int32, rounded and clipped as the C loops do; the
+    result holds the uint8 levels C would store. The band structure is kept by multiplying dense blocks
+    of 16 outputs, so BLAS does the work. ``offset`` is the input index of ``rows[0]``.
+    """
+    fixed = taps.shift is not None
+    out = np.empty((taps.size, rows.shape[1]), dtype=np.int32 if fixed else np.float32)
+    for b in _blocks(taps):
+        src = rows[b.lo - offset:b.hi - offset]
+        if fixed:
+            dst = out[b.start:b.stop]
+            np.copyto(dst, b.parts[0] @ src, casting="unsafe")
+            dst *= _SPLIT
+            dst += (b.parts[1] @ src).astype(np.int32)
+        else:
+            np.matmul(b.parts[0], src, out=out[b.start:b.stop])
+    if not fixed:
+        return out
+    out += 1 << (taps.shift - 1)
+    np.right_shift(out, taps.shift, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.float32)
+
+
+def native_available() -> bool:
+    return _native is not None
+
+
+def apply_native(img: np.ndarray, taps: Taps, axis: int) -> np.ndarray:
+    """Fixed-point pass in C over uint8 H x W x C data that starts at input index ``taps.start``."""
+    idx, w = taps.local
+    if axis == 1:
+        out = np.empty((img.shape[0], taps.size, img.shape[2]), dtype=np.uint8)
+        _native.horizontal(img, out, idx, w, taps.shift)
+    else:
+        out = np.empty((taps.size, img.shape[1], img.shape[2]), dtype=np.uint8)
+        _native.vertical(img, out, idx, w, taps.shift)
+    return out
+
+
+def matmul_exact(taps: Taps) -> bool:
+    """Whether :func:`apply_rows` reproduces the integer arithmetic of these taps exactly."""
+    return taps.shift is None or (taps.index.shape[1] <= _MAX_EXACT_TAPS and taps.index.shape[1] > 1)
 
 
 def apply(img: np.ndarray, taps: Taps, axis: int) -> np.ndarray:

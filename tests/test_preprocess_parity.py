@@ -177,3 +177,17 @@ def test_grayscale_loader_is_reproduced(photos):
     spec = spec_from_transform(tf, loader_color="l")
     assert spec.decode.color == "l"
     assert pixel_parity(spec, tf, [Image.fromarray(data.camera()), Image.fromarray(data.coins())]) == 0.0
+
+
+@pytest.mark.parametrize("filt", ["bilinear", "bicubic", "lanczos", "box"])
+def test_numpy_fallback_gives_the_same_pixels_as_the_c_kernel(filt, astronaut, monkeypatch):
+    from edgeinfer import resample
+
+    frame = cv2.resize(astronaut, (1280, 720), interpolation=cv2.INTER_CUBIC)
+    params = {"rule": "shorter", "size": 200, "interpolation": filt, "backend": "pil", "pass_order": _pil_pass_order()}
+    fast = ops.resize(frame, params)
+    monkeypatch.setattr(resample, "_native", None)
+    assert np.array_equal(ops.resize(frame, params), fast)
+    gray = frame[..., :1].copy()
+    assert np.array_equal(ops.resize(gray, params), np.asarray(Image.fromarray(gray[..., 0]).resize(
+        fast.shape[1::-1], PIL_FILTERS[filt]))[..., None])
