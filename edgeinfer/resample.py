@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Callable
 
+import cv2
 import numpy as np
 
 try:  # optional C accelerator (built by pip when a compiler is present); numpy computes the same pixels
@@ -285,11 +286,11 @@ def apply_native(img: np.ndarray, taps: Taps, axis: int) -> np.ndarray:
     """Fixed-point pass in C over uint8 H x W x C data that starts at input index ``taps.start``."""
     idx, w = taps.local
     if axis == 1:
-        out = np.empty((img.shape[0], taps.size, img.shape[2]), dtype=np.uint8)
-        _native.horizontal(img, out, idx, w, taps.shift)
-    else:
-        out = np.empty((taps.size, img.shape[1], img.shape[2]), dtype=np.uint8)
-        _native.vertical(img, out, idx, w, taps.shift)
+        # Columns are resampled as rows of the pixel-wise transpose: the row kernel vectorises.
+        return cv2.transpose(apply_native(cv2.transpose(img).reshape(img.shape[1], img.shape[0], -1), taps, 0)
+                             ).reshape(img.shape[0], taps.size, img.shape[2])
+    out = np.empty((taps.size, img.shape[1], img.shape[2]), dtype=np.uint8)
+    _native.rows(img, out, idx, w, taps.shift)
     return out
 
 
