@@ -54,13 +54,13 @@ class Model:
     """
 
     def __init__(self, session: ort.InferenceSession, spec: Spec, *, path: str = "model",
-                 device: str = "cpu", requested: Sequence[str] = ()) -> None:
+                 device: str = "cpu", requested: Sequence[str] = (), preprocess: str = "exact") -> None:
         self.session = session
         self.spec = spec
         self.path = path
         self.device = device
         self.requested_providers = tuple(requested)
-        self.preprocessor = Preprocessor(spec)
+        self.preprocessor = Preprocessor(spec, mode=preprocess)
         self._check_io()
 
     # -- facts ------------------------------------------------------------------------------------
@@ -150,8 +150,13 @@ class Model:
         return f"Model({self.path!r}, device={self.device!r}, providers={list(self.providers)})"
 
 
-def load(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None) -> Model:
-    """Load an ONNX model exported with its spec and return a ready :class:`Model`."""
+def load(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None,
+         preprocess: str = "exact") -> Model:
+    """Load an ONNX model exported with its spec and return a ready :class:`Model`.
+
+    ``preprocess="exact"`` (default) reproduces the training library's pixels; ``"fast"`` trades a
+    measured fraction of a level for speed on large frames (see benchmarks/README.md).
+    """
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: expected an .onnx file, found {'a directory' if p.is_dir() else 'nothing'}.")
@@ -164,4 +169,5 @@ def load(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = 
         session = ort.InferenceSession(str(p), sess_options=opts, providers=choice.usable)
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
         raise ModelError(f"{p}: expected an ONNX model ONNX Runtime can load, it failed: {exc}") from exc
-    return Model(session, read_spec(session, p), path=str(p), device=device, requested=choice.requested)
+    return Model(session, read_spec(session, p), path=str(p), device=device, requested=choice.requested,
+                 preprocess=preprocess)

@@ -132,48 +132,86 @@ def _check_resize(where: str, p: Params) -> None:
         _fail(where, "pass_order", f"one of {PIL_PASS_ORDERS}", p.get("pass_order"))
 
 
-def resize(img: np.ndarray, p: Params, window: Window | None = None) -> np.ndarray:
-    """Resize ``img`` by the step's rule and library semantics; compute only ``window`` if given."""
+FAST_REDUCING_GAP = 2.0  # fast mode box-reduces by integer factors while the rest still shrinks >= 2x
+
+
+def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bool = False) -> np.ndarray:
+    """Resize ``img`` by the step's rule and library semantics; compute only ``window`` if given.
+
+    Exact by default. ``fast=True`` first box-reduces a strongly shrunk image by integer factors with
+    OpenCV's INTER_AREA (as Pillow's ``reducing_gap`` does), only over the region the output needs, and
+    runs the passes in the cheaper order; the pixels then differ slightly from the library's, a cost
+    benchmarks/preprocess_parity.py measures.
+    """
     h, w = img.shape[:2]
     oh, ow = resize_output_size(h, w, p)
     top, left, wh, ww = window if window is not None else (0, 0, oh, ow)
     backend, filt = p.get("backend", "pil"), p["interpolation"]
+    if backend == "pil" and img.dtype != np.uint8:
+        raise SpecError("a PIL resize step received float data; PIL resizes 8-bit images. " + _FIX)
+    if (oh, ow) == (h, w):
+        return img[top:top + wh, left:left + ww]
     if backend == "pil":
-        if img.dtype != np.uint8:
-            raise SpecError("a PIL resize step received float data; PIL resizes 8-bit images. " + _FIX)
-        if (oh, ow) == (h, w):
-            return img[top:top + wh, left:left + ww]
-        rows = resample.pil_taps(h, oh, filt, top, top + wh) if oh != h else None
-        cols = resample.pil_taps(w, ow, filt, left, left + ww) if ow != w else None
-        vertical_first = (p.get("pass_order") == "pillow13" and (h - oh) > 0 and (h - oh) > (w - ow) * 2)
+        def taps(n_in: int, n_out: int, lo: int, hi: int) -> resample.Taps | None:
+            return resample.pil_taps(n_in, n_out, filt, lo, hi) if n_in != n_out else None
+        vertical_first = p.get("pass_order") == "pillow13" and (h - oh) > 0 and (h - oh) > (w - ow) * 2
     else:
-        if (oh, ow) == (h, w):
-            return img[top:top + wh, left:left + ww]
         antialias = bool(p.get("antialias", True)) and filt in ("bilinear", "bicubic", "lanczos")
         u8 = img.dtype == np.uint8
-        rows = resample.torch_taps(h, oh, filt, antialias=antialias, uint8=u8, lo=top, hi=top + wh)
-        cols = resample.torch_taps(w, ow, filt, antialias=antialias, uint8=u8, lo=left, hi=left + ww)
+
+        def taps(n_in: int, n_out: int, lo: int, hi: int) -> resample.Taps | None:
+            return resample.torch_taps(n_in, n_out, filt, antialias=antialias, uint8=u8, lo=lo, hi=hi)
         if not u8:
             img = img.astype(np.float32, copy=False)
         vertical_first = False
-    return _separable(img, rows, cols, vertical_first, (top, left, wh, ww))
+    origin = (0, 0)
+    fy, fx = max(1, int(h / oh / FAST_REDUCING_GAP)), max(1, int(w / ow / FAST_REDUCING_GAP))
+    if fast and (fx > 1 or fy > 1):
+        img, origin, h, w = _box_reduce(img, fy, fx, taps(h // fy, oh, top, top + wh),
+                                        taps(w // fx, ow, left, left + ww))
+    rows, cols = taps(h, oh, top, top + wh), taps(w, ow, left, left + ww)
+    if fast and rows is not None and cols is not None:
+        vertical_first = _vertical_first_is_cheaper(rows, cols)
+    return _separable(img, rows, cols, vertical_first, (top, left, wh, ww), origin)
+
+
+def _box_reduce(img: np.ndarray, fy: int, fx: int, rows: resample.Taps | None,
+                cols: resample.Taps | None) -> tuple[np.ndarray, tuple[int, int], int, int]:
+    """Box-average ``img`` by (fy, fx) over just the region the reduced-size taps read."""
+    h, w = img.shape[0] // fy, img.shape[1] // fx
+    r0, r1 = (rows.start, int(rows.index.max()) + 1) if rows is not None else (0, h)
+    c0, c1 = (cols.start, int(cols.index.max()) + 1) if cols is not None else (0, w)
+    part = img[r0 * fy:r1 * fy, c0 * fx:c1 * fx]
+    small = cv2.resize(part, (c1 - c0, r1 - r0), interpolation=cv2.INTER_AREA)
+    return small.reshape(r1 - r0, c1 - c0, -1), (r0, c0), h, w
+
+
+def _vertical_first_is_cheaper(rows: resample.Taps, cols: resample.Taps) -> bool:
+    span_r = int(rows.index.max()) - rows.start + 1
+    span_c = int(cols.index.max()) - cols.start + 1
+    kr, kc = rows.index.shape[1], cols.index.shape[1]
+    horizontal_first = span_r * cols.size * kc + rows.size * cols.size * kr
+    vertical_first = span_c * rows.size * kr + rows.size * cols.size * kc
+    return vertical_first < horizontal_first
 
 
 def _separable(img: np.ndarray, rows: resample.Taps | None, cols: resample.Taps | None,
-               vertical_first: bool, window: Window) -> np.ndarray:
+               vertical_first: bool, window: Window, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Run the row and column passes; ``img[0, 0]`` is input pixel ``origin`` of the taps' geometry."""
     top, left, wh, ww = window
+    oy, ox = origin
     if rows is None:
-        img = img[top:top + wh]
+        img = img[top - oy:top - oy + wh]
     if cols is None:
-        img = img[:, left:left + ww]
+        img = img[:, left - ox:left - ox + ww]
     # Only the input rows and columns the taps read take part (PIL, too, skips unused rows).
     r0 = c0 = 0
     if rows is not None:
-        r0 = int(rows.index.min())
-        img = img[r0:int(rows.index.max()) + 1]
+        r0 = rows.start
+        img = img[r0 - oy:int(rows.index.max()) + 1 - oy]
     if cols is not None:
-        c0 = int(cols.index.min())
-        img = img[:, c0:int(cols.index.max()) + 1]
+        c0 = cols.start
+        img = img[:, c0 - ox:int(cols.index.max()) + 1 - ox]
     passes = [(t, axis, off) for t, axis, off in ((cols, 1, c0), (rows, 0, r0)) if t is not None]
     if vertical_first:
         passes.reverse()

@@ -11,7 +11,9 @@ from edgeinfer.errors import ImageError, SpecError
 from edgeinfer.images import ImageInput, to_model_color
 from edgeinfer.spec import Spec
 
-MODES = ("exact",)
+# "exact": the training library's pixels; "fast": box pre-reduction and the cheaper pass order, close
+# to but not equal to them (its cost is measured by benchmarks/preprocess_parity.py).
+MODES = ("exact", "fast")
 Stage = Callable[[np.ndarray], np.ndarray]
 
 
@@ -27,7 +29,7 @@ class Preprocessor:
             raise SpecError(f"preprocess mode: expected one of {MODES}, found {mode!r}.")
         self.spec = spec
         self.mode = mode
-        self._stages = _compile(spec)
+        self._stages = _compile(spec, fast=mode == "fast")
 
     def __call__(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
         arr = to_model_color(image, self.spec.decode, color=color)
@@ -53,7 +55,7 @@ class Preprocessor:
         return f"Preprocessor(mode={self.mode!r}, steps=[\n    {steps}\n])"
 
 
-def _compile(spec: Spec) -> list[Stage]:
+def _compile(spec: Spec, *, fast: bool) -> list[Stage]:
     """Turn steps into stages, fusing where the fusion cannot change a pixel.
 
     * resize followed by a center crop that fits computes only the kept window (a 16:9 frame cropped
@@ -70,27 +72,30 @@ def _compile(spec: Spec) -> list[Stage]:
         p = op.with_defaults(step.params)
         nxt = steps[i + 1] if i + 1 < len(steps) else None
         if step.op == "resize" and nxt is not None and nxt.op == "center_crop":
-            stages.append(_resize_then_crop(p, ops.get("center_crop").with_defaults(nxt.params)))
+            stages.append(_resize_then_crop(p, ops.get("center_crop").with_defaults(nxt.params), fast))
             i += 2
             continue
         if step.op == "to_float" and all(s.op == "normalize" for s in steps[i + 1:]):
             stages.append(_lookup_tail(p, [ops.get("normalize").with_defaults(s.params) for s in steps[i + 1:]]))
             return stages
-        stages.append(lambda a, run=op.run, p=p: run(a, p))
+        if step.op == "resize":
+            stages.append(lambda a, p=p: ops.resize(a, p, fast=fast))
+        else:
+            stages.append(lambda a, run=op.run, p=p: run(a, p))
         i += 1
     stages.append(_chw)
     return stages
 
 
-def _resize_then_crop(rp: dict, cp: dict) -> Stage:
+def _resize_then_crop(rp: dict, cp: dict, fast: bool) -> Stage:
     th, tw = cp["size"]
 
     def stage(img: np.ndarray) -> np.ndarray:
         oh, ow = ops.resize_output_size(img.shape[0], img.shape[1], rp)
         if th > oh or tw > ow:
-            return ops.center_crop(ops.resize(img, rp), cp)
+            return ops.center_crop(ops.resize(img, rp, fast=fast), cp)
         top, left = ops.center_crop_window(oh, ow, th, tw)
-        return ops.resize(img, rp, window=(top, left, th, tw))
+        return ops.resize(img, rp, window=(top, left, th, tw), fast=fast)
     return stage
 
 
