@@ -23,7 +23,10 @@ MAX_SIDE = 16384  # refuse absurd sizes before allocating
 
 PIL_FILTERS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 TORCH_FILTERS = ("nearest", "nearest_exact", "bilinear", "bicubic", "lanczos")
-BACKENDS = {"pil": PIL_FILTERS, "torch": TORCH_FILTERS}
+# OpenCV-trained pipelines call cv2.resize themselves: running the same call is exact by construction.
+CV2_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
+             "area": cv2.INTER_AREA, "lanczos4": cv2.INTER_LANCZOS4, "nearest_exact": cv2.INTER_NEAREST_EXACT}
+BACKENDS = {"pil": PIL_FILTERS, "torch": TORCH_FILTERS, "opencv": tuple(CV2_FLAGS)}
 RESIZE_RULES = ("shorter", "longer", "exact", "keep_ratio")
 # Pillow 13 runs the vertical pass first when the height shrinks by more than twice the width's
 # shrink; earlier Pillow always runs the horizontal pass first. The intermediate is rounded to uint8, so
@@ -128,7 +131,7 @@ def _check_resize(where: str, p: Params) -> None:
         _fail(where, "interpolation", f"one of {BACKENDS[backend]} for backend '{backend}'", p["interpolation"])
     if not isinstance(p.get("antialias", True), bool):
         _fail(where, "antialias", "true or false", p.get("antialias"))
-    if p.get("pass_order", "horizontal_first") not in PIL_PASS_ORDERS:
+    if backend == "pil" and p.get("pass_order", "horizontal_first") not in PIL_PASS_ORDERS:
         _fail(where, "pass_order", f"one of {PIL_PASS_ORDERS}", p.get("pass_order"))
 
 
@@ -151,6 +154,9 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
         raise SpecError("a PIL resize step received float data; PIL resizes 8-bit images. " + _FIX)
     if (oh, ow) == (h, w):
         return img[top:top + wh, left:left + ww]
+    if backend == "opencv":
+        out = cv2.resize(img, (ow, oh), interpolation=CV2_FLAGS[filt]).reshape(oh, ow, -1)
+        return out[top:top + wh, left:left + ww]
     if backend == "pil":
         def taps(n_in: int, n_out: int, lo: int, hi: int) -> resample.Taps | None:
             return resample.pil_taps(n_in, n_out, filt, lo, hi) if n_in != n_out else None
@@ -300,6 +306,52 @@ def pad(img: np.ndarray, p: Params) -> np.ndarray:
     return out
 
 
+# -- letterbox (Ultralytics / YOLO) ------------------------------------------------------------------
+def letterbox_geometry(h: int, w: int, p: Params) -> tuple[int, int, int, int, int, int]:
+    """(new_h, new_w, top, bottom, left, right) of an Ultralytics-style letterbox for an h x w image."""
+    th, tw = p["size"]
+    r = min(th / h, tw / w)
+    if not p.get("scaleup", True):
+        r = min(r, 1.0)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)  # thin images keep at least one pixel
+    dw, dh = tw - new_w, th - new_h
+    if p.get("auto", False):  # minimum rectangle: pad only up to a multiple of the stride
+        dw, dh = dw % p.get("stride", 32), dh % p.get("stride", 32)
+    elif p.get("scale_fill", False):  # stretch to the target, no padding
+        new_w, new_h, dw, dh = tw, th, 0, 0
+    if p.get("center", True):
+        dw, dh = dw / 2, dh / 2
+        top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+        left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    else:
+        top, left = 0, 0
+        bottom, right = int(round(dh + 0.1)), int(round(dw + 0.1))
+    return new_h, new_w, top, bottom, left, right
+
+
+def _check_letterbox(where: str, p: Params) -> None:
+    size = p["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_size(v) for v in size)):
+        _fail(where, "size", f"[height, width] with ints in 1..{MAX_SIDE}", size)
+    for key in ("auto", "scaleup", "center", "scale_fill"):
+        if not isinstance(p.get(key, True), bool):
+            _fail(where, key, "true or false", p.get(key))
+    if not _size(p.get("stride", 32)):
+        _fail(where, "stride", "a positive int", p.get("stride"))
+    if p.get("interpolation", "bilinear") not in CV2_FLAGS:
+        _fail(where, "interpolation", f"one of {tuple(CV2_FLAGS)}", p.get("interpolation"))
+    _check_fill(where, "fill", p.get("fill", 114))
+
+
+def letterbox(img: np.ndarray, p: Params) -> np.ndarray:
+    h, w = img.shape[:2]
+    new_h, new_w, top, bottom, left, right = letterbox_geometry(h, w, p)
+    if (new_h, new_w) != (h, w):
+        img = cv2.resize(img, (new_w, new_h), interpolation=CV2_FLAGS[p.get("interpolation", "bilinear")])
+        img = img.reshape(new_h, new_w, -1)
+    return pad(img, {"padding": [left, top, right, bottom], "fill": p.get("fill", 114), "mode": "constant"})
+
+
 # -- colour and values -----------------------------------------------------------------------------
 def _check_grayscale(where: str, p: Params) -> None:
     if p["channels"] not in (1, 3):
@@ -380,6 +432,9 @@ OPS: dict[str, Op] = {
                  _check_resize, resize, "resize"),
     "center_crop": Op("center_crop", ("size",), {"fill": 0}, _check_center_crop, center_crop, "CenterCrop"),
     "pad": Op("pad", ("padding",), {"fill": 0, "mode": "constant"}, _check_pad, pad, "Pad"),
+    "letterbox": Op("letterbox", ("size",), {"fill": 114, "auto": False, "scale_fill": False, "stride": 32,
+                                             "scaleup": True, "center": True, "interpolation": "bilinear"},
+                    _check_letterbox, letterbox, "LetterBox"),
     "grayscale": Op("grayscale", ("channels",), {"backend": "pil"}, _check_grayscale, grayscale, "Grayscale"),
     "to_float": Op("to_float", ("scale",), {}, _check_to_float, to_float, "ToFloat"),
     "normalize": Op("normalize", ("mean", "std"), {}, _check_normalize, normalize, "Normalize"),

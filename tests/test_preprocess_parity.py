@@ -191,3 +191,77 @@ def test_numpy_fallback_gives_the_same_pixels_as_the_c_kernel(filt, astronaut, m
     gray = frame[..., :1].copy()
     assert np.array_equal(ops.resize(gray, params), np.asarray(Image.fromarray(gray[..., 0]).resize(
         fast.shape[1::-1], PIL_FILTERS[filt]))[..., None])
+
+
+def _spec_of(*steps, hw):
+    from edgeinfer import InputSpec, OutputSpec, Spec, Step
+
+    return Spec(steps=tuple(Step(op, p) for op, p in steps), input=InputSpec("images", (None, 3, *hw)),
+                output=OutputSpec("output0")).validate()
+
+
+LETTERBOX = [
+    dict(size=[640, 640]),
+    dict(size=[320, 320], auto=True, stride=32),
+    dict(size=[256, 384], scaleup=False),
+    dict(size=[224, 224], center=False),
+    dict(size=[160, 160], scale_fill=True),
+]
+
+
+@pytest.mark.parametrize("cfg", LETTERBOX, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_letterbox_matches_ultralytics(cfg, photos):
+    from ultralytics.data.augment import LetterBox
+
+    ref_tf = LetterBox(new_shape=tuple(cfg["size"]), auto=cfg.get("auto", False), scale_fill=cfg.get("scale_fill", False),
+                       scaleup=cfg.get("scaleup", True), center=cfg.get("center", True), stride=cfg.get("stride", 32))
+    for rgb in photos.values():
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        ref = ref_tf(image=bgr)[..., ::-1]  # Ultralytics letterboxes the BGR frame, then flips to RGB
+        h, w = ref.shape[:2]  # with auto=True the padded size depends on the image
+        spec = _spec_of(("letterbox", dict(cfg)), ("to_float", {"scale": "none"}), hw=(h, w))
+        from edgeinfer import Preprocessor
+
+        got = Preprocessor(spec)(bgr)
+        assert got.shape == (3, h, w)
+        assert np.array_equal(got.transpose(1, 2, 0).astype(np.uint8), ref)
+
+
+@pytest.mark.parametrize("interp", sorted(ops.CV2_FLAGS))
+def test_opencv_backend_is_the_cv2_call(interp, photos):
+    from edgeinfer import Preprocessor
+
+    rgb = photos["chelsea"]
+    spec = _spec_of(("resize", {"rule": "exact", "size": [123, 201], "interpolation": interp, "backend": "opencv"}),
+                    ("to_float", {"scale": "none"}), hw=(123, 201))
+    ref = cv2.resize(rgb, (201, 123), interpolation=ops.CV2_FLAGS[interp])
+    assert np.array_equal(Preprocessor(spec)(rgb, color="rgb").transpose(1, 2, 0), ref.astype(np.float32))
+
+
+def _timm_distinct_configs() -> dict:
+    import timm
+    from timm.data import resolve_data_config
+
+    configs: dict = {}
+    for name in timm.list_pretrained():
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is None:
+            continue
+        dc = resolve_data_config(pretrained_cfg=cfg.to_dict())
+        key = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in dc.items()))
+        configs.setdefault(key, name)
+    return configs
+
+
+@pytest.mark.slow
+def test_every_distinct_timm_pretrained_config_converts_bit_exactly(photos):
+    from timm.data import create_transform
+
+    configs = _timm_distinct_configs()
+    assert len(configs) >= 150  # 173 in timm 1.0.31, from 1,826 pretrained models
+    pil = [Image.fromarray(photos["chelsea"])]
+    worst = {}
+    for key, name in configs.items():
+        tf = create_transform(**dict(key), is_training=False)
+        worst[name] = pixel_parity(spec_from_transform(tf), tf, pil)
+    assert max(worst.values()) == 0.0, {k: v for k, v in worst.items() if v}
