@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 import cv2
@@ -85,6 +86,21 @@ class Op:
         return {**params, **{k: v for k, v in self.optional.items() if k not in params}}
 
 
+def contiguous_rows(img: np.ndarray) -> np.ndarray:
+    """``img`` itself when each row is one contiguous run of pixels, else a compact copy.
+
+    A BGR frame flipped to RGB is a negative-stride view; OpenCV copies such input slowly on every call
+    (6 ms for a 1080p frame), so callers copy once, after cropping to what they need.
+    """
+    if img.strides[-1] == img.itemsize and (img.ndim < 3 or img.strides[1] == img.shape[2] * img.itemsize):
+        return img
+    if img.ndim == 3 and img.shape[2] == 3 and img.strides[2] == -img.itemsize:
+        flipped = img[..., ::-1]  # the caller's own BGR layout: swap channels with OpenCV instead
+        if flipped.strides[1] == 3 * img.itemsize and img.dtype in (np.uint8, np.float32):
+            return cv2.cvtColor(flipped, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(img)
+
+
 # -- resize ----------------------------------------------------------------------------------------
 def resize_output_size(h: int, w: int, p: Params) -> tuple[int, int]:
     """Output (height, width) of a resize step for an h x w input, by torchvision's/timm's rules."""
@@ -155,7 +171,7 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
     if (oh, ow) == (h, w):
         return img[top:top + wh, left:left + ww]
     if backend == "opencv":
-        out = cv2.resize(img, (ow, oh), interpolation=CV2_FLAGS[filt]).reshape(oh, ow, -1)
+        out = cv2.resize(contiguous_rows(img), (ow, oh), interpolation=CV2_FLAGS[filt]).reshape(oh, ow, -1)
         return out[top:top + wh, left:left + ww]
     if backend == "pil":
         def taps(n_in: int, n_out: int, lo: int, hi: int) -> resample.Taps | None:
@@ -172,7 +188,10 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
         vertical_first = False
     origin = (0, 0)
     fy, fx = max(1, int(h / oh / FAST_REDUCING_GAP)), max(1, int(w / ow / FAST_REDUCING_GAP))
-    if fast and (fx > 1 or fy > 1):
+    # Box pre-reduction only stands in for filters that themselves average (antialias); nearest, box
+    # and non-antialiased kernels keep sharp detail that a box average would smear.
+    smooth = filt in ("bilinear", "bicubic", "hamming", "lanczos") and (backend == "pil" or p.get("antialias", True))
+    if fast and smooth and (fx > 1 or fy > 1):
         img, origin, h, w = _box_reduce(img, fy, fx, taps(h // fy, oh, top, top + wh),
                                         taps(w // fx, ow, left, left + ww))
     rows, cols = taps(h, oh, top, top + wh), taps(w, ow, left, left + ww)
@@ -190,6 +209,14 @@ def _box_reduce(img: np.ndarray, fy: int, fx: int, rows: resample.Taps | None,
     part = img[r0 * fy:r1 * fy, c0 * fx:c1 * fx]
     small = cv2.resize(part, (c1 - c0, r1 - r0), interpolation=cv2.INTER_AREA)
     return small.reshape(r1 - r0, c1 - c0, -1), (r0, c0), h, w
+
+
+@lru_cache(maxsize=64)
+def _nearest_maps(rows: resample.Taps, cols: resample.Taps, r0: int, c0: int) -> tuple[np.ndarray, np.ndarray]:
+    shape = (rows.size, cols.size)
+    map_x = np.ascontiguousarray(np.broadcast_to((cols.index[:, 0] - c0).astype(np.float32)[None, :], shape))
+    map_y = np.ascontiguousarray(np.broadcast_to((rows.index[:, 0] - r0).astype(np.float32)[:, None], shape))
+    return map_x, map_y
 
 
 def _vertical_first_is_cheaper(rows: resample.Taps, cols: resample.Taps) -> bool:
@@ -221,6 +248,12 @@ def _separable(img: np.ndarray, rows: resample.Taps | None, cols: resample.Taps 
     passes = [(t, axis, off) for t, axis, off in ((cols, 1, c0), (rows, 0, r0)) if t is not None]
     if vertical_first:
         passes.reverse()
+    if rows is not None and cols is not None and rows.index.shape[1] == cols.index.shape[1] == 1:
+        # nearest: OpenCV's remap with integer-valued maps copies exactly the kept pixels, fast
+        map_x, map_y = _nearest_maps(rows, cols, r0, c0)
+        out = cv2.remap(contiguous_rows(img), map_x, map_y, cv2.INTER_NEAREST)
+        return out.reshape(rows.size, cols.size, img.shape[2])
+    img = contiguous_rows(img)
     fixed_u8 = img.dtype == np.uint8 and all(t.shift for t, _, _ in passes)
     if fixed_u8 and resample.native_available():
         for taps, axis, _ in passes:
@@ -347,7 +380,8 @@ def letterbox(img: np.ndarray, p: Params) -> np.ndarray:
     h, w = img.shape[:2]
     new_h, new_w, top, bottom, left, right = letterbox_geometry(h, w, p)
     if (new_h, new_w) != (h, w):
-        img = cv2.resize(img, (new_w, new_h), interpolation=CV2_FLAGS[p.get("interpolation", "bilinear")])
+        img = cv2.resize(contiguous_rows(img), (new_w, new_h),
+                         interpolation=CV2_FLAGS[p.get("interpolation", "bilinear")])
         img = img.reshape(new_h, new_w, -1)
     return pad(img, {"padding": [left, top, right, bottom], "fill": p.get("fill", 114), "mode": "constant"})
 
