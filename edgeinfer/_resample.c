@@ -5,7 +5,8 @@
  * when this module cannot be built, the pure-numpy path computes the same pixels. Buffers arrive
  * through the buffer protocol; no numpy headers are needed.
  *
- * rows(src, dst, idx, w, shift): src (H_in, W, C) uint8, dst (H_out, W, C) uint8, idx/w (H_out, K) int32.
+ * rows(src, dst, idx, w, shift): src (H_in, W, C) uint8, dst (H_out, W, C) uint8, idx/w (H_out, K) int32;
+ * with shift 0, src/dst/w are float32 (torch's float path: weighted sums, no rounding).
  * src may be a strided view (a crop of a larger frame) as long as each row is contiguous.
  */
 #define PY_SSIZE_T_CLEAN
@@ -42,10 +43,29 @@ static void resample_rows(const uint8_t *src, Py_ssize_t src_stride, uint8_t *ds
     }
 }
 
-static int get3(PyObject *obj, Py_buffer *b, int writable, const char *name) {
+/* Float taps on float32 data (torch's float path): sums in tap order, no rounding. */
+EDGE_CLONES
+static void resample_rows_f32(const char *src, Py_ssize_t src_stride, char *dst, Py_ssize_t dst_stride,
+                              Py_ssize_t n_out, Py_ssize_t n, Py_ssize_t K, const int32_t *I, const float *W) {
+    for (Py_ssize_t y = 0; y < n_out; y++) {
+        const int32_t *iy = I + y * K;
+        const float *wy = W + y * K;
+        float *out = (float *)(dst + y * dst_stride);
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = 0.0f;
+        for (Py_ssize_t k = 0; k < K; k++) {
+            const float wk = wy[k];
+            const float *row = (const float *)(src + iy[k] * src_stride);
+            for (Py_ssize_t i = 0; i < n; i++) out[i] += row[i] * wk;
+        }
+    }
+}
+
+static int get3(PyObject *obj, Py_buffer *b, int writable, const char *name, Py_ssize_t itemsize) {
     if (PyObject_GetBuffer(obj, b, PyBUF_RECORDS_RO | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
-    if (b->ndim != 3 || b->itemsize != 1 || b->strides[2] != 1 || b->strides[1] != b->shape[2]) {
-        PyErr_Format(PyExc_ValueError, "%s: expected a uint8 (rows, cols, channels) array with contiguous rows", name);
+    if (b->ndim != 3 || b->itemsize != itemsize || b->strides[2] != itemsize ||
+        b->strides[1] != b->shape[2] * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected a (rows, cols, channels) array of %zd-byte items with "
+                     "contiguous rows", name, itemsize);
         PyBuffer_Release(b);
         return -1;
     }
@@ -62,14 +82,16 @@ static int get2i(PyObject *obj, Py_buffer *b, const char *name) {
     return 0;
 }
 
+/* shift > 0: uint8 data, int32 fixed-point weights; shift == 0: float32 data, float32 weights. */
 static PyObject *rows(PyObject *self, PyObject *args) {
     PyObject *osrc, *odst, *oidx, *ow;
     int shift;
     Py_buffer src, dst, idx, w;
     if (!PyArg_ParseTuple(args, "OOOOi", &osrc, &odst, &oidx, &ow, &shift)) return NULL;
-    if (shift < 1 || shift > 30) { PyErr_SetString(PyExc_ValueError, "shift must be in 1..30"); return NULL; }
-    if (get3(osrc, &src, 0, "src") < 0) return NULL;
-    if (get3(odst, &dst, 1, "dst") < 0) { PyBuffer_Release(&src); return NULL; }
+    if (shift < 0 || shift > 30) { PyErr_SetString(PyExc_ValueError, "shift must be in 0..30"); return NULL; }
+    const Py_ssize_t item = shift ? 1 : 4;
+    if (get3(osrc, &src, 0, "src", item) < 0) return NULL;
+    if (get3(odst, &dst, 1, "dst", item) < 0) { PyBuffer_Release(&src); return NULL; }
     if (get2i(oidx, &idx, "idx") < 0) { PyBuffer_Release(&src); PyBuffer_Release(&dst); return NULL; }
     if (get2i(ow, &w, "w") < 0) {
         PyBuffer_Release(&src); PyBuffer_Release(&dst); PyBuffer_Release(&idx); return NULL;
@@ -82,6 +104,13 @@ static PyObject *rows(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; ok && i < n_out * K; i++) ok = I[i] >= 0 && I[i] < src.shape[0];
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "shapes of src, dst, idx and w disagree, or an index is out of range");
+    } else if (shift == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        resample_rows_f32((const char *)src.buf, src.strides[0], (char *)dst.buf, dst.strides[0], n_out, n, K, I,
+                          (const float *)W);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
     } else {
         int32_t *acc = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
         if (acc == NULL) {

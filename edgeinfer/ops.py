@@ -154,13 +154,15 @@ def _check_resize(where: str, p: Params) -> None:
 FAST_REDUCING_GAP = 2.0  # fast mode box-reduces by integer factors while the rest still shrinks >= 2x
 
 
-def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bool = False) -> np.ndarray:
+def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bool = False,
+           convert: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Resize ``img`` by the step's rule and library semantics; compute only ``window`` if given.
 
     Exact by default. ``fast=True`` first box-reduces a strongly shrunk image by integer factors with
     OpenCV's INTER_AREA (as Pillow's ``reducing_gap`` does), only over the region the output needs, and
     runs the passes in the cheaper order; the pixels then differ slightly from the library's, a cost
-    benchmarks/preprocess_parity.py measures.
+    benchmarks/preprocess_parity.py measures. ``convert`` is an elementwise conversion (uint8 -> float)
+    the spec applies before this resize: it runs on the pixels the resize reads only.
     """
     h, w = img.shape[:2]
     oh, ow = resize_output_size(h, w, p)
@@ -168,6 +170,8 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
     backend, filt = p.get("backend", "pil"), p["interpolation"]
     if backend == "pil" and img.dtype != np.uint8:
         raise SpecError("a PIL resize step received float data; PIL resizes 8-bit images. " + _FIX)
+    if convert is not None and ((oh, ow) == (h, w) or backend != "torch"):
+        img, convert = convert(img), None
     if (oh, ow) == (h, w):
         return img[top:top + wh, left:left + ww]
     if backend == "opencv":
@@ -179,11 +183,11 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
         vertical_first = p.get("pass_order") == "pillow13" and (h - oh) > 0 and (h - oh) > (w - ow) * 2
     else:
         antialias = bool(p.get("antialias", True)) and filt in ("bilinear", "bicubic", "lanczos")
-        u8 = img.dtype == np.uint8
+        u8 = img.dtype == np.uint8 and convert is None
 
         def taps(n_in: int, n_out: int, lo: int, hi: int) -> resample.Taps | None:
             return resample.torch_taps(n_in, n_out, filt, antialias=antialias, uint8=u8, lo=lo, hi=hi)
-        if not u8:
+        if not u8 and convert is None:
             img = img.astype(np.float32, copy=False)
         vertical_first = False
     origin = (0, 0)
@@ -191,13 +195,13 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
     # Box pre-reduction only stands in for filters that themselves average (antialias); nearest, box
     # and non-antialiased kernels keep sharp detail that a box average would smear.
     smooth = filt in ("bilinear", "bicubic", "hamming", "lanczos") and (backend == "pil" or p.get("antialias", True))
-    if fast and smooth and (fx > 1 or fy > 1):
+    if fast and smooth and convert is None and (fx > 1 or fy > 1):
         img, origin, h, w = _box_reduce(img, fy, fx, taps(h // fy, oh, top, top + wh),
                                         taps(w // fx, ow, left, left + ww))
     rows, cols = taps(h, oh, top, top + wh), taps(w, ow, left, left + ww)
     if fast and rows is not None and cols is not None:
         vertical_first = _vertical_first_is_cheaper(rows, cols)
-    return _separable(img, rows, cols, vertical_first, (top, left, wh, ww), origin)
+    return _separable(img, rows, cols, vertical_first, (top, left, wh, ww), origin, convert)
 
 
 def _box_reduce(img: np.ndarray, fy: int, fx: int, rows: resample.Taps | None,
@@ -229,7 +233,8 @@ def _vertical_first_is_cheaper(rows: resample.Taps, cols: resample.Taps) -> bool
 
 
 def _separable(img: np.ndarray, rows: resample.Taps | None, cols: resample.Taps | None,
-               vertical_first: bool, window: Window, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+               vertical_first: bool, window: Window, origin: tuple[int, int] = (0, 0),
+               convert: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Run the row and column passes; ``img[0, 0]`` is input pixel ``origin`` of the taps' geometry."""
     top, left, wh, ww = window
     oy, ox = origin
@@ -245,6 +250,8 @@ def _separable(img: np.ndarray, rows: resample.Taps | None, cols: resample.Taps 
     if cols is not None:
         c0 = cols.start
         img = img[:, c0 - ox:int(cols.index.max()) + 1 - ox]
+    if convert is not None:
+        img = convert(img)
     passes = [(t, axis, off) for t, axis, off in ((cols, 1, c0), (rows, 0, r0)) if t is not None]
     if vertical_first:
         passes.reverse()
@@ -255,7 +262,8 @@ def _separable(img: np.ndarray, rows: resample.Taps | None, cols: resample.Taps 
         return out.reshape(rows.size, cols.size, img.shape[2])
     img = contiguous_rows(img)
     fixed_u8 = img.dtype == np.uint8 and all(t.shift for t, _, _ in passes)
-    if fixed_u8 and resample.native_available():
+    float_f32 = img.dtype == np.float32 and all(t.shift is None for t, _, _ in passes)
+    if (fixed_u8 or float_f32) and resample.native_available():
         for taps, axis, _ in passes:
             img = resample.apply_native(img, taps, axis)
         return img

@@ -62,7 +62,9 @@ def _compile(spec: Spec, *, fast: bool) -> list[Stage]:
     * resize followed by a center crop that fits computes only the kept window (a 16:9 frame cropped
       to a square discards ~45% of the resized pixels; PIL computes them all);
     * the trailing uint8 -> float -> normalise -> CHW steps become one table lookup per channel, built
-      with the same float32 operations, so its values are bit-identical.
+      with the same float32 operations, so its values are bit-identical;
+    * a float conversion right before a (tensor) resize converts only the pixels the resize reads
+      (elementwise conversion commutes with cropping).
     """
     steps = list(spec.steps)
     stages: list[Stage] = []
@@ -72,15 +74,21 @@ def _compile(spec: Spec, *, fast: bool) -> list[Stage]:
         op = ops.get(step.op)
         p = op.with_defaults(step.params)
         nxt = steps[i + 1] if i + 1 < len(steps) else None
+        convert = None
+        if step.op == "to_float" and nxt is not None and nxt.op == "resize" and nxt.params.get("backend") == "torch":
+            convert = lambda a, fp=p: ops.to_float(a, fp)  # noqa: E731
+            i += 1
+            step, nxt = nxt, steps[i + 1] if i + 1 < len(steps) else None
+            p = ops.get("resize").with_defaults(step.params)
         if step.op == "resize" and nxt is not None and nxt.op == "center_crop":
-            stages.append(_resize_then_crop(p, ops.get("center_crop").with_defaults(nxt.params), fast))
+            stages.append(_resize_then_crop(p, ops.get("center_crop").with_defaults(nxt.params), fast, convert))
             i += 2
             continue
         if step.op == "to_float" and all(s.op == "normalize" for s in steps[i + 1:]):
             stages.append(_lookup_tail(p, [ops.get("normalize").with_defaults(s.params) for s in steps[i + 1:]]))
             return stages
         if step.op == "resize":
-            stages.append(lambda a, p=p: ops.resize(a, p, fast=fast))
+            stages.append(lambda a, p=p, cv=convert: ops.resize(a, p, fast=fast, convert=cv))
         else:
             stages.append(lambda a, run=op.run, p=p: run(a, p))
         i += 1
@@ -88,15 +96,15 @@ def _compile(spec: Spec, *, fast: bool) -> list[Stage]:
     return stages
 
 
-def _resize_then_crop(rp: dict, cp: dict, fast: bool) -> Stage:
+def _resize_then_crop(rp: dict, cp: dict, fast: bool, convert: Stage | None = None) -> Stage:
     th, tw = cp["size"]
 
     def stage(img: np.ndarray) -> np.ndarray:
         oh, ow = ops.resize_output_size(img.shape[0], img.shape[1], rp)
         if th > oh or tw > ow:
-            return ops.center_crop(ops.resize(img, rp, fast=fast), cp)
+            return ops.center_crop(ops.resize(img, rp, fast=fast, convert=convert), cp)
         top, left = ops.center_crop_window(oh, ow, th, tw)
-        return ops.resize(img, rp, window=(top, left, th, tw), fast=fast)
+        return ops.resize(img, rp, window=(top, left, th, tw), fast=fast, convert=convert)
     return stage
 
 

@@ -105,7 +105,7 @@ class Taps:
     def local(self) -> tuple[np.ndarray, np.ndarray]:
         """int32 indices relative to :attr:`start` and int32 weights, contiguous, for the C kernel."""
         return (np.ascontiguousarray(self.index - self.start, dtype=np.int32),
-                np.ascontiguousarray(self.weight, dtype=np.int32))
+                np.ascontiguousarray(self.weight, dtype=np.int32 if self.shift is not None else np.float32))
 
 
 def _support_taps(in_size: int, out_size: int, filt: str, lo: int, hi: int, *, antialias: bool,
@@ -283,14 +283,17 @@ def native_available() -> bool:
 
 
 def apply_native(img: np.ndarray, taps: Taps, axis: int) -> np.ndarray:
-    """Fixed-point pass in C over uint8 H x W x C data that starts at input index ``taps.start``."""
+    """One pass in C over H x W x C data that starts at input index ``taps.start``.
+
+    Fixed-point taps on uint8 data, or float taps on float32 data.
+    """
     idx, w = taps.local
     if axis == 1:
         # Columns are resampled as rows of the pixel-wise transpose: the row kernel vectorises.
         return cv2.transpose(apply_native(cv2.transpose(img).reshape(img.shape[1], img.shape[0], -1), taps, 0)
                              ).reshape(img.shape[0], taps.size, img.shape[2])
-    out = np.empty((taps.size, img.shape[1], img.shape[2]), dtype=np.uint8)
-    _native.rows(img, out, idx, w, taps.shift)
+    out = np.empty((taps.size, img.shape[1], img.shape[2]), dtype=img.dtype)
+    _native.rows(img, out, idx, w, taps.shift or 0)
     return out
 
 
