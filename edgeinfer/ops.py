@@ -101,6 +101,16 @@ def contiguous_rows(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def per_channel(fn: Callable[[np.ndarray], np.ndarray], img: np.ndarray) -> np.ndarray:
+    """Apply a channel-independent OpenCV operation; a channel-reversed view is processed in its own
+    (BGR) layout and the small result flipped back, so the full frame is never copied."""
+    if img.ndim == 3 and img.shape[2] == 3 and img.strides[2] == -img.itemsize:
+        flipped = img[..., ::-1]
+        if flipped.strides[1] == 3 * img.itemsize:
+            return fn(flipped)[..., ::-1]
+    return fn(contiguous_rows(img))
+
+
 # -- resize ----------------------------------------------------------------------------------------
 def resize_output_size(h: int, w: int, p: Params) -> tuple[int, int]:
     """Output (height, width) of a resize step for an h x w input, by torchvision's/timm's rules."""
@@ -175,7 +185,7 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
     if (oh, ow) == (h, w):
         return img[top:top + wh, left:left + ww]
     if backend == "opencv":
-        out = cv2.resize(contiguous_rows(img), (ow, oh), interpolation=CV2_FLAGS[filt]).reshape(oh, ow, -1)
+        out = per_channel(lambda a: cv2.resize(a, (ow, oh), interpolation=CV2_FLAGS[filt]).reshape(oh, ow, -1), img)
         return out[top:top + wh, left:left + ww]
     if backend == "pil":
         def taps(n_in: int, n_out: int, lo: int, hi: int) -> resample.Taps | None:
@@ -332,19 +342,20 @@ def _check_pad(where: str, p: Params) -> None:
 
 def pad(img: np.ndarray, p: Params) -> np.ndarray:
     pl, pt, pr, pb = p["padding"]
-    widths = [(pt, pb), (pl, pr)] + [(0, 0)] * (img.ndim - 2)
     mode = p.get("mode", "constant")
     if mode != "constant":
-        return np.pad(img, widths, mode=mode)
-    fill = p.get("fill", 0)
-    out = np.empty((img.shape[0] + pt + pb, img.shape[1] + pl + pr) + img.shape[2:], dtype=img.dtype)
-    fill_arr = np.asarray(fill, dtype=np.float64).reshape(-1)
-    if fill_arr.size not in (1, img.shape[2]):
-        raise ImageError(f"pad fill has {fill_arr.size} values but the image has {img.shape[2]} channels; "
+        return np.pad(img, [(pt, pb), (pl, pr)] + [(0, 0)] * (img.ndim - 2), mode=mode)
+    fill = np.asarray(p.get("fill", 0), dtype=np.float64).reshape(-1)
+    channels = img.shape[2]
+    if fill.size not in (1, channels):
+        raise ImageError(f"pad fill has {fill.size} values but the image has {channels} channels; "
                          "give one value or one per channel.")
-    out[...] = fill_arr.astype(img.dtype) if img.dtype == np.uint8 else fill_arr
-    out[pt:pt + img.shape[0], pl:pl + img.shape[1]] = img
-    return out
+    values = np.broadcast_to(fill, (channels,))
+    if img.dtype == np.uint8:
+        values = values.astype(np.uint8)  # as a uint8 tensor/PIL image stores the fill
+    out = cv2.copyMakeBorder(contiguous_rows(img), pt, pb, pl, pr, cv2.BORDER_CONSTANT,
+                             value=[float(v) for v in values] + [0.0] * (4 - channels))
+    return out.reshape(img.shape[0] + pt + pb, img.shape[1] + pl + pr, channels)
 
 
 # -- letterbox (Ultralytics / YOLO) ------------------------------------------------------------------
@@ -388,9 +399,8 @@ def letterbox(img: np.ndarray, p: Params) -> np.ndarray:
     h, w = img.shape[:2]
     new_h, new_w, top, bottom, left, right = letterbox_geometry(h, w, p)
     if (new_h, new_w) != (h, w):
-        img = cv2.resize(contiguous_rows(img), (new_w, new_h),
-                         interpolation=CV2_FLAGS[p.get("interpolation", "bilinear")])
-        img = img.reshape(new_h, new_w, -1)
+        flag = CV2_FLAGS[p.get("interpolation", "bilinear")]
+        img = per_channel(lambda a: cv2.resize(a, (new_w, new_h), interpolation=flag).reshape(new_h, new_w, -1), img)
     return pad(img, {"padding": [left, top, right, bottom], "fill": p.get("fill", 114), "mode": "constant"})
 
 

@@ -265,3 +265,37 @@ def test_every_distinct_timm_pretrained_config_converts_bit_exactly(photos):
         tf = create_transform(**dict(key), is_training=False)
         worst[name] = pixel_parity(spec_from_transform(tf), tf, pil)
     assert max(worst.values()) == 0.0, {k: v for k, v in worst.items() if v}
+
+
+def test_fast_mode_costs_at_most_half_a_level_on_average(astronaut):
+    from edgeinfer import Preprocessor
+
+    tf = V1["imagenet"]
+    spec = spec_from_transform(tf)
+    frame = cv2.resize(astronaut, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    ref = tf(Image.fromarray(frame)).numpy()
+    fast = Preprocessor(spec, mode="fast")(frame, color="rgb")
+    levels = np.abs(ref - fast) * 0.229 * 255
+    assert 0 < levels.mean() <= 0.5 and levels.max() <= 16
+    assert np.array_equal(Preprocessor(spec)(frame, color="rgb"), ref)  # exact stays exact
+
+
+def test_unknown_preprocess_mode_is_refused():
+    from edgeinfer import Preprocessor, SpecError
+
+    with pytest.raises(SpecError, match="exact.*fast"):
+        Preprocessor(spec_from_transform(V1["imagenet"]), mode="turbo")
+
+
+def test_c_kernel_checks_its_inputs():
+    from edgeinfer import resample
+
+    if not resample.native_available():
+        pytest.skip("C accelerator not built on this machine")
+    img = np.zeros((4, 4, 3), np.uint8)
+    out = np.zeros((2, 4, 3), np.uint8)
+    idx = np.array([[0, 9], [1, 2]], np.int32)
+    with pytest.raises(ValueError, match="out of range"):
+        resample._native.rows(img, out, idx, np.ones((2, 2), np.int32), 22)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        resample._native.rows(img[:, ::2], out, idx % 2, np.ones((2, 2), np.int32), 22)
