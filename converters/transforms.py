@@ -38,6 +38,19 @@ def _pil_pass_order() -> str:
     return "pillow13" if major >= 13 else "horizontal_first"
 
 
+def _uint8_arithmetic(t: Any, interpolation: str) -> str:
+    """How this torchvision resizes uint8 tensors on the machine doing the conversion (the training one)."""
+    if interpolation in ("nearest", "nearest_exact"):
+        return "native"
+    if type(t).__module__.startswith("torchvision.transforms.v2"):
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2.functional import _geometry
+
+        mode = InterpolationMode(interpolation.replace("_", "-"))
+        return "native" if _geometry._do_native_uint8_resize_on_cpu(mode) else "float_round"
+    return "float_round"  # torchvision v1 casts uint8 tensors to float, interpolates and rounds
+
+
 def _interp(t: Any, value: Any, backend: str) -> str:
     if isinstance(value, str):
         name = _TV_INTERP.get(value.lower().replace("_", "-"))
@@ -135,6 +148,8 @@ class _Walk:
         if backend == "torch":
             aa = getattr(t, "antialias", True)
             params["antialias"] = bool(aa) if aa is not None else False
+            if self.domain == "uint8":
+                params["uint8_arithmetic"] = _uint8_arithmetic(t, params["interpolation"])
         else:
             params["pass_order"] = _pil_pass_order()
         self.add("resize", **params)

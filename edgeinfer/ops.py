@@ -35,6 +35,9 @@ RESIZE_RULES = ("shorter", "longer", "exact", "keep_ratio")
 PIL_PASS_ORDERS = ("horizontal_first", "pillow13")
 PAD_MODES = ("constant", "edge", "reflect", "symmetric")
 FLOAT_SCALES = ("div255", "mul_inv255", "none")
+# How torch resizes a uint8 tensor: "native" is its uint8 kernel (v2 on AVX2/arm64 CPUs); "float_round"
+# converts to float32, interpolates, clamps (bicubic/lanczos) and rounds half to even (v1, other CPUs).
+UINT8_ARITHMETIC = ("native", "float_round")
 
 _FIX = "Re-export the model with converters.export(...) from a supported transform."
 
@@ -157,6 +160,8 @@ def _check_resize(where: str, p: Params) -> None:
         _fail(where, "interpolation", f"one of {BACKENDS[backend]} for backend '{backend}'", p["interpolation"])
     if not isinstance(p.get("antialias", True), bool):
         _fail(where, "antialias", "true or false", p.get("antialias"))
+    if p.get("uint8_arithmetic", "native") not in UINT8_ARITHMETIC:
+        _fail(where, "uint8_arithmetic", f"one of {UINT8_ARITHMETIC}", p.get("uint8_arithmetic"))
     if backend == "pil" and p.get("pass_order", "horizontal_first") not in PIL_PASS_ORDERS:
         _fail(where, "pass_order", f"one of {PIL_PASS_ORDERS}", p.get("pass_order"))
 
@@ -182,6 +187,12 @@ def resize(img: np.ndarray, p: Params, window: Window | None = None, *, fast: bo
         raise SpecError("a PIL resize step received float data; PIL resizes 8-bit images. " + _FIX)
     if convert is not None and ((oh, ow) == (h, w) or backend != "torch"):
         img, convert = convert(img), None
+    if (backend == "torch" and img.dtype == np.uint8 and convert is None and (oh, ow) != (h, w)
+            and p.get("uint8_arithmetic", "native") == "float_round" and filt not in ("nearest", "nearest_exact")):
+        out = resize(img, p, window, fast=fast, convert=lambda a: a.astype(np.float32))
+        if filt in ("bicubic", "lanczos"):
+            out = np.clip(out, 0, 255)
+        return np.rint(out).astype(np.uint8)  # torch.round: half to even, as np.rint
     if (oh, ow) == (h, w):
         return img[top:top + wh, left:left + ww]
     if backend == "opencv":
@@ -480,7 +491,7 @@ def _describe_resize(p: Params) -> str:
 OPS: dict[str, Op] = {
     "resize": Op("resize", ("rule", "size", "interpolation"),
                  {"max_size": None, "longest": 0.0, "antialias": True, "backend": "pil",
-                  "pass_order": "horizontal_first"},
+                  "pass_order": "horizontal_first", "uint8_arithmetic": "native"},
                  _check_resize, resize, "resize"),
     "center_crop": Op("center_crop", ("size",), {"fill": 0}, _check_center_crop, center_crop, "CenterCrop"),
     "pad": Op("pad", ("padding",), {"fill": 0, "mode": "constant"}, _check_pad, pad, "Pad"),

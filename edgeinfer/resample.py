@@ -109,9 +109,9 @@ class Taps:
 
 
 def _support_taps(in_size: int, out_size: int, filt: str, lo: int, hi: int, *, antialias: bool,
-                  dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+                  dtype: type = np.float64, filters: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Window start and normalised float weights of the antialias construction shared by PIL and torch."""
-    support0, fn = FILTERS[filt]
+    support0, fn = (filters or FILTERS)[filt]
     scale = dtype(in_size) / dtype(out_size)
     filterscale = max(scale, dtype(1.0)) if antialias else dtype(1.0)
     support = dtype(support0) * filterscale
@@ -162,10 +162,28 @@ def _pil_nearest(in_size: int, out_size: int, lo: int, hi: int) -> Taps:
     return _frozen(Taps(idx[:, None], np.ones((hi - lo, 1), dtype=np.int32), 0))
 
 
+def _torch_cubic(a: float) -> Callable[[np.ndarray], np.ndarray]:
+    """torch's cubic convolution: the same polynomial as PIL's, evaluated in another order (the order
+    decides the last bit of a weight, and so, rarely, a rounded int16 weight)."""
+    def f(x: np.ndarray) -> np.ndarray:
+        x = np.abs(x)
+        near = ((a + 2) * x - (a + 3)) * x * x + 1
+        far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+        return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+    return f
+
+
+TORCH_AA_FILTERS = {**FILTERS, "bicubic": (2.0, _torch_cubic(-0.5))}
+
+
 @lru_cache(maxsize=256)
 def torch_taps(in_size: int, out_size: int, filt: str, *, antialias: bool, uint8: bool,
                lo: int = 0, hi: int | None = None) -> Taps:
-    """Taps of ``torch.nn.functional.interpolate`` (align_corners=False) for output indices ``lo:hi``."""
+    """Taps of ``torch.nn.functional.interpolate`` (align_corners=False) for output indices ``lo:hi``.
+
+    ``uint8`` selects the CPU kernel for uint8 tensors (int16 weights, uint8 between passes); otherwise
+    float weights as torch computes them for float tensors.
+    """
     hi = out_size if hi is None else hi
     if filt in ("nearest", "nearest_exact"):
         # torch computes nearest indices in float32: floorf(i * scale), or floorf((i + .5) * scale).
@@ -176,32 +194,73 @@ def torch_taps(in_size: int, out_size: int, filt: str, *, antialias: bool, uint8
         if filt == "nearest" and out_size == 2 * in_size:
             idx = np.arange(lo, hi) >> 1
         return _frozen(Taps(idx[:, None], np.ones((hi - lo, 1), dtype=np.int32), 0))
-    if filt == "bicubic" and not antialias:
-        xmin, w = _classic_bicubic(in_size, out_size, lo, hi)
+    # Weights for every output: the uint8 kernel's precision depends on the largest weight of all.
+    if antialias:
+        # float tensors: torch computes these weights in float32; the uint8 kernel in float64
+        xmin, w = _support_taps(in_size, out_size, filt, 0, out_size, antialias=True, filters=TORCH_AA_FILTERS,
+                                dtype=np.float64 if uint8 else np.float32)
+        index = _index(xmin, w.shape[1], in_size)
+    elif uint8:
+        index, w = _torch_no_antialias(in_size, out_size, filt, np.float64)
+    elif filt == "bilinear":
+        index, w = _torch_no_antialias(in_size, out_size, filt, np.float32)
+    elif filt == "bicubic":
+        xmin, w = _classic_bicubic(in_size, out_size, 0, out_size)
         index = np.clip(xmin[:, None] + np.arange(4)[None, :], 0, in_size - 1)
     else:
-        xmin, w = _support_taps(in_size, out_size, filt, lo, hi, antialias=antialias)
+        xmin, w = _support_taps(in_size, out_size, filt, 0, out_size, antialias=False)
         index = _index(xmin, w.shape[1], in_size)
+    index, window = index[lo:hi], w[lo:hi]
     if not uint8:
-        return _frozen(Taps(index, w.astype(np.float32), None))
+        return _frozen(Taps(index, window.astype(np.float32), None))
     # The uint8 CPU kernel stores weights as int16 with the largest precision that keeps the biggest
-    # weight representable, and rounds half away from zero.
-    wmax = float(np.abs(w).max())
+    # weight (over all outputs) below 2**15, rounding half away from zero.
+    wmax = max(float(w.max()), 0.0)
     precision = 0
     for p in range(22):
-        if _round_away(wmax * (1 << (p + 1))) >= (1 << 15):
+        if int(0.5 + wmax * (1 << (p + 1))) >= (1 << 15):
             break
         precision = p + 1
-    fixed = _round_away(w * (1 << precision)).astype(np.int32)
+    fixed = _round_away(window * (1 << precision)).astype(np.int32)
     return _frozen(Taps(index, fixed, precision))
 
 
+def _torch_no_antialias(in_size: int, out_size: int, filt: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and weights of torch's kernels without antialias: a fixed window of 2 (bilinear) or 4
+    (bicubic, a = -0.75) taps whose out-of-range weights are folded onto the border pixels; computed in
+    float64 for the uint8 kernel and in float32 for float tensors."""
+    size = 2 if filt == "bilinear" else 4
+    fn = _bilinear if filt == "bilinear" else _torch_cubic(-0.75)
+    scale = dtype(in_size) / dtype(out_size)
+    real = scale * (np.arange(out_size, dtype=dtype) + dtype(0.5)) - dtype(0.5)
+    if size == 2:
+        real = np.maximum(real, dtype(0.0))
+    # guard_index_and_lambda: floorf on the value converted to float, then clamped
+    index0 = np.minimum(np.floor(real.astype(np.float32)).astype(np.int64), in_size - 1)
+    lam = np.clip(real - index0.astype(dtype), dtype(0.0), dtype(1.0))
+    support = size // 2
+    unbound_min = index0 - support + 1
+    index_min = np.maximum(unbound_min, 0)
+    index_size = np.clip(np.minimum(index0 + support + 1, in_size) - index_min, 0, size)
+    w = np.zeros((out_size, size), dtype=dtype)
+    rows = np.arange(out_size)
+    slot = np.zeros(out_size, dtype=np.int64)
+    for j in range(size):
+        val = fn(dtype(j + 1 - support) - lam).astype(dtype)
+        slot = np.where(unbound_min + j <= 0, 0, np.where(unbound_min + j >= in_size - 1, index_size - 1, slot))
+        np.add.at(w, (rows, slot), val)
+        slot = slot + 1
+    index = np.minimum(index_min[:, None] + np.arange(size)[None, :], in_size - 1)
+    return index, w
+
+
 def _classic_bicubic(in_size: int, out_size: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch's bicubic without antialias on float tensors: a = -0.75, indices clamped at the borders."""
     scale = np.float32(in_size) / np.float32(out_size)
     src = (np.arange(lo, hi, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
     i0 = np.floor(src)
     t = (src - i0).astype(np.float64)
-    f = _cubic(-0.75)
+    f = _torch_cubic(-0.75)
     w = np.stack([f(t + 1), f(t), f(1 - t), f(2 - t)], axis=1)
     return i0.astype(np.int64) - 1, w
 
