@@ -299,3 +299,32 @@ def test_c_kernel_checks_its_inputs():
         resample._native.rows(img, out, idx, np.ones((2, 2), np.int32), 22)
     with pytest.raises(ValueError, match="contiguous rows"):
         resample._native.rows(img[:, ::2], out, idx % 2, np.ones((2, 2), np.int32), 22)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "lanczos"])
+@pytest.mark.parametrize("antialias", [True, False])
+@pytest.mark.parametrize("size_crop", [(100, 96), (256, 224), (700, 640)])
+def test_torch_uint8_tensor_resize_is_bit_exact(mode, antialias, size_crop, photos, astronaut):
+    if mode == "lanczos" and not antialias:
+        pytest.skip("torchvision refuses lanczos without antialias")
+    m = v2.InterpolationMode(mode)
+    tf = v2.Compose([v2.ToImage(), v2.Resize(size_crop[0], interpolation=m, antialias=antialias),
+                     v2.CenterCrop(size_crop[1]), v2.ToDtype(torch.float32, scale=True)])
+    frame = cv2.resize(astronaut, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    images = [Image.fromarray(p) for p in photos.values()] + [Image.fromarray(frame)]
+    assert pixel_parity(spec_from_transform(tf), tf, images) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("antialias", [True, False])
+def test_float_tensor_and_v1_tensor_resizes_stay_within_one_level(mode, antialias, photos):
+    m = v2.InterpolationMode(mode)
+    images = [Image.fromarray(p) for p in photos.values()]
+    as_float = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                           v2.Resize(90, interpolation=m, antialias=antialias), v2.CenterCrop(80)])
+    assert pixel_parity(spec_from_transform(as_float), as_float, images) <= 0.01  # float32 rounding only
+    v1 = T.Compose([T.PILToTensor(), T.Resize(90, interpolation=m, antialias=antialias), T.CenterCrop(80),
+                    T.ConvertImageDtype(torch.float32)])
+    spec = spec_from_transform(v1)
+    assert next(s for s in spec.steps if s.op == "resize").params["uint8_arithmetic"] == "float_round"
+    assert pixel_parity(spec, v1, images) <= 1.0
