@@ -15,6 +15,7 @@ import numpy as np
 
 from converters.transforms import probe_images, spec_from_transform
 from edgeinfer.errors import ExportError
+from edgeinfer.files import write_bytes_atomic
 from edgeinfer.spec import METADATA_KEY, OutputSpec, SelfTest, Spec
 
 OPSET = 18
@@ -94,20 +95,6 @@ def _looks_like_probabilities(raw: np.ndarray) -> bool:
 
     s = class_scores(raw).astype(np.float64)
     return bool(np.all(s >= -1e-6) and np.all(s <= 1 + 1e-6) and np.allclose(s.sum(axis=1), 1.0, atol=1e-4))
-
-
-def _write_atomically(model_proto: Any, path: Path) -> None:
-    import onnx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(model_proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Sequence[str] | None = None,
@@ -199,7 +186,7 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
-    _write_atomically(proto, out)
+    write_bytes_atomic(out, proto.SerializeToString())
 
     ref_p = _probabilities(ref_raw, kind)
     onnx_p = _probabilities(onnx_raw, kind)

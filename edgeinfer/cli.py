@@ -10,7 +10,6 @@ from typing import Any, Sequence
 
 from edgeinfer.errors import EdgeInferError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
 def _print_json(obj: Any) -> None:
@@ -51,12 +50,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _expand(paths: Sequence[str]) -> list[Path]:
+    from edgeinfer.images import image_files
+
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            out.append(p)
+        out += image_files(p) if p.is_dir() else [p]
     return out
 
 
@@ -105,6 +103,57 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(total: int, desc: str):
+    """A tqdm bar when tqdm is installed, else a silent callback."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return (lambda done, total: None), (lambda: None)
+    bar = tqdm(total=total, desc=desc, unit="call", leave=False, file=sys.stderr)
+    return (lambda done, total: bar.update(1)), bar.close
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgeinfer.bench import bench
+
+    batches = [int(b) for b in args.batch.split(",")]
+    update, close = _progress_bar(len(batches) * args.runs, "bench")
+    try:
+        result = bench(args.model, device=args.device, batches=batches, images=args.images, runs=args.runs,
+                       warmup=args.warmup, threads=args.threads, preprocess=args.preprocess,
+                       measure_cold_start=not args.no_cold_start, progress=update)
+    finally:
+        close()
+    if args.json:
+        from edgeinfer.files import write_text_atomic
+
+        write_text_atomic(args.json, result.to_json() + "\n")
+    if args.plot:
+        from edgeinfer.plots import plot_bench
+
+        plot_bench(result, args.plot)
+    env = result.environment
+    print(f"model: {result.model}   device: {result.device}   preprocess: {result.preprocess}")
+    print(f"providers: {env['providers_used']} (requested {env['providers_requested']}), onnxruntime "
+          f"{env['onnxruntime']}, {env['cpu_model']} x{env['cpu_count']}, threads {env['intra_op_threads'] or 'default'}")
+    print(f"images: {result.images['count']} ({result.images['source']}, mean {result.images['mean_width']:.0f}x"
+          f"{result.images['mean_height']:.0f}); {result.runs} runs after {result.warmup} warm-up")
+    print(f"{'batch':>5s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'mean':>8s} {'std':>7s} {'min':>8s} {'max':>8s} "
+          f"{'img/s':>8s}  decode / preprocess / inference / postprocess (ms per call)")
+    for b in result.batches:
+        lat = b.latency_ms
+        st = b.stages_ms
+        print(f"{b.batch:5d} {lat['p50']:8.2f} {lat['p90']:8.2f} {lat['p99']:8.2f} {lat['mean']:8.2f} {lat['std']:7.2f} "
+              f"{lat['min']:8.2f} {lat['max']:8.2f} {b.throughput_ips:8.1f}  {st['decode']:.2f} / {st['preprocess']:.2f}"
+              f" / {st['inference']:.2f} / {st['postprocess']:.2f}")
+    print(f"peak resident memory: {result.peak_rss_mb:.0f} MB")
+    if result.cold_start_s:
+        c = result.cold_start_s
+        print(f"cold start: {c['total']:.2f} s (interpreter {c['interpreter']:.2f}, import {c['import']:.2f}, "
+              f"load {c['load']:.2f}, first prediction {c['first_prediction']:.2f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -123,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="latency, throughput, stage split, memory and cold start of a model")
+    p.add_argument("model")
+    p.add_argument("--device", default="cpu", help="device profile name or .toml path")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8")
+    p.add_argument("--images", help="a folder of images to decode and predict (default: built-in frames)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--preprocess", choices=("exact", "fast"), default="exact")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process cold start measurement")
+    p.add_argument("--json", help="write the result (schema edgeinfer.bench/1) to this file")
+    p.add_argument("--plot", help="write latency/throughput plots to this PNG")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export a torchvision/timm architecture or your model (needs torch)")
     p.add_argument("arch", help="torchvision name (resnet18), timm:NAME, or module:attribute of your model")

@@ -15,6 +15,7 @@ from edgeinfer.spec import Decode
 
 ImageInput = Union[np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]
 COLOR_ORDERS = ("bgr", "rgb")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 MAX_ENCODED_BYTES = 256 * 1024 * 1024
 
 
@@ -49,6 +50,11 @@ def read(path: str | os.PathLike, *, exif_orientation: bool) -> np.ndarray:
     except OSError as exc:
         raise ImageError(f"{p}: expected a readable image file, found {exc.strerror or exc}.") from exc
     return decode(data, exif_orientation=exif_orientation, source=str(p))
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def to_model_color(image: ImageInput, decode_spec: Decode, *, color: str = "bgr") -> np.ndarray:
