@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from converters.compare import ParityReport, compare
 from converters.transforms import probe_images, spec_from_transform
 from edgeinfer.errors import ExportError
 from edgeinfer.files import write_bytes_atomic
@@ -35,13 +36,29 @@ class ExportReport:
 
     path: str
     spec: Spec
-    images: int
-    export_max_abs_diff: float
-    export_top1_agreement: float
-    deploy_max_abs_diff: float
-    deploy_top1_agreement: float
+    parity: ParityReport
     switched_to_eval: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def images(self) -> int:
+        return self.parity.images
+
+    @property
+    def export_max_abs_diff(self) -> float:
+        return self.parity.candidate("export").max_abs_diff
+
+    @property
+    def export_top1_agreement(self) -> float:
+        return self.parity.candidate("export").top1_agreement
+
+    @property
+    def deploy_max_abs_diff(self) -> float:
+        return self.parity.candidate("deployment").max_abs_diff
+
+    @property
+    def deploy_top1_agreement(self) -> float:
+        return self.parity.candidate("deployment").top1_agreement
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "images": self.images,
@@ -50,7 +67,7 @@ class ExportReport:
                 "deploy_max_abs_diff": self.deploy_max_abs_diff,
                 "deploy_top1_agreement": self.deploy_top1_agreement,
                 "switched_to_eval": self.switched_to_eval, "warnings": list(self.warnings),
-                "spec": self.spec.to_dict()}
+                "parity": self.parity.to_dict(), "spec": self.spec.to_dict()}
 
 
 def _pil_images(images: Iterable[Any] | None, loader_color: str) -> list[tuple[str, Any]]:
@@ -83,13 +100,6 @@ def selftest_image() -> np.ndarray:
     return np.stack([r, g, b], axis=-1).astype(np.uint8)
 
 
-def _probabilities(raw: np.ndarray, kind: str) -> np.ndarray:
-    from edgeinfer.postprocess import class_scores, softmax
-
-    scores = class_scores(raw)
-    return softmax(scores) if kind == "logits" else scores.astype(np.float32)
-
-
 def _looks_like_probabilities(raw: np.ndarray) -> bool:
     from edgeinfer.postprocess import class_scores
 
@@ -112,8 +122,6 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
     import onnxruntime as ort
     import torch
 
-    import edgeinfer
-
     if opset < 17:
         raise ExportError(f"opset: expected 17 or newer, found {opset}. Older opsets lack ops the exporter needs.")
     if output_kind not in ("auto", "logits", "probabilities"):
@@ -131,6 +139,7 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
 
     spec = spec_from_transform(transform, input_name=input_name, output_name=output_name, output_kind="logits",
                                labels=labels, loader_color=loader_color)
+    images = list(images) if images is not None else None
     named = _pil_images(images, loader_color)
     with torch.no_grad():
         batch = torch.stack([transform(im) for _, im in named]).float()
@@ -174,7 +183,6 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
 
     # Verify the raw graph first; its tolerance sets the self-test tolerance.
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    onnx_raw = sess.run([output_name], {input_name: batch.numpy()})[0]
     st_onnx = sess.run([output_name], {input_name: st_in.unsqueeze(0).numpy().astype(np.float32)})[0].reshape(-1)
     atol = float(max(1e-3, 20 * np.max(np.abs(st_onnx - st_out))))
     spec = dataclasses.replace(
@@ -188,14 +196,5 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
         proto.metadata_props.add(key=k, value=v)
     write_bytes_atomic(out, proto.SerializeToString())
 
-    ref_p = _probabilities(ref_raw, kind)
-    onnx_p = _probabilities(onnx_raw, kind)
-    deployed = edgeinfer.load(out)
-    dep_p = np.stack([p.scores for p in deployed.predict_batch([np.asarray(im) for _, im in named], color="rgb")])
-    return ExportReport(
-        path=str(out), spec=spec, images=len(named),
-        export_max_abs_diff=float(np.max(np.abs(ref_p - onnx_p))),
-        export_top1_agreement=float(np.mean(ref_p.argmax(1) == onnx_p.argmax(1))),
-        deploy_max_abs_diff=float(np.max(np.abs(ref_p - dep_p))),
-        deploy_top1_agreement=float(np.mean(ref_p.argmax(1) == dep_p.argmax(1))),
-        switched_to_eval=switched, warnings=tuple(notes))
+    parity = compare(model, transform, out, images if images is not None else [im for _, im in named])
+    return ExportReport(path=str(out), spec=spec, parity=parity, switched_to_eval=switched, warnings=tuple(notes))

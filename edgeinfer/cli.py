@@ -154,6 +154,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parity(args: argparse.Namespace) -> int:
+    from converters import zoo
+    from converters.compare import compare
+
+    model, transform = zoo.build(args.torch_model, num_classes=args.num_classes, weights=args.weights)
+    if args.transform:
+        transform = zoo.import_attr(args.transform)
+    report = compare(model, transform, args.model, args.images, variants=args.variant or (), progress=True)
+    if args.json:
+        from edgeinfer.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+    print(f"reference: {args.torch_model} on its transform, {report.images} images ({report.output_kind})")
+    print(f"{'candidate':32s} {'max|dp|':>10s} {'mean|dp|':>10s} {'max|dout|':>10s} {'top-1':>7s} {'top-5':>7s}")
+    for c in report.candidates:
+        print(f"{c.name:32s} {c.max_abs_diff:10.2e} {c.mean_abs_diff:10.2e} {c.max_abs_diff_raw:10.2e} "
+              f"{c.top1_agreement:7.1%} {c.top5_agreement:7.1%}")
+    for c in report.candidates:
+        worst = ", ".join(f"{Path(n).name} ({d:.1e})" for n, d in c.worst[:3])
+        print(f"worst for {c.name}: {worst}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -186,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the result (schema edgeinfer.bench/1) to this file")
     p.add_argument("--plot", help="write latency/throughput plots to this PNG")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("parity", help="compare the deployed model with the original torch model (needs torch)")
+    p.add_argument("model", help="the exported .onnx")
+    p.add_argument("--torch-model", required=True, help="torchvision name, timm:NAME or module:attribute")
+    p.add_argument("--weights", help="a state_dict file for --torch-model (loaded with weights_only=True)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--transform", help="module:attribute of the eval transform (default: the architecture's)")
+    p.add_argument("--images", required=True, help="a folder of images")
+    p.add_argument("--variant", action="append", help="another .onnx of the same model (fp16, int8, ...)")
+    p.add_argument("--json", help="write the report to this file")
+    p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("export", help="export a torchvision/timm architecture or your model (needs torch)")
     p.add_argument("arch", help="torchvision name (resnet18), timm:NAME, or module:attribute of your model")
