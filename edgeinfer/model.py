@@ -62,6 +62,8 @@ class Model:
         self.requested_providers = tuple(requested)
         self.preprocessor = Preprocessor(spec, mode=preprocess)
         self._check_io()
+        dim = session.get_inputs()[0].shape[0]
+        self._fixed_batch = dim if isinstance(dim, int) else None
 
     # -- facts ------------------------------------------------------------------------------------
     @property
@@ -75,8 +77,8 @@ class Model:
 
     @property
     def fixed_batch(self) -> int | None:
-        dim = self.session.get_inputs()[0].shape[0]
-        return dim if isinstance(dim, int) else None
+        """The batch size baked into the model's input, or None when the batch axis is dynamic."""
+        return self._fixed_batch
 
     def _check_io(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -151,11 +153,13 @@ class Model:
 
 
 def load(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None,
-         preprocess: str = "exact") -> Model:
+         preprocess: str = "exact", session_config: dict[str, str] | None = None) -> Model:
     """Load an ONNX model exported with its spec and return a ready :class:`Model`.
 
     ``preprocess="exact"`` (default) reproduces the training library's pixels; ``"fast"`` trades a
     measured fraction of a level for speed on large frames (see benchmarks/README.md).
+    ``session_config`` entries go to ONNX Runtime's ``SessionOptions.add_session_config_entry``, e.g.
+    ``{"session.intra_op.allow_spinning": "0"}`` so idle worker threads do not spin between calls.
     """
     p = Path(path)
     if not p.is_file():
@@ -165,6 +169,8 @@ def load(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = 
     if threads is not None:
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3
+    for key, value in (session_config or {}).items():
+        opts.add_session_config_entry(str(key), str(value))
     try:
         session = ort.InferenceSession(str(p), sess_options=opts, providers=choice.usable)
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models

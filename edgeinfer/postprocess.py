@@ -11,10 +11,9 @@ from edgeinfer.errors import ModelError
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax in float64, returned as float32."""
-    z = x.astype(np.float64) - np.max(x, axis=axis, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+    """Numerically stable softmax (max subtracted), float32; the sum is accumulated in float64."""
+    e = np.exp(x.astype(np.float32, copy=False) - np.max(x, axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True, dtype=np.float64)).astype(np.float32)
 
 
 def class_scores(raw: np.ndarray) -> np.ndarray:
@@ -55,7 +54,11 @@ def predictions(raw: np.ndarray, *, kind: str, labels: Sequence[str] | None, top
     k = max(1, min(int(top_k), probs.shape[1]))
     out = []
     for row in probs:
-        order = np.argsort(-row, kind="stable")[:k]
+        # top-k without sorting every class: everything at least the k-th largest score, ordered by
+        # score, ties by class index (as a stable sort would)
+        kth = np.partition(row, row.shape[0] - k)[row.shape[0] - k]
+        cand = np.flatnonzero(row >= kth)
+        order = cand[np.lexsort((cand, -row[cand]))][:k]
         top = tuple((int(i), labels[i] if labels is not None else str(int(i)), float(row[i])) for i in order)
         out.append(Prediction(scores=row, top_k=top))
     return out

@@ -93,3 +93,4 @@ def test_invalid_json_is_a_spec_error():
 
 def test_decode_defaults_follow_the_pil_loader():
     assert Decode() == Decode(color="rgb", exif_orientation=False, alpha="drop")
+
