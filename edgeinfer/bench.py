@@ -158,7 +158,7 @@ def cold_start(model_path: str | os.PathLike, image: bytes, *, device: str = "cp
 
 def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequence[int] = (1,),
           images: str | os.PathLike | None = None, runs: int = 50, warmup: int = 5, threads: int | None = None,
-          preprocess: str = "exact", measure_cold_start: bool = True,
+          preprocess: str | None = None, measure_cold_start: bool = True,
           progress: Callable[[int, int], None] | None = None) -> BenchResult:
     """Benchmark ``model_path`` end to end (encoded image in, prediction out) and return the figures.
 
@@ -219,7 +219,7 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
         peak /= 1024.0  # bytes on macOS
     cold = cold_start(model_path, encoded[0], device=device) if measure_cold_start else None
     return BenchResult(
-        model=str(model_path), device=device, preprocess=preprocess,
+        model=str(model_path), device=str(device), preprocess=model.preprocessor.mode,
         environment=environment(model.session, model.requested_providers, threads),
         images={"count": len(encoded), "source": source, "skipped": skipped,
                 "mean_width": float(np.mean([s[1] for s in shapes])),

@@ -113,6 +113,29 @@ def _progress_bar(total: int, desc: str):
     return (lambda done, total: bar.update(1)), bar.close
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from edgeinfer.providers import DEVICES_DIR, device_names, read_profile
+
+    available = set(ort.get_available_providers())
+    rows = []
+    for name in device_names():
+        prof = read_profile(name)
+        rows.append({**prof.to_dict(), "available": [p.name for p in prof.providers if p.name in available],
+                     "would_run_on": next((p.name for p in prof.providers if p.name in available), None)})
+    if args.json:
+        _print_json({"devices_dir": str(DEVICES_DIR), "onnxruntime": ort.__version__,
+                     "available_providers": sorted(available), "devices": rows})
+        return 0
+    print(f"profiles in {DEVICES_DIR}; this onnxruntime {ort.__version__} offers {sorted(available)}")
+    for r in rows:
+        marks = " -> ".join(f"{p['name']}{'' if p['name'] in available else ' (missing)'}" for p in r["providers"])
+        print(f"{r['name']:16s} {r['precision']:5s} {r['preprocess']:6s} {marks}")
+        print(f"{'':16s} {r['description']}; runs here on {r['would_run_on'] or 'nothing'}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeinfer.bench import bench
 
@@ -196,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("devices", help="list device profiles and which of their providers this build offers")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_devices)
+
     p = sub.add_parser("bench", help="latency, throughput, stage split, memory and cold start of a model")
     p.add_argument("model")
     p.add_argument("--device", default="cpu", help="device profile name or .toml path")
@@ -204,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    p.add_argument("--preprocess", choices=("exact", "fast"), default="exact")
+    p.add_argument("--preprocess", choices=("exact", "fast"), default=None, help="default: the device profile's")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process cold start measurement")
     p.add_argument("--json", help="write the result (schema edgeinfer.bench/1) to this file")
     p.add_argument("--plot", help="write latency/throughput plots to this PNG")

@@ -30,6 +30,10 @@ class ModelError(EdgeInferError):
     """A model file cannot be loaded, or disagrees with its own spec."""
 
 
+class ProviderError(ModelError):
+    """A device's execution providers cannot run here (or would fall back, with ``strict=True``)."""
+
+
 class ConversionError(EdgeInferError, ValueError):
     """A training transform cannot be expressed as a spec without changing its pixels."""
 

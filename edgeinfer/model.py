@@ -152,28 +152,39 @@ class Model:
         return f"Model({self.path!r}, device={self.device!r}, providers={list(self.providers)})"
 
 
-def load(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None,
-         preprocess: str = "exact", session_config: dict[str, str] | None = None) -> Model:
+def variant_path(path: Path, precision: str) -> Path:
+    """Where the ``precision`` variant of a model lives: ``model.onnx`` -> ``model.fp16.onnx``."""
+    return path if precision == "fp32" else path.with_name(f"{path.stem}.{precision}{path.suffix}")
+
+
+def load(path: str | os.PathLike, *, device: str | os.PathLike = "cpu", threads: int | None = None,
+         preprocess: str | None = None, session_config: dict[str, str] | None = None,
+         strict: bool = False) -> Model:
     """Load an ONNX model exported with its spec and return a ready :class:`Model`.
 
-    ``preprocess="exact"`` (default) reproduces the training library's pixels; ``"fast"`` trades a
-    measured fraction of a level for speed on large frames (see benchmarks/README.md).
-    ``session_config`` entries go to ONNX Runtime's ``SessionOptions.add_session_config_entry``, e.g.
-    ``{"session.intra_op.allow_spinning": "0"}`` so idle worker threads do not spin between calls.
+    ``device`` is a profile name from ``devices/`` or a path to a profile file: it picks the execution
+    providers (a missing preferred one falls back with a :class:`~edgeinfer.providers.ProviderFallbackWarning`,
+    or raises :class:`~edgeinfer.errors.ProviderError` when ``strict``), the session settings, the
+    precision variant to prefer (``model.fp16.onnx`` beside ``model.onnx``, when it exists) and the
+    preprocessing mode. ``preprocess`` and ``threads`` override the profile; ``"exact"`` reproduces the
+    training library's pixels, ``"fast"`` trades a measured fraction of a level for speed.
+    ``session_config`` entries go to ``SessionOptions.add_session_config_entry``.
     """
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: expected an .onnx file, found {'a directory' if p.is_dir() else 'nothing'}.")
-    choice = providers.choose(device)
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-    opts.log_severity_level = 3
+    profile = providers.read_profile(device)
+    preferred = variant_path(p, profile.precision)
+    if preferred != p and preferred.is_file():
+        p = preferred
+    choice = providers.choose(profile, strict=strict)
+    opts = profile.session_options(threads=threads)
     for key, value in (session_config or {}).items():
         opts.add_session_config_entry(str(key), str(value))
     try:
-        session = ort.InferenceSession(str(p), sess_options=opts, providers=choice.usable)
+        session = ort.InferenceSession(str(p), sess_options=opts, providers=choice.session_providers())
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
         raise ModelError(f"{p}: expected an ONNX model ONNX Runtime can load, it failed: {exc}") from exc
-    return Model(session, read_spec(session, p), path=str(p), device=device, requested=choice.requested,
-                 preprocess=preprocess)
+    providers.check_session(session, choice, strict=strict)
+    return Model(session, read_spec(session, p), path=str(p), device=profile.name, requested=choice.requested,
+                 preprocess=preprocess or profile.preprocess)

@@ -171,16 +171,3 @@ def test_runtime_source_imports_only_numpy_opencv_onnxruntime():
                 ok = top in stdlib or top in (top_level if line == s else lazy)
                 assert ok, f"{path.name}: {s}"
 
-
-def test_missing_preferred_provider_falls_back_with_a_warning_naming_both(exported, tmp_path):
-    from edgeinfer.providers import ProviderFallbackWarning
-
-    profile = tmp_path / "gpu-box.toml"
-    profile.write_text('name = "gpu-box"\nproviders = ["TensorrtExecutionProvider", "CPUExecutionProvider"]\n')
-    with pytest.warns(ProviderFallbackWarning, match="TensorrtExecutionProvider.*CPUExecutionProvider"):
-        m = edgeinfer.load(exported["resnet18"][1], device=str(profile))
-    assert m.providers == ("CPUExecutionProvider",)
-    assert m.requested_providers == ("TensorrtExecutionProvider", "CPUExecutionProvider")
-    profile.write_text('providers = ["CPUExecutionProvider"]\nthreads = "many"\n')
-    with pytest.raises(ModelError, match="unknown key.*threads"):
-        edgeinfer.load(exported["resnet18"][1], device=str(profile))
