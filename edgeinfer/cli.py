@@ -200,6 +200,21 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from converters.optimize import optimize
+
+    report = optimize(args.model, args.output, kind=args.kind, calibration=args.calibration, holdout=args.holdout,
+                      min_agreement=args.min_agreement, force=args.force)
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    held = "calibration images" if report.holdout_is_calibration else "held-out images"
+    print(f"wrote {report.output} ({report.kind}, {report.size_bytes / 1e6:.1f} MB)")
+    print(f"agreement with fp32 on {report.images} {held}: top-1 {report.top1_agreement:.1%} "
+          f"(gate {report.min_agreement:.0%}), max |dp| {report.max_abs_diff:.2e}, mean |dp| {report.mean_abs_diff:.2e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -247,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", help="another .onnx of the same model (fp16, int8, ...)")
     p.add_argument("--json", help="write the report to this file")
     p.set_defaults(func=cmd_parity)
+
+    for name, kinds, helptext in (("optimize", ("graph", "fp16", "int8"), "write a graph-optimised, fp16 or int8 variant"),
+                                  ("quantize", ("int8",), "write an int8 (QDQ, per-channel) variant")):
+        p = sub.add_parser(name, help=helptext + " that keeps the spec and passes the agreement gate")
+        p.add_argument("model")
+        p.add_argument("--kind", choices=kinds, default=kinds[-1] if name == "quantize" else "graph")
+        p.add_argument("-o", "--output", default=None, help="default: model.<kind>.onnx beside the model")
+        p.add_argument("--calibration", help="a folder of images, fed through the model's own preprocessing")
+        p.add_argument("--holdout", help="a folder of images to check agreement on (default: the calibration ones)")
+        p.add_argument("--min-agreement", type=float, default=0.99, help="top-1 agreement gate with fp32")
+        p.add_argument("--force", action="store_true", help="write the variant even below the gate")
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("export", help="export a torchvision/timm architecture or your model (needs torch)")
     p.add_argument("arch", help="torchvision name (resnet18), timm:NAME, or module:attribute of your model")
