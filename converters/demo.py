@@ -66,6 +66,39 @@ def train(model, images, labels, transform, *, epochs: int, seed: int = 0, log=p
     return model.eval()
 
 
+def train_photo_classifier(arch: str, photos: list[np.ndarray], *, steps: int = 40, size: int = 64, seed: int = 0):
+    """A "which photo is this?" classifier: real weights, varied confident outputs (see shared/DATA.md)."""
+    import torch
+    import torchvision
+    from torchvision.transforms import v2
+
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=len(photos))
+    aug = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(size, scale=(0.3, 1.0), antialias=True),
+                      v2.RandomHorizontalFlip(), v2.ColorJitter(0.2, 0.2, 0.2), v2.ToDtype(torch.float32, scale=True),
+                      v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    labels = torch.arange(len(photos))
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(photos), (16,))
+        x = torch.stack([aug(photos[i]) for i in idx.tolist()])
+        loss = torch.nn.functional.cross_entropy(model(x), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # BatchNorm running statistics lag after a short training (mobilenet_v3 uses momentum 0.01):
+    # recompute them so eval-mode outputs are as varied as the weights allow.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        for _ in range(4):
+            model(torch.stack([aug(p) for p in photos]))
+    return model.eval()
+
+
 def device_side(model_path: str, image_dir: str) -> dict:
     """Predict every PNG in ``image_dir`` with the torch-free runtime; return predictions and timings."""
     t0 = time.perf_counter()

@@ -215,6 +215,28 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from converters.tune import tune
+
+    report = tune(args.model, device=args.device, images=args.images, rounds=args.rounds,
+                  min_agreement=args.min_agreement, out_profile=args.out_profile)
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(f"{report.model} on device {report.device!r}, {report.images} images, gate {report.min_agreement:.0%} top-1")
+    print(f"{'precision':9s} {'provider':28s} {'threads':>7s} {'median ms':>10s} {'top-1':>7s} {'max|dp|':>9s}")
+    for r in report.rows:
+        mark = "  <- chosen" if r == report.chosen else ("" if r.passes else "  (fails the gate)")
+        print(f"{r.precision:9s} {r.provider:28s} {r.threads:7d} {r.median_ms:10.2f} {r.top1_agreement:7.1%} "
+              f"{r.max_abs_diff:9.2e}{mark}")
+    if report.profile_path:
+        print(f"wrote {report.profile_path}" + (f" and {report.variant_path}" if report.variant_path else ""))
+        print(f"use it: edgeinfer.load({report.model!r}, device={report.profile_path!r})")
+        return 0
+    print("no configuration passed the gate; nothing written")
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -275,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="write the variant even below the gate")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("tune", help="measure precision x provider x threads here and write the fastest faithful profile")
+    p.add_argument("model")
+    p.add_argument("--device", default="cpu", help="device profile to start from")
+    p.add_argument("--images", required=True, help="a folder of images (calibration and agreement)")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--min-agreement", type=float, default=0.99)
+    p.add_argument("--out-profile", help="where to write the tuned profile (default: beside the model)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("export", help="export a torchvision/timm architecture or your model (needs torch)")
     p.add_argument("arch", help="torchvision name (resnet18), timm:NAME, or module:attribute of your model")

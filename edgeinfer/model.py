@@ -157,7 +157,8 @@ def variant_path(path: Path, precision: str) -> Path:
     return path if precision == "fp32" else path.with_name(f"{path.stem}.{precision}{path.suffix}")
 
 
-def load(path: str | os.PathLike, *, device: str | os.PathLike = "cpu", threads: int | None = None,
+def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Profile" = "cpu",
+         threads: int | None = None,
          preprocess: str | None = None, session_config: dict[str, str] | None = None,
          strict: bool = False) -> Model:
     """Load an ONNX model exported with its spec and return a ready :class:`Model`.
@@ -173,7 +174,7 @@ def load(path: str | os.PathLike, *, device: str | os.PathLike = "cpu", threads:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: expected an .onnx file, found {'a directory' if p.is_dir() else 'nothing'}.")
-    profile = providers.read_profile(device)
+    profile = device if isinstance(device, providers.Profile) else providers.read_profile(device)
     preferred = variant_path(p, profile.precision)
     if preferred != p and preferred.is_file():
         p = preferred

@@ -68,3 +68,19 @@ def test_quantize_cli_refuses_a_lossy_int8_mobilenet_unless_forced(exported, cal
     d = json.loads(res.stdout)
     assert d["kind"] == "int8" and d["written"] and d["holdout_is_calibration"] and out.is_file()
     assert d["top1_agreement"] < 0.99
+
+
+def test_tune_picks_the_fastest_configuration_that_passes_the_gate(exported, calibration, tmp_path):
+    from converters.tune import tune
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(exported["resnet18"][1].read_bytes())
+    report = tune(src, device="cpu", images=calibration, rounds=6, threads=(1, 2))
+    assert len(report.rows) == 3 * 1 * 2  # fp32/fp16/int8 x CPU provider x 1, 2 threads
+    assert [r.median_ms for r in report.rows] == sorted(r.median_ms for r in report.rows)
+    assert report.chosen is not None and report.chosen.passes
+    assert report.chosen == next(r for r in report.rows if r.passes)
+    tuned = edgeinfer.load(src, device=report.profile_path)
+    assert tuned.device == "cpu-tuned" and tuned.session.get_session_options().intra_op_num_threads == report.chosen.threads
+    if report.chosen.precision != "fp32":
+        assert tuned.path == report.variant_path
