@@ -99,6 +99,21 @@ def train_photo_classifier(arch: str, photos: list[np.ndarray], *, steps: int = 
     return model.eval()
 
 
+def photo_crops(folder: Path, photos: dict[str, np.ndarray], *, per_photo: int = 4, seed: int = 0) -> Path:
+    """Write random square crops of each photo as PNG files (what a camera sees of the same scenes)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, img in photos.items():
+        for j in range(per_photo):
+            h, w = img.shape[:2]
+            s = int(min(h, w) * rng.uniform(0.6, 1.0))
+            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+            cv2.imwrite(str(folder / f"{name}_{j}.png"), np.ascontiguousarray(img[y:y + s, x:x + s, ::-1]))
+    return folder
+
+
 def device_side(model_path: str, image_dir: str) -> dict:
     """Predict every PNG in ``image_dir`` with the torch-free runtime; return predictions and timings."""
     t0 = time.perf_counter()

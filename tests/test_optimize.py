@@ -16,19 +16,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def calibration(photos, photo_files, tmp_path_factory):
-    """Real photos plus crops of them (what a camera sees of the same scenes), as files."""
-    import cv2
+def calibration(photos, tmp_path_factory):
+    """Real photos cropped as a camera would see the same scenes, as files."""
+    from converters.demo import photo_crops
 
-    folder = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(0)
-    for name, img in photos.items():
-        for j in range(4):
-            h, w = img.shape[:2]
-            s = int(min(h, w) * rng.uniform(0.6, 1.0))
-            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-            cv2.imwrite(str(folder / f"{name}_{j}.png"), np.ascontiguousarray(img[y:y + s, x:x + s, ::-1]))
-    return folder
+    return photo_crops(tmp_path_factory.mktemp("calib"), photos)
 
 
 @pytest.mark.parametrize("kind", ["graph", "fp16", "int8"])
