@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 import edgeinfer
@@ -89,3 +90,35 @@ def test_devices_cli_lists_profiles_and_availability():
     assert REQUIRED <= set(by_name)
     assert by_name["cpu"]["would_run_on"] == "CPUExecutionProvider"
     assert "CPUExecutionProvider" in d["available_providers"] and d["devices_dir"] == str(DEVICES_DIR)
+
+
+OPENVINO_CHECK = """
+import json, sys, warnings
+import numpy as np
+import edgeinfer
+warnings.simplefilter("error")  # the intel-openvino profile must not fall back here
+m = edgeinfer.load(sys.argv[1], device="intel-openvino")
+scores = [m.predict(f).scores.tolist() for f in sys.argv[2:]]
+import onnxruntime as ort
+print(json.dumps({"providers": list(m.providers), "ort": ort.__version__, "scores": scores,
+                  "self_test": m.self_test().passed}))
+"""
+
+
+@pytest.mark.slow
+def test_intel_openvino_profile_runs_for_real_and_matches_the_cpu_provider(exported, photo_files):
+    import os
+
+    python = os.environ.get("EDGEINFER_OPENVINO_PYTHON", ".venv-openvino/bin/python")
+    if not os.path.exists(python):
+        pytest.skip("no onnxruntime-openvino environment (./edge test creates .venv-openvino)")
+    path = exported["resnet18"][1]
+    res = subprocess.run([python, "-c", OPENVINO_CHECK, str(path), *map(str, photo_files)], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    d = json.loads(res.stdout.strip().splitlines()[-1])
+    assert d["providers"][0] == "OpenVINOExecutionProvider" and d["self_test"]
+    cpu = np.stack([edgeinfer.load(path).predict(f).scores for f in photo_files])
+    ov = np.asarray(d["scores"])
+    assert np.array_equal(cpu.argmax(1), ov.argmax(1))
+    assert np.max(np.abs(cpu - ov)) < 1e-3
