@@ -13,11 +13,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from converters.attach import write_with_spec
 from converters.compare import ParityReport, compare
 from converters.transforms import probe_images, spec_from_transform
 from edgeinfer.errors import ExportError
-from edgeinfer.files import write_bytes_atomic
-from edgeinfer.spec import METADATA_KEY, OutputSpec, SelfTest, Spec
+from edgeinfer.spec import OutputSpec, SelfTest, Spec
 
 OPSET = 18
 
@@ -144,6 +144,23 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
     with torch.no_grad():
         batch = torch.stack([transform(im) for _, im in named]).float()
         ref_raw = model(batch).detach().cpu().numpy()
+    with torch.no_grad():
+        again = model(batch).detach().cpu().numpy()
+        singles = np.concatenate([model(batch[i:i + 1]).detach().cpu().numpy() for i in range(batch.shape[0])])
+    for problem, diff in (("outputs change between two identical calls (a random op is active)",
+                           float(np.max(np.abs(again - ref_raw)))),
+                          ("an image's output depends on the other images in its batch (BatchNorm using batch "
+                           "statistics?)", float(np.max(np.abs(singles - ref_raw))))):
+        if diff > 1e-4:
+            msg = f"in eval mode, {problem}: max difference {diff:.2e}. The exported model will behave so too."
+            if strict:
+                raise ExportError(msg + " Refusing with strict=True.")
+            warnings.warn(msg, ExportWarning, stacklevel=2)
+            notes.append(msg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable:
+        notes.append(f"{trainable} parameters had requires_grad=True; they were exported as constants under "
+                     "torch.no_grad (no autograd state is in the graph).")
     kind = output_kind
     if kind == "auto":
         kind = "probabilities" if _looks_like_probabilities(ref_raw) else "logits"
@@ -189,12 +206,7 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
         spec, output=OutputSpec(output_name, kind),
         self_test=SelfTest(base64.b64encode(png.tobytes()).decode("ascii"), tuple(float(v) for v in st_out), atol),
     ).validate()
-    meta = {p.key: p.value for p in proto.metadata_props}
-    meta[METADATA_KEY] = spec.to_json()
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
-    write_bytes_atomic(out, proto.SerializeToString())
+    write_with_spec(proto, out, spec)
 
     parity = compare(model, transform, out, images if images is not None else [im for _, im in named])
     return ExportReport(path=str(out), spec=spec, parity=parity, switched_to_eval=switched, warnings=tuple(notes))

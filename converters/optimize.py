@@ -19,7 +19,6 @@ import numpy as np
 from edgeinfer.errors import EdgeInferError, ImageError
 from edgeinfer.files import write_bytes_atomic
 from edgeinfer.images import image_files
-from edgeinfer.spec import METADATA_KEY
 
 KINDS = ("graph", "fp16", "int8")
 
@@ -133,9 +132,8 @@ def optimize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ki
         proto = _convert(kind, src, reference, calib, tmp)
         meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
         del proto.metadata_props[:]
-        for key, value in meta.items():
+        for key, value in meta.items():  # the spec (and any other metadata) travels with the variant
             proto.metadata_props.add(key=key, value=value)
-        assert METADATA_KEY in meta
         candidate = tmp / "candidate.onnx"
         data = proto.SerializeToString()
         candidate.write_bytes(data)

@@ -19,6 +19,18 @@ def imagenet_eval_transform(resize: int = 256, crop: int = 224) -> Any:
     return T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
+class _ImageNetEval:
+    """The standard ImageNet eval transform, importable as ``converters.zoo:IMAGENET_EVAL`` (built on use)."""
+
+    def __call__(self, img: Any) -> Any:
+        if not hasattr(self, "_tf"):
+            self._tf = imagenet_eval_transform()
+        return self._tf(img)
+
+
+IMAGENET_EVAL = _ImageNetEval()
+
+
 def import_attr(spec: str) -> Any:
     """The object named by ``module:attribute`` (dots allowed in the attribute)."""
     module, _, attr = spec.partition(":")

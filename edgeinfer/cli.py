@@ -237,6 +237,38 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.reference_transform or args.torch_model:
+        from converters import zoo
+        from converters.doctor import doctor
+
+        model = transform = None
+        if args.torch_model:
+            model, transform = zoo.build(args.torch_model, num_classes=args.num_classes, weights=args.weights)
+        if args.reference_transform:
+            transform = zoo.import_attr(args.reference_transform)
+        report = doctor(args.model, args.images or [], transform=transform, torch_model=model, plots_dir=args.plots)
+    elif args.plots:
+        from converters.doctor import doctor
+
+        report = doctor(args.model, args.images or [], plots_dir=args.plots)
+    else:
+        from edgeinfer.diagnostics import check
+
+        report = check(args.model, images=args.images)
+    from edgeinfer.files import write_text_atomic
+
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+    if args.report:
+        write_text_atomic(args.report, report.to_markdown())
+    if not report.findings:
+        print(f"{report.model}: healthy, no findings ({report.measured.get('images', 0)} images checked)")
+    for f in report.findings:
+        print(f"[{f.severity}] {f.code}: {f.message}\n    fix: {f.fix}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -307,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-profile", help="where to write the tuned profile (default: beside the model)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("check", help="the deployment doctor: find silent failures, say the fix")
+    p.add_argument("model")
+    p.add_argument("--images", help="a folder of images")
+    p.add_argument("--reference-transform", help="module:attribute of the training eval transform (needs torch)")
+    p.add_argument("--torch-model", help="torchvision name, timm:NAME or module:attribute of the original model")
+    p.add_argument("--weights", help="a state_dict for --torch-model (loaded with weights_only=True)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--json", help="write the findings to this JSON file")
+    p.add_argument("--report", help="write a markdown report (linking the plots) to this file")
+    p.add_argument("--plots", help="write debug plots into this folder (needs matplotlib)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("export", help="export a torchvision/timm architecture or your model (needs torch)")
     p.add_argument("arch", help="torchvision name (resnet18), timm:NAME, or module:attribute of your model")

@@ -44,3 +44,106 @@ def plot_bench(result: Any, path: str | os.PathLike) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _denormalize(chw: Any, spec: Any) -> Any:
+    """A model input (C, H, W) back to 0-255 pixels (H, W, C) using the spec's normalisation."""
+    import numpy as np
+
+    x = np.asarray(chw, dtype=np.float64).copy()
+    for step in reversed(spec.steps):
+        if step.op == "normalize":
+            mean = np.asarray(step.params["mean"]).reshape(-1, 1, 1)
+            std = np.asarray(step.params["std"]).reshape(-1, 1, 1)
+            x = x * std + mean
+        if step.op == "to_float" and step.params["scale"] != "none":
+            x = x * 255.0
+    img = np.clip(x, 0, 255).transpose(1, 2, 0)
+    return img[..., 0] if img.shape[2] == 1 else img.astype(np.uint8)
+
+
+def plot_preprocessing(reference: Any, deployed: Any, spec: Any, path: str | os.PathLike, *, title: str = "") -> None:
+    """Reference vs deployed model input, de-normalised, side by side, with a difference heat-map."""
+    import numpy as np
+
+    plt = _pyplot()
+    ref, got = _denormalize(reference, spec), _denormalize(deployed, spec)
+    diff = np.abs(np.asarray(reference, np.float64) - np.asarray(deployed, np.float64)).max(axis=0)
+    scale = 255.0
+    for step in spec.steps:
+        if step.op == "normalize":
+            scale = 255.0 * float(np.min(step.params["std"]))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    axes[0].imshow(ref, cmap="gray" if ref.ndim == 2 else None)
+    axes[0].set_title("reference (training transform)")
+    axes[1].imshow(got, cmap="gray" if got.ndim == 2 else None)
+    axes[1].set_title("deployed (edgeinfer)")
+    im = axes[2].imshow(diff * scale, cmap="magma")
+    axes[2].set_title(f"|difference|, levels of 255 (max {diff.max() * scale:.1f})")
+    fig.colorbar(im, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_input_histograms(batch: Any, path: str | os.PathLike) -> None:
+    """Per-channel histograms of the model inputs (N, C, H, W)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = ["R", "G", "B"] if batch.shape[1] == 3 else [f"channel {c}" for c in range(batch.shape[1])]
+    colors = ["tab:red", "tab:green", "tab:blue"]
+    for c in range(batch.shape[1]):
+        ax.hist(batch[:, c].ravel(), bins=100, histtype="step", label=names[c], color=colors[c % 3])
+    ax.set(title="Model input values per channel", xlabel="value", ylabel="count")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confidence(probs: Any, path: str | os.PathLike) -> None:
+    """Histogram of top-1 confidence over images."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(probs.max(axis=1), bins=20, range=(0, 1), color="tab:purple")
+    ax.set(title=f"Top-1 confidence over {len(probs)} images", xlabel="probability of the predicted class",
+           ylabel="images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_class_distribution(probs: Any, labels: Any, path: str | os.PathLike) -> None:
+    """How often each class is predicted (a collapsed model shows one bar)."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
+    order = np.argsort(-counts)[:30]
+    names = [labels[i] if labels else str(i) for i in order]
+    fig, ax = plt.subplots(figsize=(max(6, len(order) * 0.35), 4))
+    ax.bar(range(len(order)), counts[order], color="tab:orange")
+    ax.set_xticks(range(len(order)), names, rotation=60, ha="right", fontsize=8)
+    ax.set(title="Predicted classes", ylabel="images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_parity(reference: Any, deployed: Any, path: str | os.PathLike) -> None:
+    """Scatter of reference vs deployed scores (every class of every image); the diagonal is parity."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(np.ravel(reference), np.ravel(deployed), s=4, alpha=0.5)
+    ax.plot([0, 1], [0, 1], color="gray", lw=1)
+    diff = float(np.max(np.abs(np.asarray(reference) - np.asarray(deployed))))
+    ax.set(title=f"Parity with torch (max |dp| {diff:.1e})", xlabel="torch probability",
+           ylabel="edgeinfer probability", xlim=(0, 1), ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

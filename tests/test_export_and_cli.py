@@ -102,3 +102,25 @@ def test_demo_runs_end_to_end(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "torch imported on device side: False" in res.stdout and "top-1 agreement:        100.00%" in res.stdout
+
+
+class _BatchMean(torch.nn.Module):
+    """A model whose output depends on the rest of its batch even in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torchvision.models.resnet18(weights=None, num_classes=3)
+
+    def forward(self, x):
+        out = self.net(x)
+        return out - out.mean(dim=0, keepdim=True)
+
+
+def test_export_warns_about_batch_dependent_outputs_and_refuses_when_strict(tmp_path, photos):
+    model = _BatchMean().eval()
+    with pytest.raises(ExportError, match="depends on the other images in its batch"):
+        converters.export(model, tmp_path / "b.onnx", transform=SMALL, images=list(photos.values()), strict=True)
+    with pytest.warns(converters.ExportWarning, match="depends on the other images"):
+        report = converters.export(model, tmp_path / "b.onnx", transform=SMALL, images=list(photos.values()))
+    assert any("batch" in n for n in report.warnings)
+    assert any("requires_grad" in n for n in report.warnings)

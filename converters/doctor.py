@@ -1,0 +1,162 @@
+"""Checks against the training reference: colour order, resize/normalisation, parity with torch.
+
+They need torch (the user's transform and model), so they live on the workstation side and add their
+findings to the runtime's :class:`edgeinfer.diagnostics.CheckReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgeinfer.diagnostics import CheckReport, Finding, check
+from edgeinfer.images import image_files
+
+
+def _levels(spec: Any) -> float:
+    """Model-input units per level of 255, from the spec's scaling and normalisation."""
+    scale = 255.0
+    std = 1.0
+    for step in spec.steps:
+        if step.op == "to_float" and step.params["scale"] == "none":
+            scale = 1.0
+        if step.op == "normalize":
+            std = float(np.min(step.params["std"]))
+    return scale * std
+
+
+def _pil_loader(mode: str) -> Callable[[Any], Any]:
+    from PIL import Image
+
+    def load(item: Any) -> Any:
+        if isinstance(item, (str, os.PathLike)):
+            with Image.open(item) as f:
+                return f.convert(mode)
+        return Image.fromarray(np.asarray(item)).convert(mode)
+    return load
+
+
+def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None, torch_model: Any = None,
+           loader: Callable[[Any], Any] | None = None, plots_dir: str | os.PathLike | None = None,
+           max_images: int = 64) -> CheckReport:
+    """The full checklist: runtime checks, then the reference checks that ``transform``/``torch_model`` allow.
+
+    ``loader`` turns an image (path) into what the training pipeline fed ``transform`` (default: PIL
+    ``convert('RGB')`` or ``'L'`` as the spec says). ``plots_dir`` receives the debug plots.
+    """
+    import edgeinfer
+    from edgeinfer import plots
+
+    items: list[Any] = list(image_files(images)) if isinstance(images, (str, os.PathLike)) else list(images)
+    items = items[:max_images]
+    report = check(model_path, images=items)
+    findings, measured = list(report.findings), dict(report.measured)
+    written: list[str] = []
+    if any(f.code in ("spec_missing", "spec_invalid", "shape_mismatch", "model_unloadable") for f in findings):
+        return report
+    model = edgeinfer.load(model_path)
+    spec = model.spec
+    deployed = np.stack([model.preprocess(i) for i in items]) if items else None
+    out = Path(plots_dir) if plots_dir else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if deployed is not None and out is not None:
+        raw = np.concatenate([model.run(deployed[i:i + 16]) for i in range(0, len(deployed), 16)])
+        probs = np.stack([p.scores for p in edgeinfer.postprocess.predictions(raw, kind=spec.output.kind,
+                                                                              labels=spec.labels, top_k=1)])
+        for name, fn in (("input_histograms.png", lambda p: plots.plot_input_histograms(deployed, p)),
+                         ("confidence.png", lambda p: plots.plot_confidence(probs, p)),
+                         ("classes.png", lambda p: plots.plot_class_distribution(probs, spec.labels, p))):
+            fn(out / name)
+            written.append(str(out / name))
+    if transform is not None and items:
+        import torch
+
+        load = loader or _pil_loader("RGB" if spec.decode.color == "rgb" else "L")
+        with torch.no_grad():
+            ref = np.stack([transform(load(i)).numpy() for i in items]).astype(np.float64)
+        per_level = _levels(spec)
+        direct = np.abs(ref - deployed).max(axis=(1, 2, 3)) * per_level
+        swapped = (np.abs(ref - deployed[:, ::-1]).max(axis=(1, 2, 3)) * per_level
+                   if deployed.shape[1] == 3 else direct)
+        measured["reference_max_levels"] = round(float(direct.max()), 3)
+        worst = int(np.argmax(direct))
+        if deployed.shape[1] == 3 and float(np.median(swapped)) < 0.25 * float(np.median(direct)) and direct.max() > 1.01:
+            findings.append(Finding(
+                "color_order", "error", f"the deployed input matches the training input only with red and blue "
+                f"swapped (median {np.median(direct):.1f} levels off as is, {np.median(swapped):.1f} swapped).",
+                "The training loader delivered BGR (cv2.imread) or RGB differently from the spec: export with the "
+                "loader's colour order, or pass color='rgb'/'bgr' to predict to match your frames."))
+        elif direct.max() > 1.01:
+            # an affine per-channel relation (a*ref + b) means scaling/normalisation, anything else resampling
+            a, b, r2 = _affine_fit(ref, deployed)
+            if r2 > 0.999 and (np.max(np.abs(a - 1)) > 0.01 or np.max(np.abs(b)) > 0.01):
+                findings.append(Finding(
+                    "input_stats", "error", f"deployed inputs are a rescaled copy of the training inputs (per-channel "
+                    f"scale {np.round(a, 3).tolist()}, offset {np.round(b, 3).tolist()}): normalisation or scaling "
+                    "differs from training.", "Export the spec from the exact training transform (mean/std, /255) "
+                    "with converters.export(model, path, transform=...).", {"scale": a.tolist(), "offset": b.tolist()}))
+            else:
+                steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
+                findings.append(Finding(
+                    "resize_mismatch", "error", f"deployed pixels differ from the training transform's by up to "
+                    f"{direct.max():.1f} levels of 255 (mean {float(np.abs(ref - deployed).mean() * per_level):.2f}); "
+                    f"geometry steps in the spec: {steps}.", "Re-export the spec from the training transform itself "
+                    "(spec_from_transform reproduces it within 1 level); do not hand-write the resize.",
+                    {"max_levels": float(direct.max())}))
+        if out is not None:
+            name = out / "preprocessing.png"
+            plots.plot_preprocessing(ref[worst], deployed[worst], spec, name,
+                                     title=f"{Path(str(items[worst])).name}: worst of {len(items)} images")
+            written.append(str(name))
+    if torch_model is not None and transform is not None and items:
+        from converters.compare import compare
+
+        parity = compare(torch_model, transform, model_path, items)
+        dep, exp = parity.candidate("deployment"), parity.candidate("export")
+        measured["deployment_max_abs_diff"] = dep.max_abs_diff
+        measured["deployment_top1_agreement"] = dep.top1_agreement
+        if dep.top1_agreement < 1.0 or dep.max_abs_diff > 1e-3:
+            where = ("the ONNX graph itself (export parity max |dp| %.1e)" % exp.max_abs_diff
+                     if exp.max_abs_diff > 1e-3 else "preprocessing (export parity is fine: %.1e)" % exp.max_abs_diff)
+            findings.append(Finding(
+                "parity", "error", f"deployed predictions differ from torch: top-1 agreement {dep.top1_agreement:.1%}, "
+                f"max |dp| {dep.max_abs_diff:.2e}; the first divergence is in {where}; worst image "
+                f"{Path(dep.worst[0][0]).name}.", "Fix the step named above; `edgeinfer check --plots` shows the "
+                "inputs side by side.", dep.to_dict()))
+        if out is not None:
+            ref_p, dep_p = _parity_probs(torch_model, transform, model, items, loader, spec)
+            plots.plot_parity(ref_p, dep_p, out / "parity.png")
+            written.append(str(out / "parity.png"))
+    return dataclasses.replace(report, findings=tuple(findings), measured=measured, plots=tuple(written))
+
+
+def _affine_fit(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    a, b, r2 = [], [], []
+    for c in range(ref.shape[1]):
+        x, y = ref[:, c].ravel(), got[:, c].ravel().astype(np.float64)
+        A = np.stack([x, np.ones_like(x)], axis=1)
+        (ac, bc), *_ = np.linalg.lstsq(A, y, rcond=None)
+        resid = y - (ac * x + bc)
+        r2.append(1 - resid.var() / max(y.var(), 1e-12))
+        a.append(ac)
+        b.append(bc)
+    return np.asarray(a), np.asarray(b), float(min(r2))
+
+
+def _parity_probs(torch_model: Any, transform: Any, model: Any, items: Sequence[Any], loader: Any,
+                  spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    load = loader or _pil_loader("RGB" if spec.decode.color == "rgb" else "L")
+    with torch.no_grad():
+        out = torch_model(torch.stack([transform(load(i)) for i in items]).float()).numpy()
+    from edgeinfer.postprocess import class_scores, softmax
+
+    ref = softmax(class_scores(out)) if spec.output.kind == "logits" else class_scores(out)
+    dep = np.stack([model.predict(i).scores for i in items])
+    return ref, dep

@@ -1,0 +1,222 @@
+"""The deployment doctor: checks that find the silent failures, each with a stable code and the fix.
+
+Runtime checks need only the model file and, optionally, a few images. Checks against the training
+reference (colour order, resize, parity with torch) live in ``converters.doctor`` and add their findings
+to the same report. ``edgeinfer check`` runs both and writes JSON, a markdown report and plots.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
+from edgeinfer.postprocess import class_scores, softmax
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the doctor found: a stable ``code``, how bad it is, what it saw, and the fix."""
+
+    code: str
+    severity: str
+    message: str
+    fix: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "message": self.message, "fix": self.fix,
+                "details": self.details}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """All findings for one model, and the figures the checks measured."""
+
+    model: str
+    findings: tuple[Finding, ...]
+    measured: dict[str, Any] = field(default_factory=dict)
+    plots: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity in ("error", "warning") for f in self.findings)
+
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "edgeinfer.check/1", "model": self.model, "ok": self.ok,
+                "findings": [f.to_dict() for f in self.findings], "measured": self.measured,
+                "plots": list(self.plots)}
+
+    def to_markdown(self) -> str:
+        lines = [f"# edgeinfer check: {Path(self.model).name}", "",
+                 "**healthy**: no warnings." if self.ok else f"**{sum(f.severity != 'info' for f in self.findings)} "
+                 "problem(s) found.**", ""]
+        if self.findings:
+            lines += ["| code | severity | finding | fix |", "|---|---|---|---|"]
+            lines += [f"| `{f.code}` | {f.severity} | {f.message} | {f.fix} |" for f in self.findings]
+            lines.append("")
+        if self.measured:
+            lines += ["## Measured", ""] + [f"- {k}: {v}" for k, v in self.measured.items()] + [""]
+        if self.plots:
+            lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in self.plots] + [""]
+        return "\n".join(lines)
+
+
+def _load(path: Path, findings: list[Finding]) -> Any:
+    from edgeinfer.model import load
+
+    try:
+        return load(path)
+    except SpecMissingError as exc:
+        findings.append(Finding("spec_missing", "error", str(exc).split(". ")[0] + ".",
+                                "Export with converters.export(model, path, transform=...) or attach a spec with "
+                                "converters.attach_spec(...); the runtime cannot guess preprocessing."))
+    except SpecError as exc:
+        findings.append(Finding("spec_invalid", "error", str(exc), "Re-export the model with the converters that "
+                                "match this runtime; never edit the spec by hand."))
+    except ModelError as exc:
+        code = "shape_mismatch" if "shape" in str(exc) or "input" in str(exc) else "model_unloadable"
+        findings.append(Finding(code, "error", str(exc), "Re-export so the spec and the graph agree (input name, "
+                                "shape, labels)."))
+    return None
+
+
+def _input_stats(model: Any, batch: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> None:
+    spec = model.spec
+    per_channel = [(float(batch[:, c].mean()), float(batch[:, c].std()), float(batch[:, c].min()),
+                    float(batch[:, c].max())) for c in range(batch.shape[1])]
+    measured["input_channel_stats"] = [{"mean": round(m, 4), "std": round(s, 4), "min": round(lo, 4),
+                                        "max": round(hi, 4)} for m, s, lo, hi in per_channel]
+    peak = max(max(abs(lo), abs(hi)) for _, _, lo, hi in per_channel)
+    spread = max(s for _, s, _, _ in per_channel)
+    normalized = any(s.op == "normalize" for s in spec.steps)
+    if peak > 20:
+        findings.append(Finding(
+            "input_stats", "error", f"model inputs reach {peak:.0f}: pixel values were not scaled to 0-1 before "
+            "normalisation (0-255 input into a model trained on 0-1).",
+            "Add the /255 scaling (ToTensor or ToDtype(scale=True)) to the transform and re-export.",
+            {"peak": peak}))
+    elif spread < 0.02 or (normalized and peak < 0.1):
+        findings.append(Finding(
+            "input_stats", "warning", f"model inputs barely vary (largest per-channel std {spread:.4f}, peak "
+            f"{peak:.3f}): normalisation or scaling applied twice, or constant frames.",
+            "Check that Normalize/scaling appears once in the transform, and that the camera delivers real frames.",
+            {"spread": spread, "peak": peak}))
+
+
+def _output_checks(model: Any, raw: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> np.ndarray:
+    scores = class_scores(raw).astype(np.float64)
+    looks_prob = bool(np.all(scores >= -1e-6) and np.all(scores <= 1 + 1e-6)
+                      and np.allclose(scores.sum(1), 1.0, atol=1e-3))
+    kind = model.spec.output.kind
+    if kind == "logits" and looks_prob and scores.shape[1] > 1:
+        findings.append(Finding(
+            "double_softmax", "error", "the spec says the output is logits but the model already outputs "
+            "probabilities (every row sums to 1): softmax would be applied twice, flattening confidences.",
+            "Re-export with output_kind='probabilities' (converters.export detects it by default)."))
+    if kind == "probabilities" and not looks_prob:
+        findings.append(Finding(
+            "double_softmax", "error", "the spec says the output is probabilities but the rows do not sum to 1: "
+            "these are logits and scores would be read without softmax.",
+            "Re-export with output_kind='logits'."))
+    probs = softmax(scores.astype(np.float32)) if kind == "logits" else scores.astype(np.float32)
+    return probs
+
+
+def _collapse(probs: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> None:
+    n, k = probs.shape
+    top = probs.argmax(1)
+    counts = np.bincount(top, minlength=k)
+    share = float(counts.max() / n)
+    variation = float(probs.std(axis=0).max())
+    measured["top1_share_of_most_common_class"] = round(share, 3)
+    measured["largest_score_std_across_images"] = round(variation, 6)
+    if n >= 2 and variation < 1e-3:
+        findings.append(Finding(
+            "collapse", "error", f"outputs barely change across {n} different images (largest per-class std "
+            f"{variation:.1e}): the model ignores its input.",
+            "Check the weights were loaded and trained (random-init or mis-exported models do this), and that "
+            "BatchNorm running statistics are sane (mobilenet_v3 needs them recomputed after short training).",
+            {"variation": variation}))
+    elif n >= 8 and k > 2 and share >= 0.9:
+        findings.append(Finding(
+            "collapse", "warning", f"one class ({int(counts.argmax())}) wins {share:.0%} of {n} images.",
+            "If the images are varied, the model or its preprocessing is broken; compare with the training "
+            "pipeline (edgeinfer check --reference-transform ...).", {"share": share}))
+
+
+def _determinism(model: Any, batch: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> None:
+    first, second = model.run(batch), model.run(batch)
+    nondet = float(np.max(np.abs(first - second)))
+    measured["repeat_max_abs_diff"] = nondet
+    if nondet > 1e-5:
+        findings.append(Finding(
+            "train_mode", "error", f"the same input gives different outputs on repeated runs (max diff {nondet:.2e}): "
+            "Dropout or another training-time op is active in the graph.",
+            "Call model.eval() before exporting (converters.export does, and warns)."))
+    if batch.shape[0] >= 2 and model.fixed_batch is None:
+        singles = np.concatenate([model.run(batch[i:i + 1]) for i in range(batch.shape[0])])
+        dep = float(np.max(np.abs(first - singles)))
+        measured["batch_vs_single_max_abs_diff"] = dep
+        if dep > 1e-4:
+            findings.append(Finding(
+                "batch_dependent", "error", f"an image's output depends on the other images in its batch (max diff "
+                f"{dep:.2e}): BatchNorm is using batch statistics (exported in train mode).",
+                "Call model.eval() before exporting and re-export."))
+
+
+def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
+          max_images: int = 64) -> CheckReport:
+    """Run the runtime checklist on a model file (and images, when given) and return the findings."""
+    from edgeinfer.images import image_files
+
+    path = Path(model_path)
+    findings: list[Finding] = []
+    measured: dict[str, Any] = {}
+    model = _load(path, findings)
+    if model is None:
+        return CheckReport(str(path), tuple(findings), measured)
+    if model.spec.self_test is None:
+        findings.append(Finding("selftest_missing", "info", "the spec carries no self-test vector.",
+                                "Re-export with converters.export(...) to record one."))
+    else:
+        st = model.self_test()
+        measured["self_test_max_abs_diff"] = st.max_abs_diff
+        if not st.passed:
+            findings.append(Finding(
+                "selftest_failed", "error", f"the embedded self-test does not reproduce on this device: max diff "
+                f"{st.max_abs_diff:.2e} > tolerance {st.atol:.1e} (providers {list(st.providers)}).",
+                "This device computes differently from the export machine: check the providers and precision "
+                "variant in use, the image decoder build, and the model file's integrity.",
+                st.to_dict()))
+    if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
+        items: list[Any] = list(image_files(images))
+    else:
+        items = list(images or [])
+    items = items[:max_images]
+    arrays = []
+    for item in items:
+        try:
+            arrays.append(model.preprocess(item))
+        except ImageError:
+            continue
+    measured["images"] = len(arrays)
+    if not arrays:
+        return CheckReport(str(path), tuple(findings), measured)
+    batch = np.stack(arrays)
+    _input_stats(model, batch, findings, measured)
+    raw = np.concatenate([model.run(batch[i:i + 16]) for i in range(0, len(batch), 16)])
+    probs = _output_checks(model, raw, findings, measured)
+    _collapse(probs, findings, measured)
+    _determinism(model, batch[:8], findings, measured)
+    return CheckReport(str(path), tuple(findings), measured)
