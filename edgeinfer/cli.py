@@ -58,10 +58,83 @@ def _expand(paths: Sequence[str]) -> list[Path]:
     return out
 
 
+def _done_images(path: Path) -> set[str]:
+    """Images already written to a results file by an earlier (possibly interrupted) run."""
+    import csv
+
+    if not path.exists():
+        return set()
+    if path.suffix == ".csv":
+        with path.open(newline="") as f:
+            return {row["image"] for row in csv.DictReader(f) if row.get("image")}
+    done = set()
+    for line in path.read_text().splitlines():
+        try:
+            done.add(json.loads(line)["image"])
+        except (ValueError, KeyError):
+            continue  # a line cut by an interruption is redone
+    return done
+
+
+def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
+    """Walk files in batches, append results as they come, skip what an earlier run wrote."""
+    import csv
+
+    out = Path(args.out)
+    if out.exists():
+        data = out.read_bytes()
+        if data and not data.endswith(b"\n"):  # a line cut by an interruption: drop it, it is redone
+            with out.open("r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+    done = _done_images(out)
+    todo = [f for f in files if str(f) not in done]
+    update, close = _progress_bar(len(todo), "predict", unit="image")
+    failed = 0
+    new_csv = out.suffix == ".csv" and not out.exists()
+    with out.open("a", newline="") as fh:
+        writer = csv.writer(fh) if out.suffix == ".csv" else None
+        if writer is not None and new_csv:
+            writer.writerow(["image", "index", "label", "score", "top_k"])
+        try:
+            for start in range(0, len(todo), args.batch):
+                chunk, frames = todo[start:start + args.batch], []
+                ok_files = []
+                for f in chunk:
+                    try:
+                        frames.append(model.preprocess(f))
+                        ok_files.append(f)
+                    except EdgeInferError as exc:
+                        failed += 1
+                        print(f"skipped: {exc}", file=sys.stderr)
+                if frames:
+                    import numpy as np
+
+                    from edgeinfer.postprocess import predictions
+
+                    raw = model.run(np.stack(frames))
+                    for f, pred in zip(ok_files, predictions(raw, kind=model.spec.output.kind, labels=model.labels,
+                                                             top_k=args.top_k)):
+                        if writer is not None:
+                            writer.writerow([str(f), pred.index, pred.label, f"{pred.score:.6f}",
+                                             json.dumps(pred.to_dict()["top_k"])])
+                        else:
+                            fh.write(json.dumps({"image": str(f), **pred.to_dict()}) + "\n")
+                    fh.flush()
+                for _ in chunk:
+                    update(0, 0)
+        finally:
+            close()
+    print(f"{len(todo) - failed} predicted, {len(done)} already in {out}, {failed} skipped as unreadable",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from edgeinfer.model import load
 
     model = load(args.model, device=args.device)
+    if args.out:
+        return _predict_to_file(model, _expand(args.images), args)
     results = []
     failed = 0
     for path in _expand(args.images):
@@ -103,13 +176,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(total: int, desc: str):
+def _progress_bar(total: int, desc: str, unit: str = "call"):
     """A tqdm bar when tqdm is installed, else a silent callback."""
     try:
         from tqdm import tqdm
     except ImportError:
         return (lambda done, total: None), (lambda: None)
-    bar = tqdm(total=total, desc=desc, unit="call", leave=False, file=sys.stderr)
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
     return (lambda done, total: bar.update(1)), bar.close
 
 
@@ -133,6 +206,55 @@ def cmd_devices(args: argparse.Namespace) -> int:
         marks = " -> ".join(f"{p['name']}{'' if p['name'] in available else ' (missing)'}" for p in r["providers"])
         print(f"{r['name']:16s} {r['precision']:5s} {r['preprocess']:6s} {marks}")
         print(f"{'':16s} {r['description']}; runs here on {r['would_run_on'] or 'nothing'}")
+    return 0
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    import os
+
+    import cv2
+
+    from edgeinfer.model import load
+    from edgeinfer.stream import StreamStats, annotate, stream
+
+    model = load(args.model, device=args.device)
+    source = int(args.source) if args.source.isdigit() else args.source
+    stats = StreamStats()
+    show = args.show and (bool(os.environ.get("DISPLAY")) or sys.platform in ("win32", "darwin"))
+    if args.show and not show:
+        print("no display: running headless (use --out to save the annotated video)", file=sys.stderr)
+    writer = jsonl = None
+    try:
+        jsonl = open(args.jsonl, "w") if args.jsonl else None
+        for frame, pred, timing in stream(model, source, max_frames=args.max_frames, stats=stats, top_k=args.top_k):
+            if jsonl is not None:
+                jsonl.write(json.dumps({"frame": timing.index, **pred.to_dict(), "latency_ms": timing.latency_ms}) + "\n")
+            if show or args.out:
+                img = annotate(frame, pred, fps=stats.fps, latency_ms=timing.latency_ms)
+                if args.out:
+                    if writer is None:
+                        writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), 25,
+                                                 (img.shape[1], img.shape[0]))
+                    writer.write(img)
+                if show:
+                    cv2.imshow("edgeinfer", img)
+                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                        break
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        if writer is not None:
+            writer.release()
+        if jsonl is not None:
+            jsonl.close()
+        if show:
+            cv2.destroyAllWindows()
+    d = stats.to_dict()
+    print(f"{d['frames']} frames, {d['fps']:.1f} FPS, {d['dropped']} dropped (stale), {d['reconnects']} reconnects")
+    for key in ("capture_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "latency_ms"):
+        print(f"  {key:15s} mean {d[key]['mean']:7.2f}  p50 {d[key]['p50']:7.2f}  p90 {d[key]['p90']:7.2f}")
+    for err in d["errors"]:
+        print(f"  source: {err}", file=sys.stderr)
     return 0
 
 
@@ -286,7 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", help="append results to a .csv or .jsonl file as they come; a rerun resumes")
+    p.add_argument("--batch", type=int, default=8, help="images per model call with --out")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("camera", help="run a camera, video file or stream through the model")
+    p.add_argument("model")
+    p.add_argument("--source", default="0", help="camera index, video file or rtsp:// URL")
+    p.add_argument("--show", action="store_true", help="display the annotated frames when a screen exists")
+    p.add_argument("--out", help="write the annotated video here (.mp4)")
+    p.add_argument("--jsonl", help="write one JSON line per frame here")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_camera)
 
     p = sub.add_parser("devices", help="list device profiles and which of their providers this build offers")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

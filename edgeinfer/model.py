@@ -124,14 +124,32 @@ class Model:
                                    for i in range(batch.shape[0])])
         return self.session.run([out_name], {feed_name: batch})[0]
 
-    def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5) -> Prediction:
-        """Preprocess one image, run the model, and return its :class:`Prediction`."""
-        return self.predict_batch([image], color=color, top_k=top_k)[0]
+    def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5, tta: str | None = None,
+                merge: str = "probabilities") -> Prediction:
+        """Preprocess one image, run the model, and return its :class:`Prediction`.
 
-    def predict_batch(self, images: Iterable[ImageInput], *, color: str = "bgr", top_k: int = 5) -> list[Prediction]:
-        """Predict several images in one model call."""
-        raw = self.run(self.preprocessor.batch(images, color=color))
-        return postprocess.predictions(raw, kind=self.spec.output.kind, labels=self.labels, top_k=top_k)
+        ``tta="hflip"`` also predicts the mirrored input and merges both (``merge="probabilities"``:
+        mean of the probabilities; ``"logits"``: softmax of the mean logits).
+        """
+        return self.predict_batch([image], color=color, top_k=top_k, tta=tta, merge=merge)[0]
+
+    def predict_batch(self, images: Iterable[ImageInput], *, color: str = "bgr", top_k: int = 5,
+                      tta: str | None = None, merge: str = "probabilities") -> list[Prediction]:
+        """Predict several images in one model call (two with ``tta="hflip"``)."""
+        batch = self.preprocessor.batch(images, color=color)
+        kind = self.spec.output.kind
+        if tta is None:
+            return postprocess.predictions(self.run(batch), kind=kind, labels=self.labels, top_k=top_k)
+        if tta != "hflip" or merge not in ("probabilities", "logits"):
+            raise ImageError(f"tta: expected 'hflip' with merge 'probabilities' or 'logits', found {tta!r}/{merge!r}.")
+        n = batch.shape[0]
+        raw = postprocess.class_scores(self.run(np.concatenate([batch, batch[..., ::-1]])))
+        if merge == "logits" and kind == "logits":
+            merged, merged_kind = (raw[:n] + raw[n:]) / 2, "logits"
+        else:
+            probs = postprocess.softmax(raw) if kind == "logits" else raw
+            merged, merged_kind = (probs[:n] + probs[n:]) / 2, "probabilities"
+        return postprocess.predictions(merged, kind=merged_kind, labels=self.labels, top_k=top_k)
 
     def self_test(self) -> SelfTestResult:
         """Run the spec's embedded self-test image and compare with the output recorded at export."""

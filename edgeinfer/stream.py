@@ -1,0 +1,220 @@
+"""Camera loops and video files: capture, preprocessing and inference overlapped, nothing stale.
+
+``stream(model, source)`` yields ``(frame, prediction, timing)``. A capture thread reads frames; for live
+sources (a camera index, rtsp/http URLs) it keeps only the newest frame, so a slow model never builds a
+backlog of stale frames (they are counted as dropped); for files it reads every frame and waits for the
+consumer. A second thread preprocesses while the caller's thread runs inference (ONNX Runtime releases
+the GIL), so the three stages overlap. A live source that stops delivering is reopened with exponential
+back-off and reported; it never hangs. Ctrl-C and the end of a file end the loop cleanly.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+
+from edgeinfer import postprocess
+from edgeinfer.errors import EdgeInferError, ImageError
+from edgeinfer.postprocess import Prediction
+
+_END = object()
+
+
+class SourceError(EdgeInferError):
+    """A video source could not be opened, or was lost and did not come back."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-frame figures, in milliseconds; ``latency`` runs from capture to prediction."""
+
+    index: int
+    capture_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StreamStats:
+    """Filled in while the stream runs; final when the loop ends."""
+
+    frames: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None
+    timings: list[Timing] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        end = self.ended if self.ended is not None else time.perf_counter()
+        return self.frames / max(end - self.started, 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        def stage(name: str) -> dict[str, float]:
+            v = np.asarray([getattr(t, name) for t in self.timings]) if self.timings else np.zeros(1)
+            return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90))}
+        return {"frames": self.frames, "dropped": self.dropped, "reconnects": self.reconnects, "errors": self.errors,
+                "fps": self.fps, **{k: stage(k) for k in ("capture_ms", "preprocess_ms", "inference_ms",
+                                                          "postprocess_ms", "latency_ms")}}
+
+
+def is_live(source: Any) -> bool:
+    """Camera indices and network streams are live; files are not."""
+    return isinstance(source, int) or (isinstance(source, str) and source.isdigit()) or (
+        isinstance(source, str) and source.split("://")[0].lower() in ("rtsp", "rtmp", "http", "https", "udp"))
+
+
+def _open(source: Any) -> Any:
+    src = int(source) if isinstance(source, str) and source.isdigit() else source
+    cap = cv2.VideoCapture(src if isinstance(src, int) else str(src))
+    return cap if cap.isOpened() else None
+
+
+class _Capture(threading.Thread):
+    def __init__(self, source: Any, live: bool, stats: StreamStats, stop: threading.Event, *, retries: int,
+                 backoff: float, opener: Callable[[Any], Any]) -> None:
+        super().__init__(daemon=True, name="edgeinfer-capture")
+        self.source, self.live, self.stats, self.stop = source, live, stats, stop
+        self.retries, self.backoff, self.opener = retries, backoff, opener
+        self.out: queue.Queue = queue.Queue(maxsize=1 if live else 4)
+
+    def _put(self, item: Any) -> None:
+        if self.live and item is not _END:
+            try:  # keep only the newest frame: a stale one waiting is dropped
+                self.out.get_nowait()
+                self.stats.dropped += 1
+            except queue.Empty:
+                pass
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        cap, index, failures = self.opener(self.source), 0, 0
+        if cap is None:
+            self.stats.errors.append(f"could not open source {self.source!r}")
+        try:
+            while not self.stop.is_set():
+                if cap is not None:
+                    t0 = time.perf_counter()
+                    ok, frame = cap.read()
+                    if ok and frame is not None:
+                        failures = 0
+                        self._put((index, frame, time.perf_counter(), (time.perf_counter() - t0) * 1e3))
+                        index += 1
+                        continue
+                    cap.release()
+                    cap = None
+                    if not self.live:
+                        break  # end of file
+                    self.stats.errors.append(f"frame {index}: source stopped delivering")
+                if not self.live or failures >= self.retries:
+                    if self.live:
+                        self.stats.errors.append(f"gave up after {failures} reconnection attempts")
+                    break
+                time.sleep(self.backoff * (2 ** failures))
+                failures += 1
+                self.stats.reconnects += 1
+                cap = self.opener(self.source)
+        finally:
+            if cap is not None:
+                cap.release()
+            self._put(_END)
+
+
+def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int | None = None, top_k: int = 5,
+           retries: int = 5, backoff: float = 0.5, stats: StreamStats | None = None,
+           opener: Callable[[Any], Any] = _open) -> Iterator[tuple[np.ndarray, Prediction, Timing]]:
+    """Yield ``(frame, prediction, timing)`` for each frame of ``source`` (camera index, file or URL).
+
+    Pass a :class:`StreamStats` to read FPS, per-stage latency, dropped frames and reconnections,
+    during and after the loop. Raises :class:`SourceError` when the source never delivers a frame.
+    """
+    stats = stats if stats is not None else StreamStats()
+    stop = threading.Event()
+    capture = _Capture(source, is_live(source) if live is None else live, stats, stop, retries=retries,
+                       backoff=backoff, opener=opener)
+    prepared: queue.Queue = queue.Queue(maxsize=2)
+
+    def prepare() -> None:
+        while not stop.is_set():
+            item = capture.out.get()
+            if item is _END:
+                break
+            index, frame, captured, capture_ms = item
+            t = time.perf_counter()
+            try:
+                x = model.preprocessor.batch([frame])
+            except ImageError as exc:
+                stats.errors.append(f"frame {index}: {exc}")
+                continue
+            payload = (index, frame, captured, capture_ms, (time.perf_counter() - t) * 1e3, x)
+            while not stop.is_set():
+                try:
+                    prepared.put(payload, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        while not stop.is_set():
+            try:
+                prepared.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    worker = threading.Thread(target=prepare, daemon=True, name="edgeinfer-preprocess")
+    stats.started = time.perf_counter()
+    capture.start()
+    worker.start()
+    try:
+        while max_frames is None or stats.frames < max_frames:
+            item = prepared.get()
+            if item is _END:
+                break
+            index, frame, captured, capture_ms, pre_ms, x = item
+            t1 = time.perf_counter()
+            raw = model.run(x)
+            t2 = time.perf_counter()
+            pred = postprocess.predictions(raw, kind=model.spec.output.kind, labels=model.labels, top_k=top_k)[0]
+            t3 = time.perf_counter()
+            timing = Timing(index, capture_ms, pre_ms, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t3 - captured) * 1e3)
+            stats.frames += 1
+            stats.timings.append(timing)
+            yield frame, pred, timing
+    finally:
+        stats.ended = time.perf_counter()
+        stop.set()
+        capture.join(timeout=5)
+        worker.join(timeout=5)
+    if stats.frames == 0 and stats.errors:
+        raise SourceError(f"source {source!r}: no frame was delivered ({'; '.join(stats.errors[:3])}). Check the "
+                          "camera index, the file path or the stream URL.")
+
+
+def annotate(frame: np.ndarray, pred: Prediction, *, fps: float, latency_ms: float) -> np.ndarray:
+    """Draw label, score, FPS and latency onto a copy of a BGR frame."""
+    out = frame.copy()
+    scale = max(0.5, frame.shape[1] / 1280)
+    lines = [f"{pred.label}  {pred.score:.2f}", f"{fps:.1f} FPS  {latency_ms:.1f} ms"]
+    for i, text in enumerate(lines):
+        y = int((30 + 32 * i) * scale)
+        cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
+        cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale),
+                    cv2.LINE_AA)
+    return out
