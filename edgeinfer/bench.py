@@ -41,6 +41,8 @@ SCHEMA_DOC = """edgeinfer.bench/1
   peak_rss_mb: peak resident memory of the benchmarking process
   cold_start_s: {total (process start to first prediction), interpreter, import, load, first_prediction}
                 or null when skipped
+  tta: null, or {mode, mean_abs_score_change, max_abs_score_change, top1_changed (share of images)}
+       when run with tta (latencies then include the mirrored pass)
 """
 
 
@@ -77,12 +79,13 @@ class BenchResult:
     batches: tuple[BatchResult, ...]
     peak_rss_mb: float
     cold_start_s: dict[str, float] | None
+    tta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "model": self.model, "device": self.device, "preprocess": self.preprocess,
                 "environment": self.environment, "images": self.images, "runs": self.runs,
                 "warmup": self.warmup, "batches": [b.to_dict() for b in self.batches],
-                "peak_rss_mb": self.peak_rss_mb, "cold_start_s": self.cold_start_s}
+                "peak_rss_mb": self.peak_rss_mb, "cold_start_s": self.cold_start_s, "tta": self.tta}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -158,7 +161,7 @@ def cold_start(model_path: str | os.PathLike, image: bytes, *, device: str = "cp
 
 def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequence[int] = (1,),
           images: str | os.PathLike | None = None, runs: int = 50, warmup: int = 5, threads: int | None = None,
-          preprocess: str | None = None, measure_cold_start: bool = True,
+          preprocess: str | None = None, measure_cold_start: bool = True, tta: str | None = None,
           progress: Callable[[int, int], None] | None = None) -> BenchResult:
     """Benchmark ``model_path`` end to end (encoded image in, prediction out) and return the figures.
 
@@ -199,9 +202,15 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
             t1 = time.perf_counter()
             batch = model.preprocessor.batch(frames)
             t2 = time.perf_counter()
-            raw = model.run(batch)
+            raw = model.run(batch if tta is None else np.concatenate([batch, batch[..., ::-1]]))
             t3 = time.perf_counter()
-            postprocess.predictions(raw, kind=model.spec.output.kind, labels=model.labels, top_k=5)
+            if tta is None:
+                postprocess.predictions(raw, kind=model.spec.output.kind, labels=model.labels, top_k=5)
+            else:
+                probs = postprocess.class_scores(raw)
+                probs = postprocess.softmax(probs) if model.spec.output.kind == "logits" else probs
+                postprocess.predictions((probs[:b] + probs[b:]) / 2, kind="probabilities", labels=model.labels,
+                                        top_k=5)
             t4 = time.perf_counter()
             if i < warmup:
                 continue
@@ -214,6 +223,14 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
         ms = np.asarray(samples)
         results.append(BatchResult(b, _percentiles(ms), float(b * 1e3 / ms.mean()),
                                    {k: float(np.mean(v)) for k, v in stages.items()}, tuple(samples)))
+    tta_effect = None
+    if tta is not None:
+        frames = [decode(x, exif_orientation=exif) for x in encoded]
+        plain = np.stack([p.scores for p in model.predict_batch(frames)])
+        merged = np.stack([p.scores for p in model.predict_batch(frames, tta=tta)])
+        tta_effect = {"mode": tta, "mean_abs_score_change": float(np.abs(plain - merged).mean()),
+                      "max_abs_score_change": float(np.abs(plain - merged).max()),
+                      "top1_changed": float(np.mean(plain.argmax(1) != merged.argmax(1)))}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     if sys.platform == "darwin":
         peak /= 1024.0  # bytes on macOS
@@ -224,4 +241,4 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
         images={"count": len(encoded), "source": source, "skipped": skipped,
                 "mean_width": float(np.mean([s[1] for s in shapes])),
                 "mean_height": float(np.mean([s[0] for s in shapes]))},
-        runs=runs, warmup=warmup, batches=tuple(results), peak_rss_mb=float(peak), cold_start_s=cold)
+        runs=runs, warmup=warmup, batches=tuple(results), peak_rss_mb=float(peak), cold_start_s=cold, tta=tta_effect)

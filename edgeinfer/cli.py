@@ -266,7 +266,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = bench(args.model, device=args.device, batches=batches, images=args.images, runs=args.runs,
                        warmup=args.warmup, threads=args.threads, preprocess=args.preprocess,
-                       measure_cold_start=not args.no_cold_start, progress=update)
+                       measure_cold_start=not args.no_cold_start, progress=update, tta=args.tta)
     finally:
         close()
     if args.json:
@@ -292,6 +292,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{lat['min']:8.2f} {lat['max']:8.2f} {b.throughput_ips:8.1f}  {st['decode']:.2f} / {st['preprocess']:.2f}"
               f" / {st['inference']:.2f} / {st['postprocess']:.2f}")
     print(f"peak resident memory: {result.peak_rss_mb:.0f} MB")
+    if result.tta:
+        t = result.tta
+        print(f"tta {t['mode']}: scores moved by {t['mean_abs_score_change']:.2e} on average (max "
+              f"{t['max_abs_score_change']:.2e}), top-1 changed on {t['top1_changed']:.0%} of images")
     if result.cold_start_s:
         c = result.cold_start_s
         print(f"cold start: {c['total']:.2f} s (interpreter {c['interpreter']:.2f}, import {c['import']:.2f}, "
@@ -437,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--preprocess", choices=("exact", "fast"), default=None, help="default: the device profile's")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process cold start measurement")
+    p.add_argument("--tta", choices=("hflip",), default=None, help="time test-time augmentation, report its effect")
     p.add_argument("--json", help="write the result (schema edgeinfer.bench/1) to this file")
     p.add_argument("--plot", help="write latency/throughput plots to this PNG")
     p.set_defaults(func=cmd_bench)

@@ -62,3 +62,14 @@ def test_bench_cli_writes_json_and_plot(exported, tmp_path):
 def test_bench_refuses_nonsense_arguments(exported):
     with pytest.raises(ValueError, match="batch sizes"):
         bench(exported["resnet18"][1], batches=(0,), runs=1, measure_cold_start=False)
+
+
+def test_bench_reports_the_cost_and_effect_of_tta(exported):
+    plain = bench(exported["resnet18"][1], runs=8, warmup=1, measure_cold_start=False)
+    tta = bench(exported["resnet18"][1], runs=8, warmup=1, measure_cold_start=False, tta="hflip")
+    d = tta.to_dict()
+    assert d["tta"]["mode"] == "hflip" and 0 <= d["tta"]["top1_changed"] <= 1
+    assert d["tta"]["max_abs_score_change"] >= d["tta"]["mean_abs_score_change"] > 0
+    # the mirrored pass doubles the work of the inference stage
+    assert tta.batches[0].stages_ms["inference"] > 1.3 * plain.batches[0].stages_ms["inference"]
+    assert plain.to_dict()["tta"] is None
