@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeinfer.errors import ImageError
 from edgeinfer.images import image_files
-from edgeinfer.postprocess import class_scores, softmax
+from edgeinfer.postprocess import class_scores, to_probabilities
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _raw_input(item: Any) -> tuple[Any, str]:
 
 def _score(name: str, ref_raw: np.ndarray, got_raw: np.ndarray, kind: str, names: Sequence[str],
            n_worst: int) -> CandidateParity:
-    to_p = (lambda r: softmax(class_scores(r))) if kind == "logits" else (lambda r: class_scores(r).astype(np.float32))
+    to_p = lambda r: to_probabilities(class_scores(r), kind)  # noqa: E731
     ref, got = to_p(ref_raw), to_p(got_raw)
     diff = np.abs(ref.astype(np.float64) - got)
     per_image = diff.max(axis=1)

@@ -155,8 +155,8 @@ def _parity_probs(torch_model: Any, transform: Any, model: Any, items: Sequence[
     load = loader or _pil_loader("RGB" if spec.decode.color == "rgb" else "L")
     with torch.no_grad():
         out = torch_model(torch.stack([transform(load(i)) for i in items]).float()).numpy()
-    from edgeinfer.postprocess import class_scores, softmax
+    from edgeinfer.postprocess import class_scores, to_probabilities
 
-    ref = softmax(class_scores(out)) if spec.output.kind == "logits" else class_scores(out)
+    ref = to_probabilities(class_scores(out), spec.output.kind)
     dep = np.stack([model.predict(i).scores for i in items])
     return ref, dep

@@ -124,8 +124,10 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
 
     if opset < 17:
         raise ExportError(f"opset: expected 17 or newer, found {opset}. Older opsets lack ops the exporter needs.")
-    if output_kind not in ("auto", "logits", "probabilities"):
-        raise ExportError(f"output_kind: expected 'auto', 'logits' or 'probabilities', found {output_kind!r}.")
+    from edgeinfer.spec import OUTPUT_KINDS
+
+    if output_kind not in ("auto",) + OUTPUT_KINDS:
+        raise ExportError(f"output_kind: expected 'auto' or one of {OUTPUT_KINDS}, found {output_kind!r}.")
     notes: list[str] = []
     switched = bool(model.training)
     if switched:

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
-from edgeinfer.postprocess import class_scores, softmax
+from edgeinfer.postprocess import class_scores, to_probabilities
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -119,6 +119,8 @@ def _output_checks(model: Any, raw: np.ndarray, findings: list[Finding], measure
     looks_prob = bool(np.all(scores >= -1e-6) and np.all(scores <= 1 + 1e-6)
                       and np.allclose(scores.sum(1), 1.0, atol=1e-3))
     kind = model.spec.output.kind
+    if kind.startswith("multilabel"):
+        return to_probabilities(scores.astype(np.float32), kind)  # per-class sigmoids need not sum to 1
     if kind == "logits" and looks_prob and scores.shape[1] > 1:
         findings.append(Finding(
             "double_softmax", "error", "the spec says the output is logits but the model already outputs "
@@ -129,8 +131,7 @@ def _output_checks(model: Any, raw: np.ndarray, findings: list[Finding], measure
             "double_softmax", "error", "the spec says the output is probabilities but the rows do not sum to 1: "
             "these are logits and scores would be read without softmax.",
             "Re-export with output_kind='logits'."))
-    probs = softmax(scores.astype(np.float32)) if kind == "logits" else scores.astype(np.float32)
-    return probs
+    return to_probabilities(scores.astype(np.float32), kind)
 
 
 def _collapse(probs: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.images import ImageInput, decode
 from edgeinfer.postprocess import Prediction
 from edgeinfer.preprocess import Preprocessor
-from edgeinfer.spec import METADATA_KEY, Spec
+from edgeinfer.spec import METADATA_KEY, Spec, Step
 
+TTA_MODES = ("hflip", "five_crop", "ten_crop")
 _ATTACH_HELP = (
     "Export it with converters.export(model, path, transform=...) on a workstation, or attach a spec to an "
     "existing ONNX file with converters.attach_spec(...)."
@@ -64,6 +66,7 @@ class Model:
         self._check_io()
         dim = session.get_inputs()[0].shape[0]
         self._fixed_batch = dim if isinstance(dim, int) else None
+        self._tta_cache: dict[str, list[Preprocessor]] = {}
 
     # -- facts ------------------------------------------------------------------------------------
     @property
@@ -128,28 +131,53 @@ class Model:
                 merge: str = "probabilities") -> Prediction:
         """Preprocess one image, run the model, and return its :class:`Prediction`.
 
-        ``tta="hflip"`` also predicts the mirrored input and merges both (``merge="probabilities"``:
-        mean of the probabilities; ``"logits"``: softmax of the mean logits).
+        Test-time augmentation: ``tta="hflip"`` adds the mirrored input; ``"five_crop"`` replaces the
+        centre crop by torchvision's FiveCrop (corners and centre of the resized image); ``"ten_crop"``
+        adds their mirrors. Views are merged by the mean of probabilities (``merge="probabilities"``) or
+        of logits (``merge="logits"``, then softmax).
         """
         return self.predict_batch([image], color=color, top_k=top_k, tta=tta, merge=merge)[0]
 
     def predict_batch(self, images: Iterable[ImageInput], *, color: str = "bgr", top_k: int = 5,
                       tta: str | None = None, merge: str = "probabilities") -> list[Prediction]:
         """Predict several images in one model call (two with ``tta="hflip"``)."""
-        batch = self.preprocessor.batch(images, color=color)
+        images = list(images)
         kind = self.spec.output.kind
         if tta is None:
-            return postprocess.predictions(self.run(batch), kind=kind, labels=self.labels, top_k=top_k)
-        if tta != "hflip" or merge not in ("probabilities", "logits"):
-            raise ImageError(f"tta: expected 'hflip' with merge 'probabilities' or 'logits', found {tta!r}/{merge!r}.")
-        n = batch.shape[0]
-        raw = postprocess.class_scores(self.run(np.concatenate([batch, batch[..., ::-1]])))
-        if merge == "logits" and kind == "logits":
-            merged, merged_kind = (raw[:n] + raw[n:]) / 2, "logits"
+            raw = self.run(self.preprocessor.batch(images, color=color))
+            return postprocess.predictions(raw, kind=kind, labels=self.labels, top_k=top_k)
+        if tta not in TTA_MODES or merge not in ("probabilities", "logits"):
+            raise ImageError(f"tta: expected one of {TTA_MODES} with merge 'probabilities' or 'logits', found "
+                             f"{tta!r}/{merge!r}.")
+        views = [pre.batch(images, color=color) for pre in self._crop_preprocessors(tta)]
+        if tta in ("hflip", "ten_crop"):
+            views += [v[..., ::-1] for v in views]
+        n = len(images)
+        raw = postprocess.class_scores(self.run(np.concatenate(views)))
+        per_view = raw.reshape(len(views), n, -1)
+        if merge == "logits" and kind in ("logits", "multilabel_logits"):
+            merged, merged_kind = per_view.mean(axis=0), kind
         else:
-            probs = postprocess.softmax(raw) if kind == "logits" else raw
-            merged, merged_kind = (probs[:n] + probs[n:]) / 2, "probabilities"
+            merged = np.mean([postprocess.to_probabilities(v, kind) for v in per_view], axis=0)
+            merged_kind = "multilabel_probabilities" if kind.startswith("multilabel") else "probabilities"
         return postprocess.predictions(merged, kind=merged_kind, labels=self.labels, top_k=top_k)
+
+    def _crop_preprocessors(self, tta: str) -> list[Preprocessor]:
+        if tta == "hflip":
+            return [self.preprocessor]
+        if tta not in self._tta_cache:
+            steps = list(self.spec.steps)
+            crops = [i for i, s in enumerate(steps) if s.op == "center_crop"]
+            if not crops:
+                raise SpecError(f"tta {tta!r} needs a centre crop in the spec to move; this spec has none. "
+                                "Use tta='hflip'.")
+            i = crops[-1]
+            self._tta_cache[tta] = [
+                Preprocessor(dataclasses.replace(self.spec, steps=tuple(
+                    steps[:i] + [Step("center_crop", {**steps[i].params, "anchor": a})] + steps[i + 1:])),
+                    mode=self.preprocessor.mode)
+                for a in ("top_left", "top_right", "bottom_left", "bottom_right", "center")]
+        return self._tta_cache[tta]
 
     def self_test(self) -> SelfTestResult:
         """Run the spec's embedded self-test image and compare with the output recorded at export."""

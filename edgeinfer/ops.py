@@ -316,9 +316,17 @@ def _shifted(t: resample.Taps, offset: int) -> resample.Taps:
 
 
 # -- crop and pad ----------------------------------------------------------------------------------
-def center_crop_window(h: int, w: int, th: int, tw: int) -> tuple[int, int]:
-    """(top, left) of torchvision's CenterCrop: ``int(round((h - th) / 2.0))`` (Python's round)."""
-    return int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+ANCHORS = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
+
+
+def center_crop_window(h: int, w: int, th: int, tw: int, anchor: str = "center") -> tuple[int, int]:
+    """(top, left) of a crop: torchvision's CenterCrop rounds ``int(round((h - th) / 2.0))``; the corner
+    anchors are FiveCrop's (used for five-/ten-crop test-time augmentation)."""
+    if anchor == "center":
+        return int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    top = 0 if anchor.startswith("top") else h - th
+    left = 0 if anchor.endswith("left") else w - tw
+    return top, left
 
 
 def _check_center_crop(where: str, p: Params) -> None:
@@ -326,6 +334,8 @@ def _check_center_crop(where: str, p: Params) -> None:
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_size(s) for s in size)):
         _fail(where, "size", f"[height, width] with ints in 1..{MAX_SIDE}", size)
     _check_fill(where, "fill", p.get("fill", 0))
+    if p.get("anchor", "center") not in ANCHORS:
+        _fail(where, "anchor", f"one of {ANCHORS}", p.get("anchor"))
 
 
 def center_crop(img: np.ndarray, p: Params) -> np.ndarray:
@@ -337,7 +347,7 @@ def center_crop(img: np.ndarray, p: Params) -> np.ndarray:
         pr, pb = ((tw - w + 1) // 2 if tw > w else 0), ((th - h + 1) // 2 if th > h else 0)
         img = pad(img, {"padding": [pl, pt, pr, pb], "fill": p.get("fill", 0), "mode": "constant"})
         h, w = img.shape[:2]
-    top, left = center_crop_window(h, w, th, tw)
+    top, left = center_crop_window(h, w, th, tw, p.get("anchor", "center"))
     return img[top:top + th, left:left + tw]
 
 
@@ -493,7 +503,8 @@ OPS: dict[str, Op] = {
                  {"max_size": None, "longest": 0.0, "antialias": True, "backend": "pil",
                   "pass_order": "horizontal_first", "uint8_arithmetic": "native"},
                  _check_resize, resize, "resize"),
-    "center_crop": Op("center_crop", ("size",), {"fill": 0}, _check_center_crop, center_crop, "CenterCrop"),
+    "center_crop": Op("center_crop", ("size",), {"fill": 0, "anchor": "center"}, _check_center_crop, center_crop,
+                      "CenterCrop"),
     "pad": Op("pad", ("padding",), {"fill": 0, "mode": "constant"}, _check_pad, pad, "Pad"),
     "letterbox": Op("letterbox", ("size",), {"fill": 114, "auto": False, "scale_fill": False, "stride": 32,
                                              "scaleup": True, "center": True, "interpolation": "bilinear"},

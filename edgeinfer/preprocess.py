@@ -103,7 +103,7 @@ def _resize_then_crop(rp: dict, cp: dict, fast: bool, convert: Stage | None = No
         oh, ow = ops.resize_output_size(img.shape[0], img.shape[1], rp)
         if th > oh or tw > ow:
             return ops.center_crop(ops.resize(img, rp, fast=fast, convert=convert), cp)
-        top, left = ops.center_crop_window(oh, ow, th, tw)
+        top, left = ops.center_crop_window(oh, ow, th, tw, cp.get("anchor", "center"))
         return ops.resize(img, rp, window=(top, left, th, tw), fast=fast, convert=convert)
     return stage
 

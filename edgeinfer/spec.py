@@ -22,7 +22,8 @@ METADATA_KEY = "edgeinfer.spec"
 COLORS = ("rgb", "l")
 ALPHA = ("drop",)
 TASKS = ("classification",)
-OUTPUT_KINDS = ("logits", "probabilities")
+# single-label: softmax over logits, or probabilities as they are; multi-label: sigmoid per class
+OUTPUT_KINDS = ("logits", "probabilities", "multilabel_logits", "multilabel_probabilities")
 LAYOUTS = ("NCHW",)
 DTYPES = ("float32",)
 

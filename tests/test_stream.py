@@ -120,3 +120,39 @@ def test_hflip_tta_leaves_a_symmetric_input_unchanged_and_merges_correctly(expor
     np.testing.assert_allclose(model.predict(img, color="rgb", tta="hflip").scores, want_p[0], atol=1e-6)
     np.testing.assert_allclose(model.predict(img, color="rgb", tta="hflip", merge="logits").scores, want_l[0],
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["five_crop", "ten_crop"])
+def test_crop_tta_matches_torchvision_fivecrop_tencrop(mode, exported, photos, imagenet_transform):
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    model = edgeinfer.load(exported["resnet18"][1])
+    img = photos["chelsea"]
+    crops = (T.FiveCrop if mode == "five_crop" else T.TenCrop)(224)(T.Resize(256)(Image.fromarray(img)))
+    to_input = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    batch = torch.stack([to_input(c) for c in crops]).numpy()
+    want = softmax(model.run(batch)).mean(axis=0)
+    got = model.predict(img, color="rgb", tta=mode).scores
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_multilabel_outputs_use_sigmoid_and_report_every_present_label(exported, photos, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(exported["resnet18"][1]))
+    meta = {p.key: p for p in proto.metadata_props}
+    spec = json.loads(meta["edgeinfer.spec"].value)
+    spec["output"]["kind"] = "multilabel_logits"
+    meta["edgeinfer.spec"].value = json.dumps(spec)
+    onnx.save(proto, str(tmp_path / "ml.onnx"))
+    model = edgeinfer.load(tmp_path / "ml.onnx")
+    img = photos["astronaut"]
+    logits = model.run(model.preprocessor.batch([img], color="rgb"))[0]
+    pred = model.predict(img, color="rgb")
+    np.testing.assert_allclose(pred.scores, 1 / (1 + np.exp(-logits)), atol=1e-6)
+    present = [i for i, _, _ in pred.present()]
+    assert present == [int(i) for i in np.argsort(-logits, kind="stable") if logits[i] >= 0]
+    d = pred.to_dict()
+    assert "present" in d and [x["index"] for x in d["present"]] == present
