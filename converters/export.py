@@ -110,13 +110,15 @@ def _looks_like_probabilities(raw: np.ndarray) -> bool:
 def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Sequence[str] | None = None,
            images: Iterable[Any] | None = None, output_kind: str = "auto", loader_color: str = "rgb",
            input_name: str = "input", output_name: str = "logits", opset: int = OPSET,
-           strict: bool = False) -> ExportReport:
+           strict: bool = False, tta: Any = None) -> ExportReport:
     """Export ``model`` with the spec of ``transform`` to ``path`` and verify it; return an :class:`ExportReport`.
 
     The model is put in eval mode (with an :class:`ExportWarning`, or :class:`ExportError` when
     ``strict``), exported with a dynamic batch axis at opset >= 17, and the spec is written into the ONNX
     metadata. Verification runs the user's transform on ``images`` (paths, PIL images or RGB arrays;
     built-in probe images when None) and compares torch with ONNX Runtime and with the edgeinfer runtime.
+    ``tta`` (an :class:`edgeinfer.spec.TTA`) records the test-time augmentation the model was validated
+    with; ``predict`` then applies it by default.
     """
     import onnx
     import onnxruntime as ort
@@ -205,7 +207,7 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
     st_onnx = sess.run([output_name], {input_name: st_in.unsqueeze(0).numpy().astype(np.float32)})[0].reshape(-1)
     atol = float(max(1e-3, 20 * np.max(np.abs(st_onnx - st_out))))
     spec = dataclasses.replace(
-        spec, output=OutputSpec(output_name, kind),
+        spec, output=OutputSpec(output_name, kind), tta=tta,
         self_test=SelfTest(base64.b64encode(png.tobytes()).decode("ascii"), tuple(float(v) for v in st_out), atol),
     ).validate()
     write_with_spec(proto, out, spec)

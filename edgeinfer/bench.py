@@ -226,7 +226,7 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
     tta_effect = None
     if tta is not None:
         frames = [decode(x, exif_orientation=exif) for x in encoded]
-        plain = np.stack([p.scores for p in model.predict_batch(frames)])
+        plain = np.stack([p.scores for p in model.predict_batch(frames, tta=None)])
         merged = np.stack([p.scores for p in model.predict_batch(frames, tta=tta)])
         tta_effect = {"mode": tta, "mean_abs_score_change": float(np.abs(plain - merged).mean()),
                       "max_abs_score_change": float(np.abs(plain - merged).max()),

@@ -17,9 +17,8 @@ from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.images import ImageInput, decode
 from edgeinfer.postprocess import Prediction
 from edgeinfer.preprocess import Preprocessor
-from edgeinfer.spec import METADATA_KEY, Spec, Step
+from edgeinfer.spec import METADATA_KEY, TTA_MODES, Spec, Step
 
-TTA_MODES = ("hflip", "five_crop", "ten_crop")
 _ATTACH_HELP = (
     "Export it with converters.export(model, path, transform=...) on a workstation, or attach a spec to an "
     "existing ONNX file with converters.attach_spec(...)."
@@ -127,22 +126,28 @@ class Model:
                                    for i in range(batch.shape[0])])
         return self.session.run([out_name], {feed_name: batch})[0]
 
-    def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5, tta: str | None = None,
-                merge: str = "probabilities") -> Prediction:
+    def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5, tta: str | None = "spec",
+                merge: str | None = None) -> Prediction:
         """Preprocess one image, run the model, and return its :class:`Prediction`.
 
         Test-time augmentation: ``tta="hflip"`` adds the mirrored input; ``"five_crop"`` replaces the
         centre crop by torchvision's FiveCrop (corners and centre of the resized image); ``"ten_crop"``
-        adds their mirrors. Views are merged by the mean of probabilities (``merge="probabilities"``) or
-        of logits (``merge="logits"``, then softmax).
+        adds their mirrors; ``"multiscale"`` resizes by the spec's TTA scales. Views are merged by the
+        mean of probabilities (``merge="probabilities"``) or of logits (``merge="logits"``, then softmax).
+        The default ``tta="spec"`` applies what the converter recorded (none unless it did); ``None``
+        turns it off.
         """
         return self.predict_batch([image], color=color, top_k=top_k, tta=tta, merge=merge)[0]
 
     def predict_batch(self, images: Iterable[ImageInput], *, color: str = "bgr", top_k: int = 5,
-                      tta: str | None = None, merge: str = "probabilities") -> list[Prediction]:
+                      tta: str | None = "spec", merge: str | None = None) -> list[Prediction]:
         """Predict several images in one model call (two with ``tta="hflip"``)."""
         images = list(images)
         kind = self.spec.output.kind
+        if tta == "spec":
+            tta = self.spec.tta.mode if self.spec.tta is not None else None
+        if merge is None:
+            merge = self.spec.tta.merge if self.spec.tta is not None else "probabilities"
         if tta is None:
             raw = self.run(self.preprocessor.batch(images, color=color))
             return postprocess.predictions(raw, kind=kind, labels=self.labels, top_k=top_k)
@@ -165,6 +170,19 @@ class Model:
     def _crop_preprocessors(self, tta: str) -> list[Preprocessor]:
         if tta == "hflip":
             return [self.preprocessor]
+        if tta == "multiscale" and tta not in self._tta_cache:
+            scales = self.spec.tta.scales if self.spec.tta is not None and self.spec.tta.scales else (0.875, 1.0, 1.143)
+            resizes = [i for i, s in enumerate(self.spec.steps) if s.op == "resize"]
+            if not resizes:
+                raise SpecError("tta 'multiscale' needs a resize step in the spec to scale; this spec has none.")
+            i, steps = resizes[0], list(self.spec.steps)
+            size = steps[i].params["size"]
+            self._tta_cache[tta] = [
+                Preprocessor(dataclasses.replace(self.spec, steps=tuple(steps[:i] + [Step("resize", {
+                    **steps[i].params, "size": (max(1, round(size * f)) if isinstance(size, int)
+                                                else [max(1, round(v * f)) for v in size])})] + steps[i + 1:])),
+                    mode=self.preprocessor.mode)
+                for f in scales]
         if tta not in self._tta_cache:
             steps = list(self.spec.steps)
             crops = [i for i, s in enumerate(steps) if s.op == "center_crop"]

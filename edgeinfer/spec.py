@@ -23,6 +23,8 @@ COLORS = ("rgb", "l")
 ALPHA = ("drop",)
 TASKS = ("classification",)
 # single-label: softmax over logits, or probabilities as they are; multi-label: sigmoid per class
+TTA_MODES = ("hflip", "five_crop", "ten_crop", "multiscale")
+TTA_MERGES = ("probabilities", "logits")
 OUTPUT_KINDS = ("logits", "probabilities", "multilabel_logits", "multilabel_probabilities")
 LAYOUTS = ("NCHW",)
 DTYPES = ("float32",)
@@ -161,6 +163,28 @@ class SelfTest:
 
 
 @dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation the model was validated with, applied by ``predict`` unless overridden.
+
+    ``scales`` (multiscale only): factors applied to the resize size, e.g. [0.875, 1.0, 1.143].
+    """
+
+    mode: str
+    merge: str = "probabilities"
+    scales: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(float(v) for v in self.scales))
+
+    def validate(self) -> None:
+        _expect(self.mode in TTA_MODES, "tta.mode", f"one of {TTA_MODES}", self.mode, _REEXPORT)
+        _expect(self.merge in TTA_MERGES, "tta.merge", f"one of {TTA_MERGES}", self.merge, _REEXPORT)
+        ok = all(math.isfinite(v) and 0.25 <= v <= 4.0 for v in self.scales) and len(self.scales) <= 8
+        ok = ok and (self.mode != "multiscale" or len(self.scales) >= 2)
+        _expect(ok, "tta.scales", "2 to 8 factors in [0.25, 4] for multiscale", list(self.scales), _REEXPORT)
+
+
+@dataclass(frozen=True)
 class Spec:
     """Everything the device needs to turn a raw image into the model's input and read its output."""
 
@@ -172,6 +196,7 @@ class Spec:
     labels: tuple[str, ...] | None = None
     provenance: Mapping[str, str] = field(default_factory=dict)
     self_test: SelfTest | None = None
+    tta: TTA | None = None
     schema: str = SCHEMA
 
     def __post_init__(self) -> None:
@@ -204,6 +229,8 @@ class Spec:
                     self.labels[bad[0]] if bad else None, _REEXPORT)
         if self.self_test is not None:
             self.self_test.validate()
+        if self.tta is not None:
+            self.tta.validate()
         return self
 
     # -- serialisation ----------------------------------------------------------------------------
@@ -218,6 +245,8 @@ class Spec:
             "output": {"name": self.output.name, "kind": self.output.kind},
             "labels": list(self.labels) if self.labels is not None else None,
             "provenance": dict(self.provenance),
+            "tta": None if self.tta is None else {"mode": self.tta.mode, "merge": self.tta.merge,
+                                                  "scales": list(self.tta.scales)},
             "self_test": None if self.self_test is None else {
                 "image_png": self.self_test.image_png, "expected": list(self.self_test.expected),
                 "atol": self.self_test.atol},
@@ -245,6 +274,9 @@ class Spec:
         self_test = data.get("self_test")
         if self_test is not None:
             _check_keys("spec.self_test", self_test, SelfTest)
+        tta = data.get("tta")
+        if tta is not None:
+            _check_keys("spec.tta", tta, TTA)
         labels = data.get("labels")
         _expect(labels is None or isinstance(labels, list), "spec.labels", "a list of strings or null",
                 type(labels).__name__, _REEXPORT)
@@ -262,6 +294,7 @@ class Spec:
                 labels=tuple(labels) if labels is not None else None,
                 provenance={str(k): str(v) for k, v in provenance.items()},
                 self_test=SelfTest(**self_test) if self_test is not None else None,
+                tta=TTA(**tta) if tta is not None else None,
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):

@@ -156,3 +156,22 @@ def test_multilabel_outputs_use_sigmoid_and_report_every_present_label(exported,
     assert present == [int(i) for i in np.argsort(-logits, kind="stable") if logits[i] >= 0]
     d = pred.to_dict()
     assert "present" in d and [x["index"] for x in d["present"]] == present
+
+
+def test_tta_recorded_in_the_spec_is_applied_by_default(exported, photos, imagenet_transform, tmp_path):
+    import converters
+    from edgeinfer.spec import TTA
+
+    model = exported["resnet18"][0]
+    path = tmp_path / "tta.onnx"
+    converters.export(model, path, transform=imagenet_transform, labels=list(photos),
+                      tta=TTA("multiscale", scales=(0.875, 1.0, 1.143)), images=list(photos.values()))
+    deployed = edgeinfer.load(path)
+    assert deployed.spec.tta.mode == "multiscale"
+    img = photos["coffee"]
+    views = deployed._crop_preprocessors("multiscale")
+    assert [v.spec.steps[0].params["size"] for v in views] == [224, 256, 293]
+    want = np.mean([softmax(deployed.run(v.batch([img], color="rgb")))[0] for v in views], axis=0)
+    np.testing.assert_allclose(deployed.predict(img, color="rgb").scores, want, atol=1e-6)
+    plain = deployed.predict(img, color="rgb", tta=None).scores
+    np.testing.assert_allclose(plain, softmax(deployed.run(deployed.preprocess(img, color="rgb")[None]))[0], atol=1e-6)
