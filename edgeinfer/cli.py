@@ -395,6 +395,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _torch_model_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--torch-model", required=required, help="torchvision name, timm:NAME or module:attribute "
+                   "of the original model (needs torch)")
+    p.add_argument("--weights", help="a state_dict for --torch-model (loaded with weights_only=True)")
+    p.add_argument("--num-classes", type=int, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -448,9 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parity", help="compare the deployed model with the original torch model (needs torch)")
     p.add_argument("model", help="the exported .onnx")
-    p.add_argument("--torch-model", required=True, help="torchvision name, timm:NAME or module:attribute")
-    p.add_argument("--weights", help="a state_dict file for --torch-model (loaded with weights_only=True)")
-    p.add_argument("--num-classes", type=int, default=None)
+    _torch_model_args(p, required=True)
     p.add_argument("--transform", help="module:attribute of the eval transform (default: the architecture's)")
     p.add_argument("--images", required=True, help="a folder of images")
     p.add_argument("--variant", action="append", help="another .onnx of the same model (fp16, int8, ...)")
@@ -484,9 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--images", help="a folder of images")
     p.add_argument("--reference-transform", help="module:attribute of the training eval transform (needs torch)")
-    p.add_argument("--torch-model", help="torchvision name, timm:NAME or module:attribute of the original model")
-    p.add_argument("--weights", help="a state_dict for --torch-model (loaded with weights_only=True)")
-    p.add_argument("--num-classes", type=int, default=None)
+    _torch_model_args(p, required=False)
     p.add_argument("--json", help="write the findings to this JSON file")
     p.add_argument("--report", help="write a markdown report (linking the plots) to this file")
     p.add_argument("--plots", help="write debug plots into this folder (needs matplotlib)")

@@ -43,6 +43,21 @@ def photos() -> dict[str, np.ndarray]:
     return {name: getattr(data, name)() for name in SKIMAGE_RGB}
 
 
+def edit_spec(src, dst, edit):
+    """Copy a model with its spec JSON changed by ``edit`` (bypassing validation: to inject faults)."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(src))
+    meta = {p.key: p for p in proto.metadata_props}
+    spec = json.loads(meta["edgeinfer.spec"].value)
+    edit(spec)
+    meta["edgeinfer.spec"].value = json.dumps(spec)
+    onnx.save(proto, str(dst))
+    return dst
+
+
 @pytest.fixture(scope="session")
 def imagenet_transform():
     from converters.zoo import imagenet_eval_transform

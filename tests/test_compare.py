@@ -10,19 +10,9 @@ import numpy as np
 import pytest
 
 from converters.compare import compare
+from conftest import edit_spec
 
 pytestmark = pytest.mark.slow
-
-
-def _copy_with_spec_edit(src, dst, edit):
-    import onnx
-
-    proto = onnx.load(str(src))
-    meta = {p.key: p for p in proto.metadata_props}
-    spec = json.loads(meta["edgeinfer.spec"].value)
-    edit(spec)
-    meta["edgeinfer.spec"].value = json.dumps(spec)
-    onnx.save(proto, str(dst))
 
 
 def test_compare_reports_export_and_deployment_parity_and_catches_a_drifting_variant(exported, imagenet_transform,
@@ -30,7 +20,7 @@ def test_compare_reports_export_and_deployment_parity_and_catches_a_drifting_var
     model, path, _ = exported["resnet18"]
     drifted = tmp_path / "drifted.onnx"
     # a deployment mistake: the normalisation mean of the spec no longer matches training
-    _copy_with_spec_edit(path, drifted, lambda s: s["steps"][-1].update(mean=[0.5, 0.5, 0.5]))
+    edit_spec(path, drifted, lambda s: s["steps"][-1].update(mean=[0.5, 0.5, 0.5]))
     report = compare(model, imagenet_transform, path, photo_files, variants=[drifted])
     assert report.images == len(photo_files)
     export, deploy, variant = (report.candidate(n) for n in ("export", "deployment", "variant:drifted.onnx"))

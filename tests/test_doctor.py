@@ -14,19 +14,10 @@ import pytest
 from PIL import Image
 
 from converters.doctor import doctor
+from conftest import edit_spec
 from edgeinfer.diagnostics import check
 
 pytestmark = pytest.mark.slow
-
-
-def _edit_spec(src, dst, edit):
-    proto = onnx.load(str(src))
-    meta = {p.key: p for p in proto.metadata_props}
-    spec = json.loads(meta["edgeinfer.spec"].value)
-    edit(spec)
-    meta["edgeinfer.spec"].value = json.dumps(spec)
-    onnx.save(proto, str(dst))
-    return dst
 
 
 def _tiny(kind):
@@ -80,20 +71,20 @@ def test_spec_missing_invalid_and_shape_mismatch(exported, tmp_path):
     del bare.metadata_props[:]
     onnx.save(bare, str(tmp_path / "bare.onnx"))
     assert check(tmp_path / "bare.onnx").codes() == ["spec_missing"]
-    bad = _edit_spec(src, tmp_path / "bad.onnx", lambda s: s["steps"].insert(0, {"op": "sharpen"}))
+    bad = edit_spec(src, tmp_path / "bad.onnx", lambda s: s["steps"].insert(0, {"op": "sharpen"}))
     assert check(bad).codes() == ["spec_invalid"]
-    shape = _edit_spec(src, tmp_path / "shape.onnx", lambda s: s["input"].update(shape=[None, 3, 160, 160]))
+    shape = edit_spec(src, tmp_path / "shape.onnx", lambda s: s["input"].update(shape=[None, 3, 160, 160]))
     assert check(shape).codes() == ["shape_mismatch"]
 
 
 def test_selftest_failed_when_the_device_computes_differently(exported, tmp_path):
     def nudge(s):
         s["self_test"]["expected"] = [v + 0.5 for v in s["self_test"]["expected"]]
-    assert "selftest_failed" in check(_edit_spec(exported["resnet18"][1], tmp_path / "st.onnx", nudge)).codes()
+    assert "selftest_failed" in check(edit_spec(exported["resnet18"][1], tmp_path / "st.onnx", nudge)).codes()
 
 
 def test_unscaled_inputs_fire_input_stats(exported, photo_files, tmp_path):
-    path = _edit_spec(exported["resnet18"][1], tmp_path / "u.onnx",
+    path = edit_spec(exported["resnet18"][1], tmp_path / "u.onnx",
                       lambda s: next(x for x in s["steps"] if x["op"] == "to_float").update(scale="none"))
     assert "input_stats" in check(path, images=photo_files).codes()
 
@@ -101,7 +92,7 @@ def test_unscaled_inputs_fire_input_stats(exported, photo_files, tmp_path):
 def test_normalisation_differing_from_training_fires_input_stats_and_parity(exported, photo_files,
                                                                             imagenet_transform, tmp_path):
     model, src, _ = exported["resnet18"]
-    path = _edit_spec(src, tmp_path / "n.onnx", lambda s: s["steps"][-1].update(mean=[0.5, 0.5, 0.5]))
+    path = edit_spec(src, tmp_path / "n.onnx", lambda s: s["steps"][-1].update(mean=[0.5, 0.5, 0.5]))
     codes = doctor(path, photo_files, transform=imagenet_transform, torch_model=model).codes()
     assert "input_stats" in codes and "parity" in codes and "resize_mismatch" not in codes
 
@@ -113,7 +104,7 @@ def test_bgr_training_loader_fires_color_order(exported, photo_files, imagenet_t
 
 
 def test_a_different_resize_fires_resize_mismatch(exported, photo_files, imagenet_transform, tmp_path):
-    path = _edit_spec(exported["resnet18"][1], tmp_path / "r.onnx",
+    path = edit_spec(exported["resnet18"][1], tmp_path / "r.onnx",
                       lambda s: s["steps"][0].update(interpolation="nearest"))
     codes = doctor(path, photo_files, transform=imagenet_transform).codes()
     assert "resize_mismatch" in codes and "color_order" not in codes
@@ -135,7 +126,7 @@ def test_collapsed_and_double_softmax_models(photo_files, photos, tmp_path):
     assert "collapse" in check(tmp_path / "c.onnx", images=photo_files).codes()
     soft = torch.nn.Sequential(torchvision.models.resnet18(weights=None, num_classes=4), torch.nn.Softmax(1)).eval()
     converters.export(soft, tmp_path / "s.onnx", transform=tf, images=list(photos.values()))
-    wrong = _edit_spec(tmp_path / "s.onnx", tmp_path / "s2.onnx", lambda s: s["output"].update(kind="logits"))
+    wrong = edit_spec(tmp_path / "s.onnx", tmp_path / "s2.onnx", lambda s: s["output"].update(kind="logits"))
     assert "double_softmax" in check(wrong, images=photo_files).codes()
     assert "double_softmax" not in check(tmp_path / "s.onnx", images=photo_files).codes()
 
