@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -45,17 +46,27 @@ class Timing:
         return dict(self.__dict__)
 
 
+KEEP_TIMINGS = 10_000  # a loop runs for weeks: keep recent figures only, never an ever-growing list
+KEEP_ERRORS = 100
+
+
 @dataclass
 class StreamStats:
-    """Filled in while the stream runs; final when the loop ends."""
+    """Filled in while the stream runs; final when the loop ends. Memory stays bounded: the most recent
+    ``KEEP_TIMINGS`` timings and ``KEEP_ERRORS`` error messages are kept (``error_count`` counts all)."""
 
     frames: int = 0
     dropped: int = 0
     reconnects: int = 0
-    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    errors: deque = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None
-    timings: list[Timing] = field(default_factory=list)
+    timings: deque = field(default_factory=lambda: deque(maxlen=KEEP_TIMINGS))
+
+    def error(self, message: str) -> None:
+        self.error_count += 1
+        self.errors.append(message)
 
     @property
     def fps(self) -> float:
@@ -66,7 +77,8 @@ class StreamStats:
         def stage(name: str) -> dict[str, float]:
             v = np.asarray([getattr(t, name) for t in self.timings]) if self.timings else np.zeros(1)
             return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90))}
-        return {"frames": self.frames, "dropped": self.dropped, "reconnects": self.reconnects, "errors": self.errors,
+        return {"frames": self.frames, "dropped": self.dropped, "reconnects": self.reconnects,
+                "error_count": self.error_count, "errors": list(self.errors),
                 "fps": self.fps, **{k: stage(k) for k in ("capture_ms", "preprocess_ms", "inference_ms",
                                                           "postprocess_ms", "latency_ms")}}
 
@@ -108,7 +120,7 @@ class _Capture(threading.Thread):
     def run(self) -> None:
         cap, index, failures = self.opener(self.source), 0, 0
         if cap is None:
-            self.stats.errors.append(f"could not open source {self.source!r}")
+            self.stats.error(f"could not open source {self.source!r}")
         try:
             while not self.stop.is_set():
                 if cap is not None:
@@ -123,10 +135,10 @@ class _Capture(threading.Thread):
                     cap = None
                     if not self.live:
                         break  # end of file
-                    self.stats.errors.append(f"frame {index}: source stopped delivering")
+                    self.stats.error(f"frame {index}: source stopped delivering")
                 if not self.live or failures >= self.retries:
                     if self.live:
-                        self.stats.errors.append(f"gave up after {failures} reconnection attempts")
+                        self.stats.error(f"gave up after {failures} reconnection attempts")
                     break
                 time.sleep(self.backoff * (2 ** failures))
                 failures += 1
@@ -162,7 +174,7 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
             try:
                 x = model.preprocessor.batch([frame])
             except ImageError as exc:
-                stats.errors.append(f"frame {index}: {exc}")
+                stats.error(f"frame {index}: {exc}")
                 continue
             payload = (index, frame, captured, capture_ms, (time.perf_counter() - t) * 1e3, x)
             while not stop.is_set():
@@ -203,7 +215,7 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
         capture.join(timeout=5)
         worker.join(timeout=5)
     if stats.frames == 0 and stats.errors:
-        raise SourceError(f"source {source!r}: no frame was delivered ({'; '.join(stats.errors[:3])}). Check the "
+        raise SourceError(f"source {source!r}: no frame was delivered ({'; '.join(list(stats.errors)[:3])}). Check the "
                           "camera index, the file path or the stream URL.")
 
 
