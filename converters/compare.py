@@ -65,7 +65,8 @@ def _named_images(images: Any) -> list[tuple[str, Any]]:
     return [(str(im) if isinstance(im, (str, os.PathLike)) else f"image{i}", im) for i, im in enumerate(images)]
 
 
-def _load_pil(item: Any, mode: str) -> Any:
+def load_like_training(item: Any, mode: str) -> Any:
+    """An image as the training loader handed it to the transform: PIL, ``convert(mode)`` ("RGB"/"L")."""
     from PIL import Image
 
     if isinstance(item, (str, os.PathLike)):
@@ -134,7 +135,7 @@ def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, imag
         for start in range(0, len(named), batch):
             chunk = named[start:start + batch]
             with torch.no_grad():
-                x = torch.stack([transform(_load_pil(item, mode)) for _, item in chunk]).float()
+                x = torch.stack([transform(load_like_training(item, mode)) for _, item in chunk]).float()
                 ref.append(torch_model(x).detach().cpu().numpy())
             onnx_out.append(session.run([spec.output.name], {spec.input.name: x.numpy()})[0])
             for key, model in deployed.items():

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from converters.compare import load_like_training
 from edgeinfer.diagnostics import CheckReport, Finding, check
 from edgeinfer.images import image_files
 
@@ -29,15 +30,9 @@ def _levels(spec: Any) -> float:
     return scale * std
 
 
-def _pil_loader(mode: str) -> Callable[[Any], Any]:
-    from PIL import Image
-
-    def load(item: Any) -> Any:
-        if isinstance(item, (str, os.PathLike)):
-            with Image.open(item) as f:
-                return f.convert(mode)
-        return Image.fromarray(np.asarray(item)).convert(mode)
-    return load
+def _training_loader(spec: Any) -> Callable[[Any], Any]:
+    mode = "RGB" if spec.decode.color == "rgb" else "L"
+    return lambda item: load_like_training(item, mode)
 
 
 def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None, torch_model: Any = None,
@@ -76,7 +71,7 @@ def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None,
     if transform is not None and items:
         import torch
 
-        load = loader or _pil_loader("RGB" if spec.decode.color == "rgb" else "L")
+        load = loader or _training_loader(spec)
         with torch.no_grad():
             ref = np.stack([transform(load(i)).numpy() for i in items]).astype(np.float64)
         per_level = _levels(spec)
@@ -152,7 +147,7 @@ def _parity_probs(torch_model: Any, transform: Any, model: Any, items: Sequence[
                   spec: Any) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    load = loader or _pil_loader("RGB" if spec.decode.color == "rgb" else "L")
+    load = loader or _training_loader(spec)
     with torch.no_grad():
         out = torch_model(torch.stack([transform(load(i)) for i in items]).float()).numpy()
     from edgeinfer.postprocess import class_scores, to_probabilities

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from converters.attach import write_with_spec
-from converters.compare import ParityReport, compare
+from converters.compare import ParityReport, compare, load_like_training
 from converters.transforms import probe_images, spec_from_transform
 from edgeinfer.errors import ExportError
 from edgeinfer.spec import OutputSpec, SelfTest, Spec
@@ -72,20 +72,11 @@ class ExportReport:
 
 def _pil_images(images: Iterable[Any] | None, loader_color: str) -> list[tuple[str, Any]]:
     """Load verification images as the training loader would (PIL, convert to RGB/L), with names."""
-    from PIL import Image
-
     mode = "RGB" if loader_color == "rgb" else "L"
     if images is None:
         return [(f"probe{i}", im) for i, im in enumerate(probe_images(loader_color))]
-    out = []
-    for i, im in enumerate(images):
-        if isinstance(im, (str, os.PathLike)):
-            with Image.open(im) as f:
-                out.append((str(im), f.convert(mode)))
-        elif isinstance(im, np.ndarray):
-            out.append((f"array{i}", Image.fromarray(im).convert(mode)))
-        else:
-            out.append((f"image{i}", im.convert(mode)))
+    out = [(str(im) if isinstance(im, (str, os.PathLike)) else f"image{i}", load_like_training(im, mode))
+           for i, im in enumerate(images)]
     if not out:
         raise ExportError("export: expected at least one verification image, found none.")
     return out
@@ -175,13 +166,11 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
         raise ExportError(f"labels: expected one per class ({ref_raw.shape[1]}), found {len(labels)}.")
 
     # Self-test vector: the torch output for a small deterministic image, through the user's transform.
-    from PIL import Image
-
     import cv2
 
     st_rgb = selftest_image()
     with torch.no_grad():
-        st_in = transform(Image.fromarray(st_rgb).convert("RGB" if loader_color == "rgb" else "L"))
+        st_in = transform(load_like_training(st_rgb, "RGB" if loader_color == "rgb" else "L"))
         st_out = model(st_in.unsqueeze(0).float()).detach().cpu().numpy().reshape(-1)
     ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
     if not ok:
