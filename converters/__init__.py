@@ -3,7 +3,8 @@
 Needs torch, torchvision and onnx (``pip install edgeinfer[export]``); the device side does not.
 """
 
+from converters.attach import attach_spec, spec_for
 from converters.export import ExportReport, ExportWarning, export
 from converters.transforms import pixel_parity, spec_from_transform
 
-__all__ = ["ExportReport", "ExportWarning", "export", "pixel_parity", "spec_from_transform"]
+__all__ = ["attach_spec", "spec_for", "ExportReport", "ExportWarning", "export", "pixel_parity", "spec_from_transform"]

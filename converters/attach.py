@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from edgeinfer import sources
 from edgeinfer.errors import ModelError
 from edgeinfer.files import write_bytes_atomic
 from edgeinfer.spec import METADATA_KEY, Spec
@@ -22,31 +23,37 @@ def write_with_spec(proto: Any, path: str | os.PathLike, spec: Spec) -> None:
     write_bytes_atomic(path, proto.SerializeToString())
 
 
-def _as_spec(source: Any) -> Spec:
-    if isinstance(source, Spec):
-        return source.validate()
-    if isinstance(source, Mapping):
-        return Spec.from_dict(source)
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
-        return Spec.from_json(Path(source).read_text())
-    raise ModelError(f"spec source: expected an edgeinfer Spec, a dict or a JSON file, found {type(source).__name__}.")
-
-
-def attach_spec(src: str | os.PathLike, dst: str | os.PathLike, source: Any) -> Spec:
-    """Write ``src`` with the spec from ``source`` to ``dst``, after checking it against the model's input."""
-    import onnx
+def _session(proto: Any, src: str | os.PathLike) -> Any:
     import onnxruntime as ort
 
-    spec = _as_spec(source)
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{src}: expected an ONNX model ONNX Runtime can load, it failed: {exc}") from exc
+
+
+def spec_for(model: str | os.PathLike, source: Any, **options: Any) -> Spec:
+    """The spec ``source`` gives this ONNX model, checked against it, without writing anything.
+
+    ``source`` and ``options`` (``labels``, ``output_kind``, ``hf_backend``, ``loader_color``) are
+    those of :func:`edgeinfer.sources.resolve`.
+    """
+    import onnx
+
+    return sources.resolve(source, _session(onnx.load(str(model)), model), path=model, **options)
+
+
+def attach_spec(src: str | os.PathLike, dst: str | os.PathLike, source: Any, **options: Any) -> Spec:
+    """Write ``src`` to ``dst`` with the spec from ``source``, checked against the model's input first.
+
+    ``source`` is anything :func:`edgeinfer.sources.resolve` reads: an edgeinfer spec (object, dict, JSON
+    file), a plain ``{size, mean, std, interpolation}`` dict, a Hugging Face ``preprocessor_config.json``,
+    a torchvision/timm transform or ``"timm:NAME"``. Nothing is written when the spec does not fit.
+    """
+    import onnx
+
     proto = onnx.load(str(src))
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    inputs = {i.name: i.shape for i in session.get_inputs()}
-    if spec.input.name not in inputs:
-        raise ModelError(f"{src}: the spec names input {spec.input.name!r}, the model has {sorted(inputs)}.")
-    shape = inputs[spec.input.name]
-    want = list(spec.input.shape)
-    if len(shape) != len(want) or any(isinstance(m, int) and w is not None and m != w for m, w in zip(shape, want)):
-        raise ModelError(f"{src}: input {spec.input.name!r} is {shape} in the model but {want} in the spec.")
+    spec = sources.resolve(source, _session(proto, src), path=src, **options)
     write_with_spec(proto, dst, spec)
     return spec
 

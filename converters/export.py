@@ -16,6 +16,7 @@ import numpy as np
 from converters.attach import write_with_spec
 from converters.compare import ParityReport, compare, load_like_training
 from converters.transforms import probe_images, spec_from_transform
+from edgeinfer import postprocess
 from edgeinfer.errors import ExportError
 from edgeinfer.spec import OutputSpec, SelfTest, Spec
 
@@ -91,13 +92,6 @@ def selftest_image() -> np.ndarray:
     return np.stack([r, g, b], axis=-1).astype(np.uint8)
 
 
-def _looks_like_probabilities(raw: np.ndarray) -> bool:
-    from edgeinfer.postprocess import class_scores
-
-    s = class_scores(raw).astype(np.float64)
-    return bool(np.all(s >= -1e-6) and np.all(s <= 1 + 1e-6) and np.allclose(s.sum(axis=1), 1.0, atol=1e-4))
-
-
 def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Sequence[str] | None = None,
            images: Iterable[Any] | None = None, output_kind: str = "auto", loader_color: str = "rgb",
            input_name: str = "input", output_name: str = "logits", opset: int = OPSET,
@@ -158,7 +152,7 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
                      "torch.no_grad (no autograd state is in the graph).")
     kind = output_kind
     if kind == "auto":
-        kind = "probabilities" if _looks_like_probabilities(ref_raw) else "logits"
+        kind = "probabilities" if postprocess.looks_like_probabilities(ref_raw) else "logits"
         if kind == "probabilities":
             notes.append("the model output is already a probability distribution; the runtime will not apply "
                          "softmax again.")

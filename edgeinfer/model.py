@@ -12,26 +12,25 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer import postprocess, providers
+from edgeinfer import postprocess, providers, sources
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.images import ImageInput, decode
 from edgeinfer.postprocess import Prediction
 from edgeinfer.preprocess import Preprocessor
 from edgeinfer.spec import METADATA_KEY, TTA_MODES, Spec, Step
 
-_ATTACH_HELP = (
-    "Export it with converters.export(model, path, transform=...) on a workstation, or attach a spec to an "
-    "existing ONNX file with converters.attach_spec(...)."
-)
-
-
 def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") -> Spec:
-    """Return the validated spec stored in a session's model metadata."""
+    """Return the validated spec stored in a session's model metadata.
+
+    A model without one but with Ultralytics' own metadata gets the spec its predictor implies.
+    """
     meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in meta:
-        raise SpecMissingError(f"{path}: expected an edgeinfer spec in the model metadata under {METADATA_KEY!r}, "
-                               f"found keys {sorted(meta)}. {_ATTACH_HELP}")
-    return Spec.from_json(meta[METADATA_KEY])
+    if METADATA_KEY in meta:
+        return Spec.from_json(meta[METADATA_KEY])
+    if sources.is_ultralytics(meta):
+        return sources.resolve(sources.from_ultralytics(meta), session, path=path)
+    raise SpecMissingError(f"{path}: expected an edgeinfer spec in the model metadata under {METADATA_KEY!r}, "
+                           f"found keys {sorted(meta)}. {sources.WAYS}")
 
 
 @dataclass(frozen=True)
@@ -83,30 +82,7 @@ class Model:
         return self._fixed_batch
 
     def _check_io(self) -> None:
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        name = self.spec.input.name
-        if name not in inputs:
-            raise ModelError(f"{self.path}: the spec names input {name!r}, the model has {sorted(inputs)}. "
-                             "The spec belongs to another model; re-export or re-attach it.")
-        model_shape = list(inputs[name].shape)
-        want = list(self.spec.input.shape)
-        ok = len(model_shape) == len(want) and all(
-            not isinstance(m, int) or w is None or m == w for m, w in zip(model_shape, want))
-        if not ok:
-            raise ModelError(f"{self.path}: input {name!r} has shape {model_shape} in the model but {want} in "
-                             "the spec. Re-export the model so both agree.")
-        if inputs[name].type != "tensor(float)":
-            raise ModelError(f"{self.path}: input {name!r} has type {inputs[name].type}, the spec says "
-                             f"{self.spec.input.dtype}. Re-export with a float32 input.")
-        outputs = [o.name for o in self.session.get_outputs()]
-        if self.spec.output.name not in outputs:
-            raise ModelError(f"{self.path}: the spec names output {self.spec.output.name!r}, the model has "
-                             f"{outputs}. Re-export or re-attach the spec.")
-        classes = self.session.get_outputs()[outputs.index(self.spec.output.name)].shape
-        n = classes[1] if len(classes) >= 2 else None
-        if self.labels is not None and isinstance(n, int) and n != len(self.labels):
-            raise ModelError(f"{self.path}: the spec has {len(self.labels)} labels, the model outputs {n} "
-                             "classes. Export with one label per class.")
+        sources.check_io(self.spec, self.session, self.path)
 
     # -- running ----------------------------------------------------------------------------------
     def preprocess(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
@@ -224,8 +200,16 @@ def variant_path(path: Path, precision: str) -> Path:
 def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Profile" = "cpu",
          threads: int | None = None,
          preprocess: str | None = None, session_config: dict[str, str] | None = None,
-         strict: bool = False) -> Model:
-    """Load an ONNX model exported with its spec and return a ready :class:`Model`.
+         strict: bool = False, spec: Any = None, labels: Any = None, output_kind: str | None = None,
+         hf_backend: str | None = None) -> Model:
+    """Load an ONNX model with its spec and return a ready :class:`Model`.
+
+    The spec is the one stored in the file; Ultralytics exports are read from their own metadata.
+    ``spec`` gives it beside a file that has none or may not be written (a read-only model): any source
+    :func:`edgeinfer.sources.resolve` accepts -- an edgeinfer spec, a plain ``{size, mean, std,
+    interpolation}`` dict, a Hugging Face ``preprocessor_config.json`` (``hf_backend`` "pil" or
+    "torchvision" when its class name does not say), or on a workstation a torchvision/timm transform or
+    ``"timm:NAME"``. ``labels`` (a list or a text file) and ``output_kind`` override what the source says.
 
     ``device`` is a profile name from ``devices/`` or a path to a profile file: it picks the execution
     providers (a missing preferred one falls back with a :class:`~edgeinfer.providers.ProviderFallbackWarning`,
@@ -251,5 +235,10 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
         raise ModelError(f"{p}: expected an ONNX model ONNX Runtime can load, it failed: {exc}") from exc
     providers.check_session(session, choice, strict=strict)
-    return Model(session, read_spec(session, p), path=str(p), device=profile.name, requested=choice.requested,
+    if spec is None and labels is None and output_kind is None:
+        resolved = read_spec(session, p)
+    else:
+        resolved = sources.resolve(spec if spec is not None else read_spec(session, p), session, path=p,
+                                   labels=labels, output_kind=output_kind, hf_backend=hf_backend)
+    return Model(session, resolved, path=str(p), device=profile.name, requested=choice.requested,
                  preprocess=preprocess or profile.preprocess)

@@ -316,14 +316,18 @@ def _shifted(t: resample.Taps, offset: int) -> resample.Taps:
 
 
 # -- crop and pad ----------------------------------------------------------------------------------
-ANCHORS = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
+# "center": torchvision's CenterCrop, offsets int(round((h - th) / 2.0)) (round half to even);
+# "center_floor": Hugging Face image processors, int((h - th) / 2.0) -- one pixel apart when h - th is 3 mod 4;
+# the corners are FiveCrop's (five-/ten-crop test-time augmentation).
+ANCHORS = ("center", "center_floor", "top_left", "top_right", "bottom_left", "bottom_right")
 
 
 def center_crop_window(h: int, w: int, th: int, tw: int, anchor: str = "center") -> tuple[int, int]:
-    """(top, left) of a crop: torchvision's CenterCrop rounds ``int(round((h - th) / 2.0))``; the corner
-    anchors are FiveCrop's (used for five-/ten-crop test-time augmentation)."""
+    """(top, left) of a crop of th x tw from h x w, by the anchor's rule (see :data:`ANCHORS`)."""
     if anchor == "center":
         return int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    if anchor == "center_floor":
+        return (h - th) // 2, (w - tw) // 2
     top = 0 if anchor.startswith("top") else h - th
     left = 0 if anchor.endswith("left") else w - tw
     return top, left

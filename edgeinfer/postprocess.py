@@ -37,6 +37,16 @@ def class_scores(raw: np.ndarray) -> np.ndarray:
                      "Only classification outputs are supported by this runtime.")
 
 
+def looks_like_probabilities(raw: np.ndarray) -> bool:
+    """Whether every row of a raw output is a probability distribution (the graph ends in softmax).
+
+    Logits of a real model are never all in [0, 1] with rows summing to 1 within 1e-4; this is how an
+    exported model's output kind is detected, so that softmax is never applied twice.
+    """
+    s = class_scores(raw).astype(np.float64)
+    return bool(np.all(s >= -1e-6) and np.all(s <= 1 + 1e-6) and np.allclose(s.sum(axis=1), 1.0, atol=1e-4))
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One image's result: probabilities over classes and the top-k (index, label, score)."""

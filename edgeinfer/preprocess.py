@@ -33,15 +33,20 @@ class Preprocessor:
         self._stages = _compile(spec, fast=mode == "fast")
 
     def __call__(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
-        arr = to_model_color(image, self.spec.decode, color=color)
-        for stage in self._stages:
-            arr = stage(arr)
+        arr = self.unchecked(image, color=color)
         c, h, w = self.spec.input.channels, *self.spec.input.height_width
         if arr.shape != (c, h, w):
             raise ImageError(
                 f"preprocessing produced an input of shape {arr.shape}, the model expects {(c, h, w)}. The "
                 "training transform does not fix the output size for this image (a resize without a crop?); "
                 "add a crop to the transform and re-export, or feed images of the training aspect ratio.")
+        return arr
+
+    def unchecked(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
+        """The pipeline's (C, H, W) output without checking it against the spec's input shape."""
+        arr = to_model_color(image, self.spec.decode, color=color)
+        for stage in self._stages:
+            arr = stage(arr)
         return arr
 
     def batch(self, images: Iterable[ImageInput], *, color: str = "bgr") -> np.ndarray:

@@ -114,7 +114,7 @@ def test_model_without_spec_says_how_to_attach_one(exported, tmp_path):
     del proto.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
-    with pytest.raises(SpecMissingError, match="converters.export.*attach_spec"):
+    with pytest.raises(SpecMissingError, match="converters.export.*attach_spec.*preprocessor_config.json.*Ultralytics"):
         edgeinfer.load(bare)
 
 

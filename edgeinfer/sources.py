@@ -1,0 +1,528 @@
+"""Specs for models edgeinfer did not export: one way in, whatever preprocessing description the user has.
+
+An importer turns another tool's description into a :class:`Preprocessing` (the spec without the model);
+:func:`resolve` completes it against the ONNX session (input name and shape, output name, whether the
+graph already ends in softmax, labels) and checks the two agree before anything uses it. Sources:
+
+- an edgeinfer :class:`~edgeinfer.spec.Spec`, its dict, or its JSON file;
+- a plain ``{"size", "mean", "std", "interpolation", ...}`` dict (:func:`from_plain`);
+- a Hugging Face ``preprocessor_config.json`` (:func:`from_huggingface`);
+- Ultralytics' own ONNX metadata (:func:`from_ultralytics`, used by ``load`` without any attach step);
+- on a workstation only (these need torch): a torchvision/timm transform object, or ``"timm:NAME"``
+  for a timm model's pretrained preprocessing, handed to ``converters.sources``.
+
+Data-only sources are read here without importing torch, so a device can take them as a sidecar:
+``edgeinfer.load("model.onnx", spec="preprocessor_config.json")``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgeinfer import ops
+from edgeinfer.errors import ModelError, SpecError
+from edgeinfer.spec import OUTPUT_KINDS, SCHEMA, Decode, InputSpec, OutputSpec, Spec, Step
+
+WAYS = (
+    "Give it a spec in one of these ways: export it with converters.export(model, path, transform=...); "
+    "attach one to the file with `edgeinfer attach MODEL --from SOURCE -o OUT` or converters.attach_spec(src, "
+    "dst, SOURCE); or pass it beside a read-only file with edgeinfer.load(path, spec=SOURCE). SOURCE is an "
+    "edgeinfer spec (object, dict or JSON file), a plain {size, mean, std, interpolation} dict (or the "
+    "--size/--mean/--std/--interpolation flags), a Hugging Face preprocessor_config.json, a torchvision/timm "
+    "transform or 'timm:MODEL_NAME' (on a machine with torch). Ultralytics ONNX exports need none of this: "
+    "their own metadata is read directly."
+)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What an importer knows before it sees the model: the spec minus input/output names and shapes.
+
+    ``output_kind`` None means "measure it on the model" (a graph ending in softmax is detected).
+    ``crop`` is the (height, width) the pipeline should produce when the importer knows it.
+    """
+
+    steps: tuple[Step, ...]
+    decode: Decode = Decode()
+    labels: tuple[str, ...] | None = None
+    output_kind: str | None = None
+    provenance: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(v) for v in self.labels))
+        object.__setattr__(self, "provenance", MappingProxyType({str(k): str(v) for k, v in self.provenance.items()}))
+
+
+# -- plain dictionaries -----------------------------------------------------------------------------
+PLAIN_KEYS = ("size", "mean", "std", "interpolation", "resize", "crop_pct", "backend", "scale")
+_PLAIN_HELP = ("A plain source is {'size': 224 or [h, w], 'mean': [...], 'std': [...], 'interpolation': "
+               "'bilinear'} with optional 'resize' (shorter side before a centre crop, torchvision's "
+               "Resize(256) + CenterCrop(224)), 'crop_pct' (timm: shorter side to size / crop_pct, then crop), "
+               "'backend' (pil | torch | opencv, default pil) and 'scale' ('div255', default, or 'none' for "
+               "0-255 inputs). Without 'resize' or 'crop_pct' the image is resized to exactly size.")
+
+
+def _pair(where: str, v: Any) -> list[int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v, v]
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                 and 0 < x <= ops.MAX_SIDE for x in v)):
+        raise SpecError(f"{where}: expected a positive int or [height, width], found {v!r}. {_PLAIN_HELP}")
+    return [int(v[0]), int(v[1])]
+
+
+def _triple(where: str, v: Any, default: float) -> list[float]:
+    if v is None:
+        return [default] * 3
+    vals = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    if not (isinstance(vals, (list, tuple)) and len(vals) in (1, 3)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vals)):
+        raise SpecError(f"{where}: expected a number or a list of 1 or 3 numbers, found {v!r}.")
+    vals = [float(x) for x in vals]
+    return vals * 3 if len(vals) == 1 else vals
+
+
+def _normalize_steps(scale: str, mean: list[float], std: list[float]) -> list[Step]:
+    if any(s == 0 for s in std):
+        raise SpecError(f"std: expected non-zero values, found {std}.")
+    steps = [Step("to_float", {"scale": scale})]
+    if mean != [0.0] * len(mean) or std != [1.0] * len(std):
+        steps.append(Step("normalize", {"mean": mean, "std": std}))
+    return steps
+
+
+def _resize_params(interpolation: str, backend: str, **params: Any) -> dict[str, Any]:
+    p = {"interpolation": interpolation, "backend": backend, **params}
+    if backend == "pil":
+        p["pass_order"] = "pillow13"
+    elif backend == "torch":
+        p.setdefault("antialias", True)
+    return p
+
+
+def from_plain(source: Mapping[str, Any]) -> Preprocessing:
+    """A preprocessing from ``{size, mean, std, interpolation}`` (see :data:`PLAIN_KEYS`)."""
+    unknown = sorted(set(source) - set(PLAIN_KEYS))
+    if unknown:
+        raise SpecError(f"plain source: unknown key(s) {unknown}; allowed: {list(PLAIN_KEYS)}. {_PLAIN_HELP}")
+    if "size" not in source:
+        raise SpecError(f"plain source: expected a 'size', found keys {sorted(source)}. {_PLAIN_HELP}")
+    size = _pair("size", source["size"])
+    backend = source.get("backend", "pil")
+    if backend not in ops.BACKENDS:
+        raise SpecError(f"backend: expected one of {sorted(ops.BACKENDS)}, found {backend!r}.")
+    interpolation = str(source.get("interpolation", "bilinear")).lower().replace("-", "_")
+    if interpolation not in ops.BACKENDS[backend]:
+        raise SpecError(f"interpolation: expected one of {ops.BACKENDS[backend]} for backend {backend!r}, "
+                        f"found {source.get('interpolation')!r}.")
+    scale = source.get("scale", "div255")
+    if scale not in ("div255", "none"):
+        raise SpecError(f"scale: expected 'div255' (inputs 0-1) or 'none' (inputs 0-255), found {scale!r}.")
+    if "resize" in source and "crop_pct" in source:
+        raise SpecError("plain source: give 'resize' or 'crop_pct', not both; both say how big to resize before "
+                        "the centre crop.")
+    steps: list[Step] = []
+    if "crop_pct" in source:
+        pct = source["crop_pct"]
+        if not (isinstance(pct, (int, float)) and 0 < pct <= 1):
+            raise SpecError(f"crop_pct: expected a number in (0, 1], found {pct!r}.")
+        # timm: scale_size = floor(size / crop_pct), the shorter side for a square crop
+        scaled = [math.floor(s / pct) for s in size]
+        resize = ({"rule": "shorter", "size": scaled[0]} if size[0] == size[1] else {"rule": "exact", "size": scaled})
+        steps += [Step("resize", _resize_params(interpolation, backend, **resize)),
+                  Step("center_crop", {"size": size})]
+    elif "resize" in source:
+        shorter = source["resize"]
+        if not (isinstance(shorter, int) and not isinstance(shorter, bool) and 0 < shorter <= ops.MAX_SIDE):
+            raise SpecError(f"resize: expected the shorter side as a positive int, found {shorter!r}.")
+        steps += [Step("resize", _resize_params(interpolation, backend, rule="shorter", size=shorter)),
+                  Step("center_crop", {"size": size})]
+    else:
+        steps.append(Step("resize", _resize_params(interpolation, backend, rule="exact", size=size)))
+    steps += _normalize_steps(scale, _triple("mean", source.get("mean"), 0.0), _triple("std", source.get("std"), 1.0))
+    return Preprocessing(steps=tuple(steps), provenance={"source": "plain", "plain": json.dumps(dict(source))})
+
+
+# -- Hugging Face image processors ------------------------------------------------------------------
+# PIL resample codes as Hugging Face configs store them.
+_PIL_CODES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+# Processors whose integer "size" means the shorter edge (get_size_dict(default_to_square=False)).
+_HF_SHORTEST_EDGE_TYPES = ("Bit", "ChineseCLIP", "CLIP", "ConvNext", "MobileNetV1", "MobileNetV2", "MobileViT")
+# Keys that change pixels in ways no edgeinfer op reproduces: refused when they are on.
+_HF_REFUSED_FLAGS = ("do_pad", "flip_channel_order", "do_flip_channel_order", "rescale_offset", "include_top",
+                     "do_color_quantize", "apply_ocr", "do_split_image", "do_image_splitting")
+HF_BACKENDS = ("pil", "torchvision")
+
+
+def _hf_backend(kind: str, backend: str | None) -> tuple[str, str]:
+    """Which resize the processor runs, and why: the class name says it for 'Fast' and 'Pil' classes;
+    a bare name depends on the transformers version that ran it (4: PIL, 5: torchvision)."""
+    if backend is not None:
+        if backend not in HF_BACKENDS:
+            raise SpecError(f"Hugging Face backend: expected one of {HF_BACKENDS}, found {backend!r}.")
+        return backend, "given"
+    if kind.endswith("Fast"):
+        return "torchvision", "class name ends in Fast"
+    if kind.endswith("Pil"):
+        return "pil", "class name ends in Pil"
+    try:
+        version = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        raise SpecError(
+            f"Hugging Face {kind or 'image processor'}: the config does not say which resize ran. transformers 4 "
+            f"runs {kind} with PIL, transformers 5 (AutoImageProcessor's default) with torchvision, and their "
+            "pixels differ. transformers is not installed here to ask; pass backend='pil' or 'torchvision' "
+            "(CLI: --hf-backend), whichever the model was evaluated with.") from None
+    major = int(version.split(".")[0])
+    if major >= 5 and importlib.util.find_spec("torchvision") is not None:
+        return "torchvision", f"transformers {version} runs {kind} with torchvision by default"
+    return "pil", f"transformers {version} runs {kind} with PIL"
+
+
+def _hf_size(kind: str, size: Any, *, crop: bool) -> dict[str, int]:
+    """A size as transformers' get_size_dict reads it: an int crop is square; an int size is the shorter
+    edge for the processors that say so, else square."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        square = crop or not kind.startswith(_HF_SHORTEST_EDGE_TYPES)
+        return {"height": size, "width": size} if square else {"shortest_edge": size}
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return {"height": int(size[0]), "width": int(size[1])}
+    if isinstance(size, Mapping):
+        return {k: int(v) for k, v in size.items() if v is not None}
+    raise SpecError(f"Hugging Face {kind}: size {size!r} is not a dict, an int or [height, width].")
+
+
+def from_huggingface(config: Mapping[str, Any] | str | os.PathLike, *, backend: str | None = None) -> Preprocessing:
+    """A preprocessing from a Hugging Face image processor config (``preprocessor_config.json``).
+
+    Follows transformers' processors: resize (``size`` as height/width, or ``shortest_edge`` with the
+    long side truncated, ConvNeXT's ``crop_pct``), centre crop with the offsets floored, rescale, normalise;
+    images converted to RGB. ``backend`` is the resize that ran: "pil" (transformers 4 "slow" classes and
+    ``*Pil`` classes) or "torchvision" (``*Fast`` classes; transformers 5's default): uint8 tensors resized
+    by torchvision with antialiasing, not PIL's pixels. Labels come from a ``config.json`` beside the file.
+    """
+    labels = None
+    where = "Hugging Face config"
+    if not isinstance(config, Mapping):
+        path = Path(config)
+        if path.is_dir():
+            path = path / "preprocessor_config.json"
+        where = str(path)
+        config = _read_json(path)
+        labels = _hf_labels(path.parent / "config.json")
+    kind = str(config.get("image_processor_type", ""))
+    on = [k for k in _HF_REFUSED_FLAGS if config.get(k)]
+    if on:
+        raise SpecError(f"{where}: {kind or 'the processor'} has {on} switched on; edgeinfer does not reproduce "
+                        "those steps. Supported: resize, centre crop, rescale, normalise.")
+    resolved, why = _hf_backend(kind, backend)
+    bk = "pil" if resolved == "pil" else "torch"
+    code = config.get("resample", 2)
+    interpolation = _PIL_CODES.get(code) if isinstance(code, int) else None
+    if interpolation is None:
+        raise SpecError(f"{where}: resample {code!r} is not a PIL resample code 0-5.")
+    if bk == "torch":
+        if interpolation in ("box", "hamming"):
+            raise SpecError(f"{where}: resample {interpolation} has no torchvision tensor resize; transformers "
+                            "refuses it on the torchvision backend too. Use backend='pil'.")
+        interpolation = "nearest_exact" if interpolation == "nearest" else interpolation  # transformers' mapping
+    extra = {"uint8_arithmetic": "native"} if bk == "torch" else {}
+    steps: list[Step] = []
+    crop_pct = config.get("crop_pct")
+    if config.get("do_resize", "size" in config):
+        size = _hf_size(kind, config.get("size"), crop=False)
+        if crop_pct is not None and not kind.startswith("ConvNext"):
+            raise SpecError(f"{where}: crop_pct on {kind} is processor-specific and not reproduced; edgeinfer "
+                            "knows ConvNext's. Convert with an explicit size and crop instead.")
+        if set(size) == {"height", "width"}:
+            steps.append(Step("resize", _resize_params(interpolation, bk, rule="exact",
+                                                       size=[size["height"], size["width"]], **extra)))
+        elif set(size) == {"shortest_edge"}:
+            edge = size["shortest_edge"]
+            if crop_pct is not None and edge < 384:  # ConvNext: shorter side to int(edge / crop_pct), crop
+                steps += [Step("resize", _resize_params(interpolation, bk, rule="shorter",
+                                                        size=int(edge / crop_pct), **extra)),
+                          Step("center_crop", {"size": [edge, edge], "anchor": "center_floor"})]
+            elif crop_pct is not None:  # ConvNext warps to a square at 384 and above
+                steps.append(Step("resize", _resize_params(interpolation, bk, rule="exact", size=[edge, edge],
+                                                           **extra)))
+            else:
+                steps.append(Step("resize", _resize_params(interpolation, bk, rule="shorter", size=edge, **extra)))
+        else:
+            raise SpecError(f"{where}: size {dict(size)} is not supported for classification; expected "
+                            "{'height', 'width'} or {'shortest_edge'}.")
+    if config.get("do_center_crop", False):
+        crop = _hf_size(kind, config.get("crop_size"), crop=True)
+        if set(crop) != {"height", "width"}:
+            raise SpecError(f"{where}: crop_size {crop} must have height and width.")
+        steps.append(Step("center_crop", {"size": [crop["height"], crop["width"]], "anchor": "center_floor"}))
+    factor = float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0
+    mean = _triple("image_mean", config.get("image_mean"), 0.0) if config.get("do_normalize", True) else [0.0] * 3
+    std = _triple("image_std", config.get("image_std"), 1.0) if config.get("do_normalize", True) else [1.0] * 3
+    if math.isclose(factor, 1 / 255, rel_tol=1e-9):
+        steps += _normalize_steps("div255", mean, std)
+    else:  # x * f, then (x - m) / s  ==  (x - m / f) / (s / f)
+        steps += _normalize_steps("none", [m / factor for m in mean], [s / factor for s in std])
+    if not config.get("do_resize", "size" in config) and not config.get("do_center_crop", False):
+        raise SpecError(f"{where}: the processor neither resizes nor crops, so the input size depends on the "
+                        "image. A model input needs a fixed size.")
+    prov = {"source": "huggingface", "image_processor_type": kind, "huggingface_backend": resolved,
+            "huggingface_backend_reason": why}
+    if bk == "torch":
+        prov["uint8_arithmetic"] = "native assumed (torchvision's uint8 kernel: x86-64 AVX2 or bicubic)"
+    return Preprocessing(steps=tuple(steps), labels=labels, provenance=prov)
+
+
+def _hf_labels(path: Path) -> tuple[str, ...] | None:
+    if not path.is_file():
+        return None
+    id2label = _read_json(path).get("id2label")
+    if not isinstance(id2label, Mapping) or not id2label:
+        return None
+    try:
+        keys = sorted(int(k) for k in id2label)
+    except ValueError:
+        return None
+    if keys != list(range(len(keys))):
+        return None
+    return tuple(str(id2label.get(str(k), id2label.get(k))) for k in keys)
+
+
+# -- Ultralytics ------------------------------------------------------------------------------------
+# What each Ultralytics task needs after the model; only classification is supported here so far.
+ULTRALYTICS_TASKS = {
+    "classify": "probabilities (the exported graph ends in softmax)",
+    "detect": "box decoding and non-maximum suppression",
+    "segment": "box decoding, NMS and mask prototypes",
+    "pose": "box decoding, NMS and keypoints",
+    "obb": "rotated-box decoding and rotated NMS",
+}
+
+
+def is_ultralytics(meta: Mapping[str, str]) -> bool:
+    """Whether ONNX metadata is Ultralytics' own (written by its exporter)."""
+    return meta.get("author") == "Ultralytics" or {"task", "imgsz", "names", "stride"} <= set(meta)
+
+
+def _literal(meta: Mapping[str, str], key: str) -> Any:
+    try:
+        return ast.literal_eval(meta[key])
+    except (KeyError, ValueError, SyntaxError) as exc:
+        raise SpecError(f"Ultralytics metadata: expected a Python literal under {key!r}, found "
+                        f"{meta.get(key)!r}. Re-export with ultralytics.") from exc
+
+
+def from_ultralytics(meta: Mapping[str, str]) -> Preprocessing:
+    """The preprocessing Ultralytics' predictor applies to this export, from its ONNX metadata.
+
+    Classification: a PIL resize of the shorter side to ``imgsz`` (bilinear), centre crop, RGB, scaled to
+    0-1, no mean/std (``classify_transforms``); the graph ends in softmax. Detection-family tasks use a
+    letterbox (pad 114, no stride alignment for an ONNX file's fixed shape): recorded in the error, refused
+    because their postprocessing is not in edgeinfer yet.
+    """
+    task = meta.get("task")
+    imgsz = _pair("Ultralytics imgsz", _literal(meta, "imgsz"))
+    if task not in ULTRALYTICS_TASKS:
+        raise ModelError(f"Ultralytics task {task!r}: expected one of {sorted(ULTRALYTICS_TASKS)}.")
+    if task != "classify":
+        raise ModelError(
+            f"Ultralytics task {task!r} is not supported yet: its input is a letterbox to {imgsz} (pad value "
+            f"114, stride {meta.get('stride')}), but its output needs {ULTRALYTICS_TASKS[task]}, which edgeinfer "
+            "does not do. Supported: 'classify'.")
+    channels = int(meta.get("channels", 3))
+    if channels != 3:
+        raise ModelError(f"Ultralytics classifier with {channels} channels: expected 3 (RGB).")
+    names = _literal(meta, "names")
+    if isinstance(names, Mapping):
+        keys = sorted(names)
+        labels = tuple(str(names[k]) for k in keys) if keys == list(range(len(keys))) else None
+    else:
+        labels = tuple(str(n) for n in names)
+    h, w = imgsz
+    resize = {"rule": "shorter", "size": h} if h == w else {"rule": "exact", "size": [h, w]}
+    steps = (Step("resize", _resize_params("bilinear", "pil", **resize)),
+             Step("center_crop", {"size": [h, w]}),
+             Step("to_float", {"scale": "div255"}))
+    return Preprocessing(steps=steps, labels=labels, output_kind="probabilities",
+                         provenance={"source": "ultralytics", "ultralytics": meta.get("version", "?"),
+                                     "ultralytics_task": task})
+
+
+# -- resolving any source against a model -----------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(f"{path}: expected a JSON file, found {'a directory' if path.is_dir() else 'nothing'}.")
+    if path.stat().st_size > 16 * 1024 * 1024:
+        raise SpecError(f"{path}: expected a small JSON file, found {path.stat().st_size} bytes.")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: expected JSON, found a parse error ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a JSON object, found {type(data).__name__}.")
+    return data
+
+
+def _from_mapping(data: Mapping[str, Any], *, hf_backend: str | None, path: Path | None = None) -> Spec | Preprocessing:
+    if "schema" in data:
+        return Spec.from_dict(data)
+    if "image_processor_type" in data or "image_mean" in data or "do_resize" in data:
+        return from_huggingface(path if path is not None else data, backend=hf_backend)
+    return from_plain(data)
+
+
+def to_preprocessing(source: Any, *, hf_backend: str | None = None, loader_color: str = "rgb") -> Spec | Preprocessing:
+    """Read ``source`` (any of the module's sources) into a Spec or a Preprocessing."""
+    if isinstance(source, (Spec, Preprocessing)):
+        return source
+    if isinstance(source, Mapping):
+        return _from_mapping(source, hf_backend=hf_backend)
+    if (isinstance(source, str) and source.startswith("timm:")) or not isinstance(source, (str, os.PathLike)):
+        return _from_torch(source, loader_color=loader_color)
+    path = Path(source)
+    if path.is_dir() and (path / "preprocessor_config.json").is_file():
+        path = path / "preprocessor_config.json"
+    return _from_mapping(_read_json(path), hf_backend=hf_backend, path=path)
+
+
+def _from_torch(source: Any, *, loader_color: str) -> Preprocessing:
+    """Transforms and timm names need torch: they are read by ``converters.sources`` on a workstation."""
+    try:
+        from converters.sources import preprocessing_from_torch
+    except ImportError as exc:
+        raise SpecError(
+            f"spec source {source!r:.80}: a transform object or 'timm:NAME' is read with torch, which this "
+            f"machine cannot import ({exc}). On the workstation, write the spec once (`edgeinfer attach` or "
+            "converters.spec_for(...).to_json()) and give the device that JSON.") from exc
+    return preprocessing_from_torch(source, loader_color=loader_color)
+
+
+def _probe(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), ((x // 7 + y // 5) % 2) * 255], -1)
+    return np.clip(base + rng.integers(-40, 41, size=(h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", labels: Any = None,
+            output_kind: str | None = None, hf_backend: str | None = None, loader_color: str = "rgb") -> Spec:
+    """The complete, validated spec for ``session`` from ``source``, checked against the model.
+
+    The pipeline is run on probe images of two aspect ratios: it must give one fixed size, the model's
+    (when the model fixes it). Output kind, unless given: "probabilities" when the model's outputs on the
+    probes are distributions (its graph ends in softmax, so none is applied again), else "logits".
+    """
+    from edgeinfer.preprocess import Preprocessor
+
+    pre = to_preprocessing(source, hf_backend=hf_backend, loader_color=loader_color)
+    inputs = [i for i in session.get_inputs() if len(i.shape) == 4]
+    if isinstance(pre, Spec):
+        spec = pre.validate()
+    else:
+        if len(inputs) != 1:
+            raise ModelError(f"{path}: expected one 4-D image input, found "
+                             f"{[(i.name, i.shape) for i in session.get_inputs()]}.")
+        inp = inputs[0]
+        if inp.type != "tensor(float)":
+            raise ModelError(f"{path}: input {inp.name!r} is {inp.type}; edgeinfer feeds float32 images.")
+        n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
+        pipeline_channels = 1 if pre.decode.color == "l" else 3
+        for s in pre.steps:
+            if s.op == "grayscale":
+                pipeline_channels = int(s.params.get("channels", 1))
+        if c is not None and c != pipeline_channels:
+            raise ModelError(f"{path}: input {inp.name!r} has {c} channels, the preprocessing makes "
+                             f"{pipeline_channels}. Check the source belongs to this model.")
+        draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode,
+                     input=InputSpec(name=inp.name, shape=(n, pipeline_channels, h or 1, w or 1)),
+                     output=OutputSpec(name=session.get_outputs()[0].name), labels=pre.labels)
+        runner = Preprocessor(draft)
+        shapes = {runner.unchecked(_probe(*hw, seed), color="rgb").shape
+                  for seed, hw in enumerate(((333, 517), (401, 263)))}
+        if len(shapes) != 1:
+            raise ModelError(f"{path}: the preprocessing gives different sizes for different images "
+                             f"{sorted(shapes)}; a model input needs one. Add a centre crop or an exact size.")
+        _, ph, pw = shapes.pop()
+        if (h is not None and h != ph) or (w is not None and w != pw):
+            raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
+                             f"{ph}x{pw}. Check the source's size belongs to this model.")
+        spec = dataclasses.replace(draft, input=InputSpec(name=inp.name, shape=(n, pipeline_channels, ph, pw)),
+                                   provenance={"exporter": "edgeinfer.sources", **pre.provenance})
+        kind = output_kind or pre.output_kind
+        if kind is None:
+            kind = _measure_kind(session, Preprocessor(spec), spec)
+            spec = dataclasses.replace(spec, provenance={**spec.provenance, "output_kind": f"measured: {kind}"})
+        spec = dataclasses.replace(spec, output=OutputSpec(name=spec.output.name, kind=kind))
+    check_io(spec, session, path)
+    if output_kind is not None and output_kind != spec.output.kind:
+        if output_kind not in OUTPUT_KINDS:
+            raise SpecError(f"output kind: expected one of {OUTPUT_KINDS}, found {output_kind!r}.")
+        spec = dataclasses.replace(spec, output=OutputSpec(name=spec.output.name, kind=output_kind))
+    if labels is not None:
+        spec = dataclasses.replace(spec, labels=_labels(labels))
+    return spec.validate()
+
+
+def _labels(labels: Any) -> tuple[str, ...]:
+    if isinstance(labels, (str, os.PathLike)):
+        p = Path(labels)
+        if not p.is_file():
+            raise SpecError(f"labels: expected a text file with one label per line, found no file at {p}.")
+        return tuple(line.strip() for line in p.read_text().splitlines() if line.strip())
+    return tuple(str(v) for v in labels)
+
+
+def _measure_kind(session: Any, pre: Any, spec: Spec) -> str:
+    from edgeinfer import postprocess
+
+    rows = []
+    for seed, hw in enumerate(((333, 517), (401, 263), (224, 224))):
+        x = pre(_probe(*hw, seed + 10), color="rgb")[None]
+        out = session.run([spec.output.name], {spec.input.name: x})[0]
+        try:
+            rows.append(postprocess.class_scores(out))
+        except ModelError as exc:
+            raise ModelError(f"output {spec.output.name!r} has shape {out.shape}: {exc}") from None
+    return "probabilities" if postprocess.looks_like_probabilities(np.concatenate(rows)) else "logits"
+
+
+def check_io(spec: Spec, session: Any, path: str | os.PathLike = "model") -> None:
+    """Refuse a spec whose input or output does not match the session's model, saying which."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    name = spec.input.name
+    if name not in inputs:
+        raise ModelError(f"{path}: the spec names input {name!r}, the model has {sorted(inputs)}. "
+                         "The spec belongs to another model; re-export or re-attach it.")
+    model_shape = list(inputs[name].shape)
+    want = list(spec.input.shape)
+    ok = len(model_shape) == len(want) and all(
+        not isinstance(m, int) or w is None or m == w for m, w in zip(model_shape, want))
+    if not ok:
+        raise ModelError(f"{path}: input {name!r} has shape {model_shape} in the model but {want} in "
+                         "the spec. Re-export the model so both agree.")
+    if inputs[name].type != "tensor(float)":
+        raise ModelError(f"{path}: input {name!r} has type {inputs[name].type}, the spec says "
+                         f"{spec.input.dtype}. Re-export with a float32 input.")
+    outputs = [o.name for o in session.get_outputs()]
+    if spec.output.name not in outputs:
+        raise ModelError(f"{path}: the spec names output {spec.output.name!r}, the model has "
+                         f"{outputs}. Re-export or re-attach the spec.")
+    classes = session.get_outputs()[outputs.index(spec.output.name)].shape
+    n = classes[1] if len(classes) >= 2 else None
+    if spec.labels is not None and isinstance(n, int) and n != len(spec.labels):
+        raise ModelError(f"{path}: the spec has {len(spec.labels)} labels, the model outputs {n} "
+                         "classes. Give one label per class.")
