@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.errors import EdgeInferError, SpecError
 
 
 
@@ -16,12 +16,53 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _spec_source(args: argparse.Namespace) -> Any:
+    """The spec source named on the command line: --from SOURCE/--spec SOURCE, or the plain flags."""
+    plain = {k: getattr(args, k, None) for k in ("size", "mean", "std", "interpolation", "resize", "crop_pct")}
+    plain = {k: v for k, v in plain.items() if v is not None}
+    source = getattr(args, "source", None)
+    if plain and source:
+        raise SpecError("give --from/--spec or the plain flags (--size, --mean, ...), not both.")
+    if plain:
+        if "size" in plain and len(plain["size"]) in (1, 2):
+            plain["size"] = plain["size"][0] if len(plain["size"]) == 1 else plain["size"]
+        return plain
+    if source is None:
+        return None
+    if ":" in source and not source.startswith("timm:") and not Path(source).exists():
+        from converters.zoo import import_attr  # a transform object: module:attribute, needs torch
+
+        return import_attr(source)
+    return source
+
+
+def _sidecar(args: argparse.Namespace) -> dict[str, Any]:
+    return {"spec": _spec_source(args), "labels": getattr(args, "labels", None),
+            "output_kind": getattr(args, "output_kind", None), "hf_backend": getattr(args, "hf_backend", None)}
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from converters.attach import attach_spec
+
+    side = _sidecar(args)
+    if side["spec"] is None:
+        raise SpecError("attach: expected --from SOURCE or --size (with --mean/--std/--interpolation).")
+    spec = attach_spec(args.model, args.output, side.pop("spec"), **side)
+    if args.json:
+        _print_json({"path": args.output, "spec": spec.to_dict()})
+        return 0
+    print(f"wrote {args.output}")
+    print(spec.describe())
+    print(f"output: {spec.output.name} ({spec.output.kind}); labels: {len(spec.labels) if spec.labels else 'none'}")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
     from edgeinfer.model import load
 
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, **_sidecar(args))
     if args.json:
         _print_json({"path": model.path, "providers": list(model.providers), "spec": model.spec.to_dict()})
         return 0
@@ -132,7 +173,7 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from edgeinfer.model import load
 
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, **_sidecar(args))
     if args.out:
         return _predict_to_file(model, _expand(args.images), args)
     results = []
@@ -402,6 +443,26 @@ def _torch_model_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--num-classes", type=int, default=None)
 
 
+def _source_args(p: argparse.ArgumentParser, flag: str) -> None:
+    g = p.add_argument_group("spec source (for a model without an edgeinfer spec)")
+    g.add_argument(flag, dest="source", metavar="SOURCE",
+                   help="an edgeinfer spec JSON, a plain {size, mean, std, interpolation} JSON, a Hugging Face "
+                        "preprocessor_config.json (or its folder), timm:MODEL_NAME, or module:attribute of a "
+                        "torchvision/timm transform (the last two need torch)")
+    g.add_argument("--size", type=int, nargs="+", help="model input size: S or H W")
+    g.add_argument("--mean", type=float, nargs="+", help="per-channel mean, 0-1 units")
+    g.add_argument("--std", type=float, nargs="+", help="per-channel std, 0-1 units")
+    g.add_argument("--interpolation", help="bilinear (default), bicubic, nearest, box, hamming, lanczos")
+    g.add_argument("--resize", type=int, help="shorter side before the centre crop (torchvision Resize(256))")
+    g.add_argument("--crop-pct", type=float, help="timm crop_pct: shorter side to size / crop_pct, then crop")
+    g.add_argument("--labels", help="a text file with one label per line")
+    g.add_argument("--output-kind", choices=("logits", "probabilities", "multilabel_logits",
+                                             "multilabel_probabilities"),
+                   help="default: measured on the model (a graph ending in softmax gives probabilities)")
+    g.add_argument("--hf-backend", choices=("pil", "torchvision"),
+                   help="the resize a Hugging Face processor ran, when its class name does not say")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -411,7 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _source_args(p, "--spec")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("attach", help="write a copy of an ONNX model with a spec from another tool's description")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _source_args(p, "--from")
+    p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("predict", help="classify images (files or folders)")
     p.add_argument("model")
@@ -421,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", help="append results to a .csv or .jsonl file as they come; a rerun resumes")
     p.add_argument("--batch", type=int, default=8, help="images per model call with --out")
+    _source_args(p, "--spec")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("camera", help="run a camera, video file or stream through the model")

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from edgeinfer import sources
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.postprocess import class_scores, to_probabilities
 
@@ -79,8 +80,7 @@ def _load(path: Path, findings: list[Finding]) -> Any:
         return load(path)
     except SpecMissingError as exc:
         findings.append(Finding("spec_missing", "error", str(exc).split(". ")[0] + ".",
-                                "Export with converters.export(model, path, transform=...) or attach a spec with "
-                                "converters.attach_spec(...); the runtime cannot guess preprocessing."))
+                                "The runtime cannot guess preprocessing. " + sources.WAYS))
     except SpecError as exc:
         findings.append(Finding("spec_invalid", "error", str(exc), "Re-export the model with the converters that "
                                 "match this runtime; never edit the spec by hand."))

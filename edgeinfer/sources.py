@@ -467,14 +467,14 @@ def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", lab
             kind = _measure_kind(session, Preprocessor(spec), spec)
             spec = dataclasses.replace(spec, provenance={**spec.provenance, "output_kind": f"measured: {kind}"})
         spec = dataclasses.replace(spec, output=OutputSpec(name=spec.output.name, kind=kind))
-    check_io(spec, session, path)
     if output_kind is not None and output_kind != spec.output.kind:
         if output_kind not in OUTPUT_KINDS:
             raise SpecError(f"output kind: expected one of {OUTPUT_KINDS}, found {output_kind!r}.")
         spec = dataclasses.replace(spec, output=OutputSpec(name=spec.output.name, kind=output_kind))
     if labels is not None:
         spec = dataclasses.replace(spec, labels=_labels(labels))
-    return spec.validate()
+    check_io(spec.validate(), session, path)
+    return spec
 
 
 def _labels(labels: Any) -> tuple[str, ...]:
