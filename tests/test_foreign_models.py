@@ -292,8 +292,9 @@ def test_huggingface_backend_resolution(tmp_path):
         sources.from_huggingface({**cfg, "crop_pct": 0.9})
 
 
-def test_without_transformers_a_bare_processor_name_asks_for_the_backend(tmp_path):
-    """On a device without transformers the class name alone cannot say which resize ran."""
+def test_device_side_sources_need_neither_torch_nor_transformers(tmp_path):
+    """A runtime-only environment reads data sources as sidecars; there a bare processor class name cannot
+    say which resize ran, so the backend is asked for."""
     python = os.environ.get("EDGEINFER_OPENVINO_PYTHON", ".venv-openvino/bin/python")
     if not Path(python).exists():
         pytest.skip("the runtime-only environment (.venv-openvino, made by ./edge test) is not here")
@@ -302,11 +303,16 @@ def test_without_transformers_a_bare_processor_name_asks_for_the_backend(tmp_pat
     code = ("import sys; from edgeinfer import sources\n"
             "try:\n    sources.from_huggingface(sys.argv[1])\nexcept sources.SpecError as e:\n    print(e)\n"
             "print(sources.from_huggingface(sys.argv[1], backend='pil').provenance['huggingface_backend'])\n"
+            "import edgeinfer, numpy as np\n"
+            "m = edgeinfer.load(sys.argv[2], spec=sys.argv[1], hf_backend='pil', device='cpu')\n"
+            "print(m.predict(np.full((300, 400, 3), 90, np.uint8)).scores.shape)\n"
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
-    res = subprocess.run([python, "-c", code, str(cfg)], capture_output=True, text=True)
+    res = subprocess.run([python, "-c", code, str(cfg), str(LIGHT / "light_shufflenet.onnx")],
+                         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
-    assert "backend='pil' or 'torchvision'" in lines[0] and lines[1] == "pil" and lines[2] == "False False"
+    assert "backend='pil' or 'torchvision'" in lines[0] and lines[1] == "pil"
+    assert lines[2] == "(1000,)" and lines[3] == "False False"
 
 
 @pytest.fixture(scope="module")
