@@ -198,6 +198,9 @@ def test_ultralytics_classifier_loads_from_its_own_metadata(yolo_cls, photos):
     assert model.spec.output.kind == "probabilities" and model.spec.provenance["source"] == "ultralytics"
     meta = _ort(yolo_cls).get_modelmeta().custom_metadata_map
     assert meta["task"] == "classify" and len(model.labels) == 1000
+    from ultralytics.data.augment import classify_transforms  # the importer says what the tool's transform says
+
+    assert _canon(model.spec.steps) == _canon(spec_from_transform(classify_transforms([224, 224])).steps[:3])
     yolo = YOLO(str(yolo_cls), task="classify")
     tops = set()
     for name in ("chelsea", "astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry"):
