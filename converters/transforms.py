@@ -247,14 +247,11 @@ def probe_images(loader_color: str = "rgb") -> list[Any]:
     """Deterministic PIL images with odd sizes, both orientations, edges and texture, to check a spec on."""
     from PIL import Image
 
-    rng = np.random.default_rng(1234)
+    from edgeinfer.sources import probe_image
+
     out = []
-    for h, w in ((333, 517), (401, 263), (97, 131)):
-        y, x = np.mgrid[0:h, 0:w]
-        base = np.stack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), ((x // 7 + y // 5) % 2) * 255], -1)
-        noise = rng.integers(-40, 41, size=(h, w, 3))
-        arr = np.clip(base + noise, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, "RGB")
+    for seed, (h, w) in enumerate(((333, 517), (401, 263), (97, 131))):
+        img = Image.fromarray(probe_image(h, w, seed), "RGB")
         out.append(img.convert("L") if loader_color == "l" else img)
     return out
 

@@ -51,7 +51,6 @@ class Preprocessing:
     """What an importer knows before it sees the model: the spec minus input/output names and shapes.
 
     ``output_kind`` None means "measure it on the model" (a graph ending in softmax is detected).
-    ``crop`` is the (height, width) the pipeline should produce when the importer knows it.
     """
 
     steps: tuple[Step, ...]
@@ -411,7 +410,8 @@ def _from_torch(source: Any, *, loader_color: str) -> Preprocessing:
     return preprocessing_from_torch(source, loader_color=loader_color)
 
 
-def _probe(h: int, w: int, seed: int) -> np.ndarray:
+def probe_image(h: int, w: int, seed: int) -> np.ndarray:
+    """A deterministic RGB test image: gradients, a checkerboard's edges and noise (used to check specs)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w]
     base = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), ((x // 7 + y // 5) % 2) * 255], -1)
@@ -451,7 +451,7 @@ def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", lab
                      input=InputSpec(name=inp.name, shape=(n, pipeline_channels, h or 1, w or 1)),
                      output=OutputSpec(name=session.get_outputs()[0].name), labels=pre.labels)
         runner = Preprocessor(draft)
-        shapes = {runner.unchecked(_probe(*hw, seed), color="rgb").shape
+        shapes = {runner.unchecked(probe_image(*hw, seed), color="rgb").shape
                   for seed, hw in enumerate(((333, 517), (401, 263)))}
         if len(shapes) != 1:
             raise ModelError(f"{path}: the preprocessing gives different sizes for different images "
@@ -491,7 +491,7 @@ def _measure_kind(session: Any, pre: Any, spec: Spec) -> str:
 
     rows = []
     for seed, hw in enumerate(((333, 517), (401, 263), (224, 224))):
-        x = pre(_probe(*hw, seed + 10), color="rgb")[None]
+        x = pre(probe_image(*hw, seed + 10), color="rgb")[None]
         out = session.run([spec.output.name], {spec.input.name: x})[0]
         try:
             rows.append(postprocess.class_scores(out))
