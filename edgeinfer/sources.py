@@ -214,15 +214,18 @@ def from_huggingface(config: Mapping[str, Any] | str | os.PathLike, *, backend: 
     ``*Pil`` classes) or "torchvision" (``*Fast`` classes; transformers 5's default): uint8 tensors resized
     by torchvision with antialiasing, not PIL's pixels. Labels come from a ``config.json`` beside the file.
     """
-    labels = None
-    where = "Hugging Face config"
-    if not isinstance(config, Mapping):
-        path = Path(config)
-        if path.is_dir():
-            path = path / "preprocessor_config.json"
-        where = str(path)
-        config = _read_json(path)
-        labels = _hf_labels(path.parent / "config.json")
+    if isinstance(config, Mapping):
+        return _huggingface(config, backend=backend)
+    path = Path(config)
+    if path.is_dir():
+        path = path / "preprocessor_config.json"
+    return _huggingface(_read_json(path), backend=backend, where=str(path))
+
+
+def _huggingface(config: Mapping[str, Any], *, backend: str | None, where: str = "Hugging Face config") -> Preprocessing:
+    """:func:`from_huggingface` on a config already read; ``where`` is its file, whose folder may hold
+    the model's ``config.json`` (labels)."""
+    labels = _hf_labels(Path(where).parent / "config.json") if where.endswith(".json") else None
     kind = str(config.get("image_processor_type", ""))
     on = [k for k in _HF_REFUSED_FLAGS if config.get(k)]
     if on:
@@ -380,7 +383,7 @@ def _from_mapping(data: Mapping[str, Any], *, hf_backend: str | None, path: Path
     if "schema" in data:
         return Spec.from_dict(data)
     if "image_processor_type" in data or "image_mean" in data or "do_resize" in data:
-        return from_huggingface(path if path is not None else data, backend=hf_backend)
+        return _huggingface(data, backend=hf_backend, **({"where": str(path)} if path is not None else {}))
     return from_plain(data)
 
 
@@ -426,55 +429,57 @@ def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", lab
     (when the model fixes it). Output kind, unless given: "probabilities" when the model's outputs on the
     probes are distributions (its graph ends in softmax, so none is applied again), else "logits".
     """
-    from edgeinfer.preprocess import Preprocessor
-
+    if output_kind is not None and output_kind not in OUTPUT_KINDS:
+        raise SpecError(f"output kind: expected one of {OUTPUT_KINDS}, found {output_kind!r}.")
     pre = to_preprocessing(source, hf_backend=hf_backend, loader_color=loader_color)
-    inputs = [i for i in session.get_inputs() if len(i.shape) == 4]
     if isinstance(pre, Spec):
         spec = pre.validate()
     else:
-        if len(inputs) != 1:
-            raise ModelError(f"{path}: expected one 4-D image input, found "
-                             f"{[(i.name, i.shape) for i in session.get_inputs()]}.")
-        inp = inputs[0]
-        if inp.type != "tensor(float)":
-            raise ModelError(f"{path}: input {inp.name!r} is {inp.type}; edgeinfer feeds float32 images.")
-        n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
-        pipeline_channels = 1 if pre.decode.color == "l" else 3
-        for s in pre.steps:
-            if s.op == "grayscale":
-                pipeline_channels = int(s.params.get("channels", 1))
-        if c is not None and c != pipeline_channels:
-            raise ModelError(f"{path}: input {inp.name!r} has {c} channels, the preprocessing makes "
-                             f"{pipeline_channels}. Check the source belongs to this model.")
-        draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode,
-                     input=InputSpec(name=inp.name, shape=(n, pipeline_channels, h or 1, w or 1)),
-                     output=OutputSpec(name=session.get_outputs()[0].name), labels=pre.labels)
-        runner = Preprocessor(draft)
-        shapes = {runner.unchecked(probe_image(*hw, seed), color="rgb").shape
-                  for seed, hw in enumerate(((333, 517), (401, 263)))}
-        if len(shapes) != 1:
-            raise ModelError(f"{path}: the preprocessing gives different sizes for different images "
-                             f"{sorted(shapes)}; a model input needs one. Add a centre crop or an exact size.")
-        _, ph, pw = shapes.pop()
-        if (h is not None and h != ph) or (w is not None and w != pw):
-            raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
-                             f"{ph}x{pw}. Check the source's size belongs to this model.")
-        spec = dataclasses.replace(draft, input=InputSpec(name=inp.name, shape=(n, pipeline_channels, ph, pw)),
-                                   provenance={"exporter": "edgeinfer.sources", **pre.provenance})
-        kind = output_kind or pre.output_kind
-        if kind is None:
-            kind = _measure_kind(session, Preprocessor(spec), spec)
-            spec = dataclasses.replace(spec, provenance={**spec.provenance, "output_kind": f"measured: {kind}"})
-        spec = dataclasses.replace(spec, output=OutputSpec(name=spec.output.name, kind=kind))
+        spec = _complete(pre, session, path, output_kind)
     if output_kind is not None and output_kind != spec.output.kind:
-        if output_kind not in OUTPUT_KINDS:
-            raise SpecError(f"output kind: expected one of {OUTPUT_KINDS}, found {output_kind!r}.")
         spec = dataclasses.replace(spec, output=OutputSpec(name=spec.output.name, kind=output_kind))
     if labels is not None:
         spec = dataclasses.replace(spec, labels=_labels(labels))
     check_io(spec.validate(), session, path)
     return spec
+
+
+def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_kind: str | None) -> Spec:
+    """Fill in what the model says (input name and shape, output name and kind), after checking that the
+    pipeline makes one fixed size, the model's."""
+    from edgeinfer.preprocess import Preprocessor
+
+    inputs = [i for i in session.get_inputs() if len(i.shape) == 4]
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: expected one 4-D image input, found "
+                         f"{[(i.name, i.shape) for i in session.get_inputs()]}.")
+    inp = inputs[0]
+    if inp.type != "tensor(float)":
+        raise ModelError(f"{path}: input {inp.name!r} is {inp.type}; edgeinfer feeds float32 images.")
+    n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
+    out_name = session.get_outputs()[0].name
+    draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels,
+                 input=InputSpec(name=inp.name, shape=(n, c if c in (1, 3) else 3, h or 1, w or 1)),
+                 output=OutputSpec(name=out_name), provenance={"exporter": "edgeinfer.sources", **pre.provenance})
+    runner = Preprocessor(draft)
+    shapes = {runner.unchecked(probe_image(*hw, seed), color="rgb").shape
+              for seed, hw in enumerate(((333, 517), (401, 263)))}
+    if len(shapes) != 1:
+        raise ModelError(f"{path}: the preprocessing gives different sizes for different images "
+                         f"{sorted(shapes)}; a model input needs one. Add a centre crop or an exact size.")
+    pc, ph, pw = shapes.pop()
+    if c is not None and c != pc:
+        raise ModelError(f"{path}: input {inp.name!r} has {c} channels, the preprocessing makes {pc}. "
+                         "Check the source belongs to this model.")
+    if (h is not None and h != ph) or (w is not None and w != pw):
+        raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
+                         f"{ph}x{pw}. Check the source's size belongs to this model.")
+    spec = dataclasses.replace(draft, input=InputSpec(name=inp.name, shape=(n, pc, ph, pw)))
+    kind = output_kind or pre.output_kind
+    if kind is None:
+        kind = _measure_kind(session, runner, spec)
+        spec = dataclasses.replace(spec, provenance={**spec.provenance, "output_kind": f"measured: {kind}"})
+    return dataclasses.replace(spec, output=OutputSpec(name=out_name, kind=kind))
 
 
 def _labels(labels: Any) -> tuple[str, ...]:
@@ -486,12 +491,12 @@ def _labels(labels: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in labels)
 
 
-def _measure_kind(session: Any, pre: Any, spec: Spec) -> str:
+def _measure_kind(session: Any, runner: Any, spec: Spec) -> str:
     from edgeinfer import postprocess
 
     rows = []
     for seed, hw in enumerate(((333, 517), (401, 263), (224, 224))):
-        x = pre(probe_image(*hw, seed + 10), color="rgb")[None]
+        x = runner.unchecked(probe_image(*hw, seed + 10), color="rgb")[None]
         out = session.run([spec.output.name], {spec.input.name: x})[0]
         try:
             rows.append(postprocess.class_scores(out))
