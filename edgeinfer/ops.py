@@ -437,10 +437,16 @@ def _check_grayscale(where: str, p: Params) -> None:
         _fail(where, "backend", f"one of {sorted(BACKENDS)}", p.get("backend"))
 
 
-def pil_luma(rgb: np.ndarray) -> np.ndarray:
-    """PIL's ``convert('L')`` of an RGB uint8 array: ITU-R 601-2 weights in 16-bit fixed point, rounded."""
-    v = rgb.astype(np.uint32)
-    return ((v[..., 0] * 19595 + v[..., 1] * 38470 + v[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+def pil_luma(pixels: np.ndarray, channels: Sequence[int] = (0, 1, 2)) -> np.ndarray:
+    """PIL's ``convert('L')`` of a uint8 image whose R, G, B are ``pixels[..., channels]``: ITU-R 601-2
+    weights in 16-bit fixed point, rounded (H x W x 1)."""
+    r, g, b = (pixels[..., c] for c in channels)
+    acc = np.multiply(r, 19595, dtype=np.uint32)
+    acc += np.multiply(g, 38470, dtype=np.uint32)
+    acc += np.multiply(b, 7471, dtype=np.uint32)
+    acc += 0x8000
+    acc >>= 16
+    return acc.astype(np.uint8)[..., None]
 
 
 def grayscale(img: np.ndarray, p: Params) -> np.ndarray:

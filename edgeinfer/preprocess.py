@@ -9,13 +9,18 @@ import numpy as np
 
 from edgeinfer import ops
 from edgeinfer.errors import ImageError, SpecError
-from edgeinfer.images import ImageInput, to_model_color
-from edgeinfer.spec import Spec
+from edgeinfer.images import ImageInput, select_channels, to_model_layout
+from edgeinfer.spec import Spec, Step
 
 # "exact": the training library's pixels; "fast": box pre-reduction and the cheaper pass order, close
 # to but not equal to them (its cost is measured by benchmarks/preprocess_parity.py).
 MODES = ("exact", "fast")
-Stage = Callable[[np.ndarray], np.ndarray]
+Channels = tuple[int, ...]
+# A stage takes the pixels as they lie in memory and the channels of them that make the model's colours
+# (see images.to_model_layout), and gives both back: channel-independent stages (resize, crop) run on
+# the caller's layout -- a BGR frame is never flipped or copied whole -- and the channels are picked
+# once, from the small result.
+Stage = Callable[[np.ndarray, Channels], tuple[np.ndarray, Channels]]
 
 
 class Preprocessor:
@@ -30,10 +35,11 @@ class Preprocessor:
             raise SpecError(f"preprocess mode: expected one of {MODES}, found {mode!r}.")
         self.spec = spec
         self.mode = mode
-        self._stages = _compile(spec, fast=mode == "fast")
+        self._stages, self._tail = _compile(spec, fast=mode == "fast")
 
-    def __call__(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
-        arr = self.unchecked(image, color=color)
+    def __call__(self, image: ImageInput, *, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
+        """The (C, H, W) input for ``image``; written into ``out`` (and returned) when given."""
+        arr = self.unchecked(image, color=color, out=out)
         c, h, w = self.spec.input.channels, *self.spec.input.height_width
         if arr.shape != (c, h, w):
             raise ImageError(
@@ -42,32 +48,37 @@ class Preprocessor:
                 "add a crop to the transform and re-export, or feed images of the training aspect ratio.")
         return arr
 
-    def unchecked(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
+    def unchecked(self, image: ImageInput, *, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
         """The pipeline's (C, H, W) output without checking it against the spec's input shape."""
-        arr = to_model_color(image, self.spec.decode, color=color)
+        arr, channels = to_model_layout(image, self.spec.decode, color=color)
         for stage in self._stages:
-            arr = stage(arr)
-        return arr
+            arr, channels = stage(arr, channels)
+        return self._tail(arr, channels, out)
 
     def batch(self, images: Iterable[ImageInput], *, color: str = "bgr") -> np.ndarray:
         """Stack preprocessed images into one float32 (N, C, H, W) array."""
-        arrays = [self(im, color=color) for im in images]
-        if not arrays:
+        images = images if isinstance(images, (list, tuple)) else list(images)
+        if not images:
             raise ImageError("batch: expected at least one image, found none.")
-        return np.stack(arrays)
+        c, h, w = self.spec.input.channels, *self.spec.input.height_width
+        out = np.empty((len(images), c, h, w), dtype=np.float32)
+        for i, im in enumerate(images):
+            self(im, color=color, out=out[i])  # each image straight into its slot: no stacking copy
+        return out
 
     def __repr__(self) -> str:
         steps = ",\n    ".join(repr(s) for s in self.spec.steps)
         return f"Preprocessor(mode={self.mode!r}, steps=[\n    {steps}\n])"
 
 
-def _compile(spec: Spec, *, fast: bool) -> list[Stage]:
-    """Turn steps into stages, fusing where the fusion cannot change a pixel.
+def _compile(spec: Spec, *, fast: bool) -> tuple[list[Stage], Tail]:
+    """Turn steps into stages and a tail, fusing where the fusion cannot change a pixel.
 
     * resize followed by a center crop that fits computes only the kept window (a 16:9 frame cropped
       to a square discards ~45% of the resized pixels; PIL computes them all);
     * the trailing uint8 -> float -> normalise -> CHW steps become one table lookup per channel, built
-      with the same float32 operations, so its values are bit-identical;
+      with the same float32 operations, so its values are bit-identical; it reads the channels in
+      whatever order they lie (a BGR frame's planes are looked up in RGB order);
     * a float conversion right before a (tensor) resize converts only the pixels the resize reads
       (elementwise conversion commutes with cropping).
     """
@@ -86,22 +97,45 @@ def _compile(spec: Spec, *, fast: bool) -> list[Stage]:
             step, nxt = nxt, steps[i + 1] if i + 1 < len(steps) else None
             p = ops.get("resize").with_defaults(step.params)
         if step.op == "resize" and nxt is not None and nxt.op == "center_crop":
-            stages.append(_resize_then_crop(p, ops.get("center_crop").with_defaults(nxt.params), fast, convert))
+            cp = ops.get("center_crop").with_defaults(nxt.params)
+            stages.append(_on_layout(_resize_then_crop(p, cp, fast, convert), _channel_free(nxt)))
             i += 2
             continue
         if step.op == "to_float" and all(s.op == "normalize" for s in steps[i + 1:]):
-            stages.append(_lookup_tail(p, [ops.get("normalize").with_defaults(s.params) for s in steps[i + 1:]]))
-            return stages
+            return stages, _lookup_tail(p, [ops.get("normalize").with_defaults(s.params) for s in steps[i + 1:]])
         if step.op == "resize":
-            stages.append(lambda a, p=p, cv=convert: ops.resize(a, p, fast=fast, convert=cv))
+            stages.append(_on_layout(lambda a, p=p, cv=convert: ops.resize(a, p, fast=fast, convert=cv), True))
         else:
-            stages.append(lambda a, run=op.run, p=p: run(a, p))
+            stages.append(_on_layout(lambda a, run=op.run, p=p: run(a, p), _channel_free(step)))
         i += 1
-    stages.append(_chw)
-    return stages
+    return stages, _chw
 
 
-def _resize_then_crop(rp: dict, cp: dict, fast: bool, convert: Stage | None = None) -> Stage:
+Tail = Callable[[np.ndarray, Channels, "np.ndarray | None"], np.ndarray]
+
+
+def _channel_free(step: Step) -> bool:
+    """Whether a step treats every channel alike, so it may run on the caller's channel layout."""
+    if step.op in ("resize", "to_float"):
+        return True
+    if step.op in ("center_crop", "pad", "letterbox"):
+        fill = np.asarray(step.params.get("fill", 0), dtype=np.float64).reshape(-1)
+        return bool(np.all(fill == fill[0]))  # one fill value for all channels
+    return False  # grayscale, normalize: per-channel weights
+
+
+def _on_layout(fn: Callable[[np.ndarray], np.ndarray], channel_free: bool) -> Stage:
+    if channel_free:
+        return lambda a, ch: (fn(a), ch)
+
+    def stage(a: np.ndarray, ch: Channels) -> tuple[np.ndarray, Channels]:
+        res = fn(select_channels(a, ch))
+        return res, tuple(range(res.shape[2]))
+    return stage
+
+
+def _resize_then_crop(rp: dict, cp: dict, fast: bool, convert: Callable[[np.ndarray], np.ndarray] | None = None
+                      ) -> Callable[[np.ndarray], np.ndarray]:
     th, tw = cp["size"]
 
     def stage(img: np.ndarray) -> np.ndarray:
@@ -113,7 +147,7 @@ def _resize_then_crop(rp: dict, cp: dict, fast: bool, convert: Stage | None = No
     return stage
 
 
-def _lookup_tail(fp: dict, norms: Sequence[dict]) -> Stage:
+def _lookup_tail(fp: dict, norms: Sequence[dict]) -> Tail:
     cache: dict[int, np.ndarray] = {}
 
     def table(channels: int) -> np.ndarray:
@@ -125,20 +159,25 @@ def _lookup_tail(fp: dict, norms: Sequence[dict]) -> Stage:
             cache[channels] = np.ascontiguousarray(t[0].T)  # (C, 256)
         return cache[channels]
 
-    def stage(img: np.ndarray) -> np.ndarray:
+    def tail(img: np.ndarray, channels: Channels, out: np.ndarray | None) -> np.ndarray:
         if img.dtype != np.uint8:
-            out = ops.to_float(img, fp)
+            res = ops.to_float(select_channels(img, channels), fp)
             for n in norms:
-                out = ops.normalize(out, n)
-            return _chw(out)
-        lut = table(img.shape[2])
-        out = np.empty((img.shape[2],) + img.shape[:2], dtype=np.float32)
+                res = ops.normalize(res, n)
+            return _chw(res, tuple(range(res.shape[2])), out)
+        lut = table(len(channels))
+        if out is None or out.shape != (len(channels),) + img.shape[:2]:  # a wrong size is reported by the caller
+            out = np.empty((len(channels),) + img.shape[:2], dtype=np.float32)
         planes = cv2.split(ops.contiguous_rows(img)) if img.shape[2] > 1 else [np.ascontiguousarray(img[..., 0])]
-        for c, plane in enumerate(planes):
-            cv2.LUT(plane, lut[c].reshape(1, 256), dst=out[c])  # OpenCV's LUT: 8x faster than np.take here
+        for c, src in enumerate(channels):
+            cv2.LUT(planes[src], lut[c].reshape(1, 256), dst=out[c])  # OpenCV's LUT: 8x faster than np.take here
         return out
-    return stage
+    return tail
 
 
-def _chw(img: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(img.astype(np.float32, copy=False).transpose(2, 0, 1))
+def _chw(img: np.ndarray, channels: Channels, out: np.ndarray | None = None) -> np.ndarray:
+    chw = select_channels(img, channels).astype(np.float32, copy=False).transpose(2, 0, 1)
+    if out is None or out.shape != chw.shape:
+        return np.ascontiguousarray(chw)
+    out[...] = chw
+    return out

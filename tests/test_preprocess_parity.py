@@ -280,6 +280,42 @@ def test_fast_mode_costs_at_most_half_a_level_on_average(astronaut):
     assert np.array_equal(Preprocessor(spec)(frame, color="rgb"), ref)  # exact stays exact
 
 
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+@pytest.mark.parametrize("name", ["imagenet", "grayscale3", "pad_constant", "uint8_tensor_antialias",
+                                  "float_tensor_resize", "uint8_nearest_exact"])
+def test_every_input_layout_gives_the_pixels_of_the_rgb_array(mode, name, astronaut, tmp_path):
+    """BGR frames, flipped views, BGRA/RGBA, grayscale and files run in their own memory layout
+    (no full-frame flip or copy); the result must be that of the plain RGB array, in both modes."""
+    from edgeinfer import Preprocessor
+
+    pre = Preprocessor(spec_from_transform(V1.get(name) or V2[name], check=False), mode=mode)
+    rgb = cv2.resize(astronaut, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    ref = pre(rgb, color="rgb")
+    alpha = np.full(rgb.shape[:2] + (1,), 9, np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), bgr)
+    for image, color in [(bgr, "bgr"), (bgr[..., ::-1], "rgb"), (rgb[..., ::-1], "bgr"),
+                         (np.concatenate([bgr, alpha], 2), "bgr"), (np.concatenate([rgb, alpha], 2), "rgb"),
+                         (tmp_path / "f.png", "bgr"), ((tmp_path / "f.png").read_bytes(), "bgr")]:
+        assert np.array_equal(pre(image, color=color), ref)
+    gray = rgb[..., 1].copy()
+    as_rgb = np.repeat(gray[..., None], 3, axis=2)
+    assert np.array_equal(pre(gray), pre(as_rgb, color="rgb"))
+    assert np.array_equal(pre(gray[..., None]), pre(as_rgb, color="rgb"))
+    batch = pre.batch([bgr, rgb[..., ::-1]])
+    assert batch.shape == (2,) + ref.shape and np.array_equal(batch[0], ref) and np.array_equal(batch[1], ref)
+
+
+def test_grayscale_loader_takes_bgr_frames_without_flipping_them(astronaut):
+    from edgeinfer import Preprocessor
+
+    tf = T.Compose([T.Resize(64), T.CenterCrop(56), T.ToTensor()])
+    pre = Preprocessor(spec_from_transform(tf, loader_color="l", check=False))
+    ref = tf(Image.fromarray(astronaut).convert("L")).numpy()
+    assert np.array_equal(pre(np.ascontiguousarray(astronaut[..., ::-1])), ref)
+    assert np.array_equal(pre(astronaut, color="rgb"), ref)
+
+
 def test_unknown_preprocess_mode_is_refused():
     from edgeinfer import Preprocessor, SpecError
 
