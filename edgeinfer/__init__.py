@@ -3,8 +3,12 @@
 The device runtime. It imports numpy, OpenCV and ONNX Runtime only, never torch.
 """
 
-from edgeinfer.errors import (ConversionError, EdgeInferError, ExportError, ImageError, ModelError,
-                              RandomTransformError, SchemaVersionError, SpecError, SpecMissingError)
+from edgeinfer.errors import (ConversionError, DependencyError, EdgeInferError, ExportError, ImageError,
+                              ModelError, RandomTransformError, SchemaVersionError, SpecError, SpecMissingError)
+from edgeinfer.requirements import check_opencv
+
+check_opencv()
+
 from edgeinfer.model import Model, SelfTestResult, load
 from edgeinfer.postprocess import Prediction
 from edgeinfer.preprocess import Preprocessor
@@ -13,7 +17,7 @@ from edgeinfer.spec import METADATA_KEY, SCHEMA, Decode, InputSpec, OutputSpec, 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConversionError", "Decode", "EdgeInferError", "ExportError", "ImageError", "InputSpec", "METADATA_KEY",
+    "ConversionError", "Decode", "DependencyError", "EdgeInferError", "ExportError", "ImageError", "InputSpec", "METADATA_KEY",
     "Model", "ModelError", "OutputSpec", "Prediction", "Preprocessor", "RandomTransformError", "SCHEMA",
     "SchemaVersionError", "SelfTest", "SelfTestResult", "Spec", "SpecError", "SpecMissingError", "Step",
     "load", "__version__",

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgeinfer import __version__
 from edgeinfer.errors import EdgeInferError, SpecError
-
 
 
 def _print_json(obj: Any) -> None:
@@ -231,6 +231,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
     from edgeinfer.providers import DEVICES_DIR, device_names, read_profile
+    from edgeinfer.requirements import versions
 
     available = set(ort.get_available_providers())
     rows = []
@@ -238,11 +239,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
         prof = read_profile(name)
         rows.append({**prof.to_dict(), "available": [p.name for p in prof.providers if p.name in available],
                      "would_run_on": next((p.name for p in prof.providers if p.name in available), None)})
+    env = versions()
     if args.json:
-        _print_json({"devices_dir": str(DEVICES_DIR), "onnxruntime": ort.__version__,
-                     "available_providers": sorted(available), "devices": rows})
+        _print_json({"devices_dir": str(DEVICES_DIR), **env, "available_providers": sorted(available),
+                     "devices": rows})
         return 0
-    print(f"profiles in {DEVICES_DIR}; this onnxruntime {ort.__version__} offers {sorted(available)}")
+    print(f"edgeinfer {env['edgeinfer']} on {env['machine']}: numpy {env['numpy']}, OpenCV {env['opencv']} "
+          f"({', '.join(env['opencv_distributions']) or env['opencv_module']}), {env['onnxruntime_distribution']}")
+    print(f"profiles in {DEVICES_DIR}; this onnxruntime offers {sorted(available)}")
     for r in rows:
         marks = " -> ".join(f"{p['name']}{'' if p['name'] in available else ' (missing)'}" for p in r["providers"])
         print(f"{r['name']:16s} {r['precision']:5s} {r['preprocess']:6s} {marks}")
@@ -466,6 +470,7 @@ def _source_args(p: argparse.ArgumentParser, flag: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
+    parser.add_argument("--version", action="version", version=f"edgeinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="show a model's spec, inputs, outputs, labels and provenance")

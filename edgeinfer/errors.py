@@ -10,6 +10,10 @@ class EdgeInferError(Exception):
     """Base class of every error edgeinfer raises on purpose."""
 
 
+class DependencyError(EdgeInferError, ImportError):
+    """A runtime dependency (OpenCV, ONNX Runtime) is missing or too old on this machine."""
+
+
 class SpecError(EdgeInferError, ValueError):
     """A preprocessing spec is malformed or asks for semantics the runtime does not implement."""
 

@@ -34,7 +34,19 @@ import onnxruntime as ort
 
 from edgeinfer.errors import ModelError, ProviderError
 
-DEVICES_DIR = Path(os.environ.get("EDGEINFER_DEVICES", Path(__file__).resolve().parent.parent / "devices"))
+
+def _devices_dir() -> Path:
+    """Where the profiles are: ``$EDGEINFER_DEVICES``, the copy an installed wheel carries, or the checkout's."""
+    if "EDGEINFER_DEVICES" in os.environ:
+        return Path(os.environ["EDGEINFER_DEVICES"])
+    package = Path(__file__).resolve().parent
+    # pyproject.toml packages the repository's devices/ as edgeinfer/devices; a source checkout (and an
+    # editable install of it) has only the repository's folder.
+    installed = package / "devices"
+    return installed if installed.is_dir() else package.parent / "devices"
+
+
+DEVICES_DIR = _devices_dir()
 PRECISIONS = ("fp32", "fp16", "int8")
 PREPROCESS_MODES = ("exact", "fast")
 GRAPH_OPTIMIZATION = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -30,6 +30,13 @@ try:  # optional C accelerator (built by pip when a compiler is present); numpy 
 except ImportError:  # pragma: no cover - exercised on machines without a compiler
     _native = None
 
+
+
+def native_kernel() -> bool:
+    """True when the compiled C accelerator is in use, False when numpy computes the pixels."""
+    return _native is not None
+
+
 PIL_PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c: 22-bit fixed point for 8-bit images
 
 
