@@ -86,7 +86,9 @@ def main() -> None:
     if not quick:
         seen["cli_inspect"] = json.loads(cli("inspect", str(model_path), "--json"))
         seen["cli_predict"] = json.loads(cli("predict", str(model_path), *map(str, files), "--json"))
-        cli("check", str(model_path), "--images", str(images_dir), "--json", str(out / "check.json"))
+        plots = ["--plots", str(out / "plots")] if importlib.util.find_spec("matplotlib") else []
+        cli("check", str(model_path), "--images", str(images_dir), "--json", str(out / "check.json"), *plots)
+        seen["check_plots"] = sorted(p.name for p in (out / "plots").glob("*.png")) if plots else []
         seen["cli_check"] = json.loads((out / "check.json").read_text())
         cli("bench", str(model_path), "--runs", "5", "--warmup", "1", "--no-cold-start",
             "--images", str(images_dir), "--json", str(out / "bench.json"))

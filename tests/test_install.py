@@ -123,7 +123,7 @@ def assert_installed_outside_repo(seen: dict, venv: Path) -> None:
 
 def test_wheel_runs_the_device_workflow_in_a_fresh_venv_without_torch(built, device_files, reference, tmp_path):
     python = make_venv(tmp_path / "venv")
-    pip(python, "install", f"{built['wheel']}[opencv]")
+    pip(python, "install", f"{built['wheel']}[opencv,plots]")
     assert pip_opencv(python) == ["opencv-python-headless"]
     seen = workflow(python, device_files, tmp_path / "out", quick=False)
 
@@ -150,6 +150,7 @@ def test_wheel_runs_the_device_workflow_in_a_fresh_venv_without_torch(built, dev
     assert got_top1 == [labels[i] for i in ref_scores.argmax(axis=1)]
     assert seen["cli_predict_rpi"][0]["top_k"][0]["label"] == got_top1[0]
     assert seen["cli_check"]["ok"], seen["cli_check"]
+    assert {"confidence.png", "input_histograms.png"} <= set(seen["check_plots"])
     assert seen["cli_bench"]["schema"] == "edgeinfer.bench/1"
 
 
@@ -168,11 +169,17 @@ def test_sdist_without_a_compiler_installs_the_numpy_resampler_with_the_same_pix
     assert_same_outputs(tmp_path / "out", reference)
 
 
-@pytest.mark.parametrize("opencv", ["opencv-python-headless", "opencv-python"])
-def test_installing_keeps_the_opencv_a_device_already_has(opencv, built, device_files, reference, tmp_path):
+@pytest.mark.parametrize("already, extra, opencv", [
+    ("opencv-python-headless", "", "opencv-python-headless"),  # servers, containers
+    ("opencv-python", "", "opencv-python"),                    # desktops; what Ultralytics installs
+    (None, "[opencv-gui]", "opencv-python"),                   # a fresh machine with a screen
+])
+def test_installing_keeps_the_opencv_a_device_already_has(already, extra, opencv, built, device_files, reference,
+                                                          tmp_path):
     python = make_venv(tmp_path / "venv")
-    pip(python, "install", opencv)
-    pip(python, "install", built["wheel"])
+    if already:
+        pip(python, "install", already)
+    pip(python, "install", f"{built['wheel']}{extra}")
     assert pip_opencv(python) == [opencv]
     run([python, "-m", "pip", "check"], cwd=tmp_path, env=clean_env())
     seen = workflow(python, device_files, tmp_path / "out", quick=True)
