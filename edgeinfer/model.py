@@ -113,6 +113,9 @@ class Model:
         The default ``tta="spec"`` applies what the converter recorded (none unless it did); ``None``
         turns it off.
         """
+        if tta is None or (tta == "spec" and self.spec.tta is None):  # the common case, without detours
+            raw = self.run(self.preprocessor.batch((image,), color=color))
+            return postprocess.predictions(raw, kind=self.spec.output.kind, labels=self.spec.labels, top_k=top_k)[0]
         return self.predict_batch([image], color=color, top_k=top_k, tta=tta, merge=merge)[0]
 
     def predict_batch(self, images: Iterable[ImageInput], *, color: str = "bgr", top_k: int = 5,
