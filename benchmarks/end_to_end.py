@@ -2,13 +2,17 @@
 
 For each architecture (torchvision resnet18, mobilenet_v3_small, efficientnet_b0; random weights:
 speed does not depend on them), on one decoded 1080p frame, batch 1, the same thread count everywhere:
-  - edgeinfer:     Model.predict(frame)                    (exact preprocessing + ORT + top-5)
-  - raw ORT:       the same Preprocessor + InferenceSession.run on the same session (the wrapper's overhead)
+  - edgeinfer BGR: Model.predict(frame) on the frame as OpenCV gives it (the default input)
+  - edgeinfer RGB: Model.predict(rgb, color="rgb") on the same frame as an RGB array
+  - raw ORT:       the same Preprocessor + InferenceSession.run on the same session, BGR frame in
   - torch PIL:     transform(PIL image) + model, no_grad   (what users train with)
   - torch v2 uint8: v2 transform on a uint8 tensor + model (torchvision's fast path)
 and cold start (fresh process: interpreter, imports, load, first prediction) for edgeinfer and torch.
 Each round runs every contender once, in a shuffled order, so machine noise and cache churn hit all
-alike; ratios are medians of the ratios within each round. Writes end_to_end.json.
+alike; ratios are medians of the ratios within each round. The wrapper's own overhead (Model.predict
+over raw ORT with the same preprocessing) is measured twice: in those mixed rounds, and in rounds of
+just the two, where torch's allocations and frees do not land between them (they make whichever call
+allocates next pay for fresh pages). Writes end_to_end.json.
 
     .venv/bin/python benchmarks/end_to_end.py [--rounds 30]
 """
@@ -56,6 +60,22 @@ print(t1 - t0, t2 - t1, t3 - t2)
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
+
+
+def shuffled_rounds(contenders: dict, rounds: int) -> dict[str, list[float]]:
+    for fn in contenders.values():
+        for _ in range(3):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        order = list(contenders.items())
+        rng.shuffle(order)  # no contender always follows the one that just churned the caches
+        for key, fn in order:
+            t = time.perf_counter()
+            fn()
+            samples[key].append(time.perf_counter() - t)
+    return samples
 
 
 def main() -> None:
@@ -107,6 +127,9 @@ def main() -> None:
             def run_edgeinfer():
                 deployed.predict(bgr)
 
+            def run_edgeinfer_rgb():
+                deployed.predict(rgb, color="rgb")
+
             def run_raw():
                 sess.run(None, {name: pre.batch([bgr])})
 
@@ -118,25 +141,15 @@ def main() -> None:
                 with torch.no_grad():
                     torch.softmax(model(v2_tf(tensor).unsqueeze(0)), 1)
 
-            contenders = {"edgeinfer": run_edgeinfer, "raw_ort": run_raw, "torch_pil": run_torch_pil,
-                          "torch_v2_uint8": run_torch_v2}
-            for fn in contenders.values():
-                for _ in range(3):
-                    fn()
-            samples = {k: [] for k in contenders}
-            rng = random.Random(0)
-            for _ in range(args.rounds):
-                order = list(contenders.items())
-                rng.shuffle(order)  # no contender always follows the one that just churned the caches
-                for key, fn in order:
-                    t = time.perf_counter()
-                    fn()
-                    samples[key].append(time.perf_counter() - t)
+            contenders = {"edgeinfer": run_edgeinfer, "edgeinfer_rgb": run_edgeinfer_rgb, "raw_ort": run_raw,
+                          "torch_pil": run_torch_pil, "torch_v2_uint8": run_torch_v2}
+            samples = shuffled_rounds(contenders, args.rounds)
+            pair = shuffled_rounds({"edgeinfer": run_edgeinfer, "raw_ort": run_raw}, 2 * args.rounds)
             ms = {k: median_ms(v) for k, v in samples.items()}
 
-            def paired(a: str, b: str) -> float:
+            def paired(a: str, b: str, s: dict = samples) -> float:
                 # median over rounds of the ratio measured within the same round: robust to drift
-                return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+                return statistics.median(x / y for x, y in zip(s[a], s[b]))
             ei_cold = cold_start(onnx_path, jpg.read_bytes())
             out = subprocess.run([sys.executable, "-c", TORCH_COLD.format(threads=threads), arch, str(weights), str(jpg)],
                                  capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
@@ -147,26 +160,35 @@ def main() -> None:
             imp, ld, first = (float(v) for v in out.stdout.split())
             rows.append({
                 "arch": arch, "median_ms": ms,
-                "wrapper_overhead": paired("edgeinfer", "raw_ort") - 1.0,
+                "wrapper_overhead": paired("edgeinfer", "raw_ort", pair) - 1.0,
+                "wrapper_overhead_mixed_rounds": paired("edgeinfer", "raw_ort") - 1.0,
+                "pair_median_ms": {k: median_ms(v) for k, v in pair.items()},
                 "speedup_vs_torch_pil": paired("torch_pil", "edgeinfer"),
                 "speedup_vs_torch_v2_uint8": paired("torch_v2_uint8", "edgeinfer"),
+                "rgb_speedup_vs_torch_pil": paired("torch_pil", "edgeinfer_rgb"),
+                "rgb_speedup_vs_torch_v2_uint8": paired("torch_v2_uint8", "edgeinfer_rgb"),
                 "cold_start_s": {"edgeinfer": ei_cold,
                                  "torch": {"total": torch_total, "import": imp, "load": ld, "first_prediction": first}},
                 "cold_start_ratio": ei_cold["total"] / torch_total,
             })
     result = {"date": time.strftime("%Y-%m-%d"), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-              "threads": threads, "rounds": args.rounds, "input": "decoded 1920x1080 frame, batch 1",
+              "threads": threads, "rounds": args.rounds,
+              "input": "decoded 1920x1080 frame, batch 1: BGR as OpenCV gives it (primary) and as an RGB array",
+              "opencv": cv2.__version__,
               "onnxruntime": ort.__version__, "torch": torch.__version__, "python": platform.python_version(),
               "rows": rows}
     Path(__file__).with_name("end_to_end.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'arch':20s} {'edgeinfer':>10s} {'raw ORT':>8s} {'overhead':>9s} {'torch PIL':>10s} {'x':>5s} "
-          f"{'torch v2':>9s} {'x':>5s} {'cold ei s':>9s} {'cold torch s':>12s} {'ratio':>6s}")
+    print(f"{'arch':20s} {'ei BGR':>7s} {'ei RGB':>7s} {'raw ORT':>8s} {'overhead':>9s} {'(mixed)':>8s} "
+          f"{'torch PIL':>10s} {'x BGR':>6s} {'x RGB':>6s} {'torch v2':>9s} {'x BGR':>6s} {'x RGB':>6s} "
+          f"{'cold ei s':>9s} {'cold torch s':>12s} {'ratio':>6s}")
     for r in rows:
         m = r["median_ms"]
-        print(f"{r['arch']:20s} {m['edgeinfer']:10.2f} {m['raw_ort']:8.2f} {r['wrapper_overhead']:9.1%} "
-              f"{m['torch_pil']:10.2f} {r['speedup_vs_torch_pil']:5.2f} {m['torch_v2_uint8']:9.2f} "
-              f"{r['speedup_vs_torch_v2_uint8']:5.2f} {r['cold_start_s']['edgeinfer']['total']:9.2f} "
-              f"{r['cold_start_s']['torch']['total']:12.2f} {r['cold_start_ratio']:6.2f}")
+        print(f"{r['arch']:20s} {m['edgeinfer']:7.2f} {m['edgeinfer_rgb']:7.2f} {m['raw_ort']:8.2f} "
+              f"{r['wrapper_overhead']:+9.1%} {r['wrapper_overhead_mixed_rounds']:+8.1%} {m['torch_pil']:10.2f} "
+              f"{r['speedup_vs_torch_pil']:6.2f} {r['rgb_speedup_vs_torch_pil']:6.2f} {m['torch_v2_uint8']:9.2f} "
+              f"{r['speedup_vs_torch_v2_uint8']:6.2f} {r['rgb_speedup_vs_torch_v2_uint8']:6.2f} "
+              f"{r['cold_start_s']['edgeinfer']['total']:9.2f} {r['cold_start_s']['torch']['total']:12.2f} "
+              f"{r['cold_start_ratio']:6.2f}")
 
 
 if __name__ == "__main__":
