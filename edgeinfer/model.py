@@ -12,9 +12,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer import postprocess, providers, sources
+from edgeinfer import postprocess, providers, sources, tasks
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
-from edgeinfer.images import ImageInput, decode
+from edgeinfer.detections import Detections
+from edgeinfer.images import ImageInput, decode, to_model_layout
 from edgeinfer.postprocess import Prediction
 from edgeinfer.preprocess import Preprocessor
 from edgeinfer.spec import METADATA_KEY, TTA_MODES, Spec, Step
@@ -102,6 +103,46 @@ class Model:
                                    for i in range(batch.shape[0])])
         return self.session.run([out_name], {feed_name: batch})[0]
 
+    def detect(self, images: Iterable[ImageInput], *, color: str = "bgr", conf: float | None = None,
+               iou: float | None = None, max_det: int | None = None) -> list[Detections]:
+        """Detections (boxes, scores, classes; keypoints or rotated boxes) of each image, in its own pixels.
+
+        The images are decoded once; their sizes decide the letterbox (Ultralytics' rule: the minimal
+        stride-aligned rectangle of a dynamic model only when all images have one size) and map the
+        boxes back. ``conf``, ``iou`` and ``max_det`` override the spec's postprocess section.
+        """
+        spec = self.spec
+        if spec.postprocess is None:
+            raise SpecError(f"{self.path}: detect() needs a detector; this model's task is {spec.task!r}. "
+                            "Use predict().")
+        task = tasks.get(spec.task)
+        decoded = [to_model_layout(im, spec.decode, color=color) for im in images]
+        if not decoded:
+            raise ImageError("detect: expected at least one image, found none.")
+        sizes = [tuple(px.shape[:2]) for px, _ in decoded]
+        pre = self._preprocessor_for(sizes)
+        batch = np.stack([pre.from_layout(px, ch) for px, ch in decoded])
+        outputs = self._run_outputs(batch, task.outputs(spec))
+        return task.finish(spec, outputs, sizes, batch.shape[2:], conf=conf, iou=iou, max_det=max_det)
+
+    def _preprocessor_for(self, sizes: Sequence[tuple[int, int]]) -> Preprocessor:
+        variant = tasks._same_size(self.spec, sizes)
+        if variant is self.spec:
+            return self.preprocessor
+        if "full" not in self._tta_cache:
+            self._tta_cache["full"] = [Preprocessor(variant, mode=self.preprocessor.mode)]
+        return self._tta_cache["full"][0]
+
+    def _run_outputs(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+        feed = self.spec.input.name
+        if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
+            if self.fixed_batch != 1:
+                raise ModelError(f"{self.path}: the model has a fixed batch of {self.fixed_batch}; found "
+                                 f"{batch.shape[0]}.")
+            per = [self.session.run(list(names), {feed: batch[i:i + 1]}) for i in range(batch.shape[0])]
+            return [np.concatenate(parts) for parts in zip(*per)]
+        return self.session.run(list(names), {feed: batch})
+
     def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5, tta: str | None = "spec",
                 merge: str | None = None) -> Prediction:
         """Preprocess one image, run the model, and return its :class:`Prediction`.
@@ -113,6 +154,9 @@ class Model:
         The default ``tta="spec"`` applies what the converter recorded (none unless it did); ``None``
         turns it off.
         """
+        if self.spec.postprocess is not None:  # a detector: its result is Detections
+            self._no_tta(tta)
+            return self.detect([image], color=color)[0]
         if tta is None or (tta == "spec" and self.spec.tta is None):  # the common case, without detours
             raw = self.run(self.preprocessor.batch((image,), color=color))
             return postprocess.predictions(raw, kind=self.spec.output.kind, labels=self.spec.labels, top_k=top_k)[0]
@@ -122,6 +166,9 @@ class Model:
                       tta: str | None = "spec", merge: str | None = None) -> list[Prediction]:
         """Predict several images in one model call (two with ``tta="hflip"``)."""
         images = list(images)
+        if self.spec.postprocess is not None:
+            self._no_tta(tta)
+            return self.detect(images, color=color)
         kind = self.spec.output.kind
         if tta == "spec":
             tta = self.spec.tta.mode if self.spec.tta is not None else None
@@ -145,6 +192,11 @@ class Model:
             merged = np.mean([postprocess.to_probabilities(v, kind) for v in per_view], axis=0)
             merged_kind = "multilabel_probabilities" if kind.startswith("multilabel") else "probabilities"
         return postprocess.predictions(merged, kind=merged_kind, labels=self.labels, top_k=top_k)
+
+    def _no_tta(self, tta: str | None) -> None:
+        if tta not in (None, "spec"):
+            raise SpecError(f"tta {tta!r}: test-time augmentation for a {self.spec.task} model is not supported "
+                            "(the training tool's merge of augmented detections is not reproduced). Use tta=None.")
 
     def _crop_preprocessors(self, tta: str) -> list[Preprocessor]:
         if tta == "hflip":

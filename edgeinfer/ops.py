@@ -74,6 +74,9 @@ class Op:
     check: Callable[[str, Params], None]
     run: Callable[[np.ndarray, Params], np.ndarray]
     title: str
+    # Geometric ops say where their input lands in their output (and so how to map points back);
+    # colour and value ops leave the geometry alone (None).
+    place: "Callable[[int, int, Params], Placement] | None" = None
 
     def validate(self, params: Params, where: str) -> None:
         missing = [k for k in self.required if k not in params]
@@ -498,6 +501,74 @@ def normalize(img: np.ndarray, p: Params) -> np.ndarray:
     return (img.astype(np.float32, copy=False) - mean) / std
 
 
+# -- geometry: where each geometric op puts its input, and the way back -----------------------------
+@dataclass(frozen=True)
+class Placement:
+    """A geometric step on an ``in_hw`` image giving ``out_hw``: output = input * scale + offset, per axis,
+    in pixel-edge coordinates (x right, y down). ``to_input`` maps points of the output back."""
+
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    scale: tuple[float, float] = (1.0, 1.0)  # x, y
+    offset: tuple[float, float] = (0.0, 0.0)  # x, y
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """Points (..., 2) of the output as points of the input (float32, not clipped)."""
+        scale = np.asarray(self.scale, dtype=np.float32)
+        offset = np.asarray(self.offset, dtype=np.float32)
+        return ((xy - offset) / scale).astype(np.float32, copy=False)
+
+
+def _place_resize(h: int, w: int, p: Params) -> Placement:
+    oh, ow = resize_output_size(h, w, p)
+    return Placement((h, w), (oh, ow), (ow / w, oh / h))
+
+
+def _place_center_crop(h: int, w: int, p: Params) -> Placement:
+    th, tw = p["size"]
+    pl, pt = ((tw - w) // 2 if tw > w else 0), ((th - h) // 2 if th > h else 0)  # the padding center_crop adds
+    ph, pw = max(h, th), max(w, tw)
+    top, left = center_crop_window(ph, pw, th, tw, p.get("anchor", "center"))
+    return Placement((h, w), (th, tw), offset=(pl - left, pt - top))
+
+
+def _place_pad(h: int, w: int, p: Params) -> Placement:
+    left, top, right, bottom = p["padding"]
+    return Placement((h, w), (h + top + bottom, w + left + right), offset=(left, top))
+
+
+def _place_letterbox(h: int, w: int, p: Params) -> Placement:
+    """The inverse Ultralytics' ``scale_boxes`` (8.4) applies to its letterbox, worked out from the sizes
+    alone: gain = the smaller output/input ratio of the letterboxed shape, each side re-rounded as the
+    letterbox rounds it, a per-axis scale from those sides, and the padding rounded with its -0.1 nudge."""
+    new_h, new_w, top, bottom, left, right = letterbox_geometry(h, w, p)
+    oh, ow = new_h + top + bottom, new_w + left + right
+    if p.get("scale_fill", False):
+        return Placement((h, w), (oh, ow), (ow / w, oh / h))
+    gain = min(oh / h, ow / w)
+    rh, rw = max(round(h * gain), 1), max(round(w * gain), 1)
+    return Placement((h, w), (oh, ow), (rw / w, rh / h), (round((ow - rw) / 2 - 0.1), round((oh - rh) / 2 - 0.1)))
+
+
+def placements(steps: Sequence[tuple[str, Params]], h: int, w: int) -> list[Placement]:
+    """The placements of the geometric steps for an h x w image, in order (empty when none moves pixels)."""
+    out = []
+    for name, params in steps:
+        op = get(name)
+        if op.place is not None:
+            pl = op.place(h, w, op.with_defaults(params))
+            out.append(pl)
+            h, w = pl.out_hw
+    return out
+
+
+def to_source(xy: np.ndarray, chain: Sequence[Placement]) -> np.ndarray:
+    """Points (..., 2) in model-input pixels mapped back through every placement to the original image."""
+    for pl in reversed(chain):
+        xy = pl.to_input(xy)
+    return xy
+
+
 # -- the table -------------------------------------------------------------------------------------
 def _describe_resize(p: Params) -> str:
     size = p["size"]
@@ -512,13 +583,13 @@ OPS: dict[str, Op] = {
     "resize": Op("resize", ("rule", "size", "interpolation"),
                  {"max_size": None, "longest": 0.0, "antialias": True, "backend": "pil",
                   "pass_order": "horizontal_first", "uint8_arithmetic": "native"},
-                 _check_resize, resize, "resize"),
+                 _check_resize, resize, "resize", _place_resize),
     "center_crop": Op("center_crop", ("size",), {"fill": 0, "anchor": "center"}, _check_center_crop, center_crop,
-                      "CenterCrop"),
-    "pad": Op("pad", ("padding",), {"fill": 0, "mode": "constant"}, _check_pad, pad, "Pad"),
+                      "CenterCrop", _place_center_crop),
+    "pad": Op("pad", ("padding",), {"fill": 0, "mode": "constant"}, _check_pad, pad, "Pad", _place_pad),
     "letterbox": Op("letterbox", ("size",), {"fill": 114, "auto": False, "scale_fill": False, "stride": 32,
                                              "scaleup": True, "center": True, "interpolation": "bilinear"},
-                    _check_letterbox, letterbox, "LetterBox"),
+                    _check_letterbox, letterbox, "LetterBox", _place_letterbox),
     "grayscale": Op("grayscale", ("channels",), {"backend": "pil"}, _check_grayscale, grayscale, "Grayscale"),
     "to_float": Op("to_float", ("scale",), {}, _check_to_float, to_float, "ToFloat"),
     "normalize": Op("normalize", ("mean", "std"), {}, _check_normalize, normalize, "Normalize"),

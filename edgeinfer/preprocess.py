@@ -41,7 +41,7 @@ class Preprocessor:
         """The (C, H, W) input for ``image``; written into ``out`` (and returned) when given."""
         arr = self.unchecked(image, color=color, out=out)
         c, h, w = self.spec.input.channels, *self.spec.input.height_width
-        if arr.shape != (c, h, w):
+        if arr.shape != (c, h or arr.shape[1], w or arr.shape[2]):  # None: a dynamic axis takes any size
             raise ImageError(
                 f"preprocessing produced an input of shape {arr.shape}, the model expects {(c, h, w)}. The "
                 "training transform does not fix the output size for this image (a resize without a crop?); "
@@ -50,10 +50,14 @@ class Preprocessor:
 
     def unchecked(self, image: ImageInput, *, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
         """The pipeline's (C, H, W) output without checking it against the spec's input shape."""
-        arr, channels = to_model_layout(image, self.spec.decode, color=color)
+        return self.from_layout(*to_model_layout(image, self.spec.decode, color=color), out=out)
+
+    def from_layout(self, pixels: np.ndarray, channels: Channels, *, out: np.ndarray | None = None) -> np.ndarray:
+        """The pipeline's output for pixels already decoded by :func:`edgeinfer.images.to_model_layout`
+        (callers that need the decoded size first, e.g. to map detections back, decode once)."""
         for stage in self._stages:
-            arr, channels = stage(arr, channels)
-        return self._tail(arr, channels, out)
+            pixels, channels = stage(pixels, channels)
+        return self._tail(pixels, channels, out)
 
     def batch(self, images: Iterable[ImageInput], *, color: str = "bgr") -> np.ndarray:
         """Stack preprocessed images into one float32 (N, C, H, W) array."""
@@ -61,6 +65,12 @@ class Preprocessor:
         if not images:
             raise ImageError("batch: expected at least one image, found none.")
         c, h, w = self.spec.input.channels, *self.spec.input.height_width
+        if h is None or w is None:  # a dynamic input: the images must come out one size to be stacked
+            arrays = [self(im, color=color) for im in images]
+            if len({a.shape for a in arrays}) > 1:
+                raise ImageError(f"batch: a dynamic-size model stacks images of one size only; these preprocess "
+                                 f"to {sorted({a.shape for a in arrays})}. Predict them one by one.")
+            return np.stack(arrays)
         out = np.empty((len(images), c, h, w), dtype=np.float32)
         for i, im in enumerate(images):
             self(im, color=color, out=out[i])  # each image straight into its slot: no stacking copy

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgeinfer import ops
 from edgeinfer.errors import ModelError, SpecError
-from edgeinfer.spec import OUTPUT_KINDS, SCHEMA, Decode, InputSpec, OutputSpec, Spec, Step
+from edgeinfer.spec import OUTPUT_KINDS, SCHEMA, Decode, InputSpec, OutputSpec, Postprocess, Spec, Step
 
 WAYS = (
     "Give it a spec in one of these ways: export it with converters.export(model, path, transform=...); "
@@ -58,6 +58,9 @@ class Preprocessing:
     labels: tuple[str, ...] | None = None
     output_kind: str | None = None
     provenance: Mapping[str, str] = field(default_factory=dict)
+    task: str = "classification"
+    # Detectors: how their outputs are read (output names are filled in from the model when empty).
+    postprocess: Postprocess | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -305,14 +308,8 @@ def _hf_labels(path: Path) -> tuple[str, ...] | None:
 
 
 # -- Ultralytics ------------------------------------------------------------------------------------
-# What each Ultralytics task needs after the model; only classification is supported here so far.
-ULTRALYTICS_TASKS = {
-    "classify": "probabilities (the exported graph ends in softmax)",
-    "detect": "box decoding and non-maximum suppression",
-    "segment": "box decoding, NMS and mask prototypes",
-    "pose": "box decoding, NMS and keypoints",
-    "obb": "rotated-box decoding and rotated NMS",
-}
+# Ultralytics' task names -> ours; segmentation (masks from prototypes) is not supported yet.
+ULTRALYTICS_TASKS = {"classify": "classification", "detect": "detection", "pose": "pose", "obb": "obb"}
 
 
 def is_ultralytics(meta: Mapping[str, str]) -> bool:
@@ -320,7 +317,9 @@ def is_ultralytics(meta: Mapping[str, str]) -> bool:
     return meta.get("author") == "Ultralytics" or {"task", "imgsz", "names", "stride"} <= set(meta)
 
 
-def _literal(meta: Mapping[str, str], key: str) -> Any:
+def _literal(meta: Mapping[str, str], key: str, default: Any = None) -> Any:
+    if key not in meta and default is not None:
+        return default
     try:
         return ast.literal_eval(meta[key])
     except (KeyError, ValueError, SyntaxError) as exc:
@@ -329,39 +328,50 @@ def _literal(meta: Mapping[str, str], key: str) -> Any:
 
 
 def from_ultralytics(meta: Mapping[str, str]) -> Preprocessing:
-    """The preprocessing Ultralytics' predictor applies to this export, from its ONNX metadata.
+    """The preprocessing and postprocessing Ultralytics' predictor applies to this export, from its metadata.
 
     Classification: a PIL resize of the shorter side to ``imgsz`` (bilinear), centre crop, RGB, scaled to
-    0-1, no mean/std (``classify_transforms``); the graph ends in softmax. Detection-family tasks use a
-    letterbox (pad 114, no stride alignment for an ONNX file's fixed shape): recorded in the error, refused
-    because their postprocessing is not in edgeinfer yet.
+    0-1, no mean/std (``classify_transforms``); the graph ends in softmax. Detection, pose and oriented
+    boxes: a letterbox to ``imgsz`` with pad value 114 -- the minimal stride-aligned rectangle (``auto``)
+    for a dynamic export, the full square for a static one, as the predictor decides -- RGB, 0-1; outputs
+    decoded by the raw head (then NMS) or, for ``nms=True`` and end-to-end exports, read as they are.
     """
     task = meta.get("task")
     imgsz = _pair("Ultralytics imgsz", _literal(meta, "imgsz"))
     if task not in ULTRALYTICS_TASKS:
-        raise ModelError(f"Ultralytics task {task!r}: expected one of {sorted(ULTRALYTICS_TASKS)}.")
-    if task != "classify":
-        raise ModelError(
-            f"Ultralytics task {task!r} is not supported yet: its input is a letterbox to {imgsz} (pad value "
-            f"114, stride {meta.get('stride')}), but its output needs {ULTRALYTICS_TASKS[task]}, which edgeinfer "
-            "does not do. Supported: 'classify'.")
+        what = ("masks from prototypes are not supported yet" if task == "segment"
+                else f"expected one of {sorted(ULTRALYTICS_TASKS)}")
+        raise ModelError(f"Ultralytics task {task!r}: {what}.")
     channels = int(meta.get("channels", 3))
     if channels != 3:
-        raise ModelError(f"Ultralytics classifier with {channels} channels: expected 3 (RGB).")
+        raise ModelError(f"Ultralytics model with {channels} channels: expected 3 (RGB).")
     names = _literal(meta, "names")
     if isinstance(names, Mapping):
         keys = sorted(names)
         labels = tuple(str(names[k]) for k in keys) if keys == list(range(len(keys))) else None
     else:
         labels = tuple(str(n) for n in names)
+    version = meta.get("version", "?")
+    provenance = {"source": "ultralytics", "ultralytics": version, "ultralytics_task": task}
     h, w = imgsz
-    resize = {"rule": "shorter", "size": h} if h == w else {"rule": "exact", "size": [h, w]}
-    steps = (Step("resize", _resize_params("bilinear", "pil", **resize)),
-             Step("center_crop", {"size": [h, w]}),
+    if task == "classify":
+        resize = {"rule": "shorter", "size": h} if h == w else {"rule": "exact", "size": [h, w]}
+        steps = (Step("resize", _resize_params("bilinear", "pil", **resize)),
+                 Step("center_crop", {"size": [h, w]}),
+                 Step("to_float", {"scale": "div255"}))
+        return Preprocessing(steps=steps, labels=labels, output_kind="probabilities", provenance=provenance)
+    args = _literal(meta, "args", {})
+    dynamic = bool(_literal(meta, "dynamic", False) or args.get("dynamic", False))
+    end2end = bool(_literal(meta, "end2end", False))
+    stride = int(max(_literal(meta, "stride", 32), 1))
+    steps = (Step("letterbox", {"size": [h, w], "auto": dynamic, "stride": stride, "fill": 114}),
              Step("to_float", {"scale": "div255"}))
-    return Preprocessing(steps=steps, labels=labels, output_kind="probabilities",
-                         provenance={"source": "ultralytics", "ultralytics": meta.get("version", "?"),
-                                     "ultralytics_task": task})
+    kpt = _literal(meta, "kpt_shape", []) if task == "pose" else None
+    post = Postprocess(decoder="ultralytics_nms" if (args.get("nms") or end2end) else "ultralytics_raw",
+                       max_det=int(args.get("max_det", 300) or 300), agnostic=bool(args.get("agnostic_nms", False)),
+                       kpt_shape=tuple(kpt) if kpt else None, rules=f"ultralytics=={version}")
+    return Preprocessing(steps=steps, labels=labels, output_kind="raw", provenance=provenance,
+                         task=ULTRALYTICS_TASKS[task], postprocess=post)
 
 
 # -- resolving any source against a model -----------------------------------------------------------
@@ -444,11 +454,7 @@ def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", lab
     return spec
 
 
-def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_kind: str | None) -> Spec:
-    """Fill in what the model says (input name and shape, output name and kind), after checking that the
-    pipeline makes one fixed size, the model's."""
-    from edgeinfer.preprocess import Preprocessor
-
+def _image_input(session: Any, path: str | os.PathLike) -> Any:
     inputs = [i for i in session.get_inputs() if len(i.shape) == 4]
     if len(inputs) != 1:
         raise ModelError(f"{path}: expected one 4-D image input, found "
@@ -456,6 +462,41 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
     inp = inputs[0]
     if inp.type != "tensor(float)":
         raise ModelError(f"{path}: input {inp.name!r} is {inp.type}; edgeinfer feeds float32 images.")
+    return inp
+
+
+def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike) -> Spec:
+    """A detector's spec: the model's input (a dynamic height/width stays dynamic: the letterbox decides it
+    per image), the outputs its decoder reads, checked on probe images."""
+    from edgeinfer.preprocess import Preprocessor
+
+    inp = _image_input(session, path)
+    n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
+    post = pre.postprocess
+    if not post.outputs:
+        names = [o.name for o in session.get_outputs()]
+        post = dataclasses.replace(post, outputs=tuple(names if post.decoder == "dets_labels" else names[:1]))
+    spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
+                input=InputSpec(name=inp.name, shape=(n, c or 3, h, w)), postprocess=post,
+                output=OutputSpec(name=post.outputs[0], kind="raw"),
+                provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
+    runner = Preprocessor(spec)
+    for seed, hw in enumerate(((333, 517), (401, 263))):
+        got = runner.unchecked(probe_image(*hw, seed), color="rgb").shape
+        if got[0] != spec.input.channels or (h is not None and got[1] != h) or (w is not None and got[2] != w):
+            raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
+                             f"{list(got)} for a {hw[0]}x{hw[1]} image. Check the source belongs to this model.")
+    return spec
+
+
+def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_kind: str | None) -> Spec:
+    """Fill in what the model says (input name and shape, output name and kind), after checking that the
+    pipeline makes one fixed size, the model's."""
+    from edgeinfer.preprocess import Preprocessor
+
+    if pre.postprocess is not None:
+        return _complete_detector(pre, session, path)
+    inp = _image_input(session, path)
     n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
     out_name = session.get_outputs()[0].name
     draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels,
@@ -523,9 +564,13 @@ def check_io(spec: Spec, session: Any, path: str | os.PathLike = "model") -> Non
         raise ModelError(f"{path}: input {name!r} has type {inputs[name].type}, the spec says "
                          f"{spec.input.dtype}. Re-export with a float32 input.")
     outputs = [o.name for o in session.get_outputs()]
-    if spec.output.name not in outputs:
-        raise ModelError(f"{path}: the spec names output {spec.output.name!r}, the model has "
+    wanted = spec.postprocess.outputs if spec.postprocess is not None else (spec.output.name,)
+    missing = [o for o in wanted if o not in outputs]
+    if missing:
+        raise ModelError(f"{path}: the spec names output(s) {missing}, the model has "
                          f"{outputs}. Re-export or re-attach the spec.")
+    if spec.postprocess is not None:  # a detector's outputs are checked by its decoder, on real outputs
+        return
     classes = session.get_outputs()[outputs.index(spec.output.name)].shape
     n = classes[1] if len(classes) >= 2 else None
     if spec.labels is not None and isinstance(n, int) and n != len(spec.labels):

@@ -21,11 +21,19 @@ METADATA_KEY = "edgeinfer.spec"
 
 COLORS = ("rgb", "l")
 ALPHA = ("drop",)
-TASKS = ("classification",)
-# single-label: softmax over logits, or probabilities as they are; multi-label: sigmoid per class
+# The task names; what each does with the model's outputs is the task table's (edgeinfer.tasks).
+TASKS = ("classification", "detection", "pose", "obb")
+# Detection-family decoders, one per output layout (edgeinfer.detect implements each):
+#   ultralytics_raw   (B, 4 + nc [+ extra], A): cx cy w h in input pixels, sigmoided class scores, then NMS
+#   ultralytics_nms   (B, max_det, 6 [+ extra]): x1 y1 x2 y2 score class, zero-padded (nms=True, end2end heads)
+#   detr              (B, Q, 4 + nc): normalised cx cy w h and class scores per query, no NMS (RT-DETR)
+#   dets_labels       dets (B, N, 5) x1 y1 x2 y2 score in input pixels + labels (B, N) (MMDeploy, SSD style)
+DECODERS = ("ultralytics_raw", "ultralytics_nms", "detr", "dets_labels")
+# single-label: softmax over logits, or probabilities as they are; multi-label: sigmoid per class;
+# "raw": a detector's outputs, read by the spec's postprocess section
 TTA_MODES = ("hflip", "five_crop", "ten_crop", "multiscale")
 TTA_MERGES = ("probabilities", "logits")
-OUTPUT_KINDS = ("logits", "probabilities", "multilabel_logits", "multilabel_probabilities")
+OUTPUT_KINDS = ("logits", "probabilities", "multilabel_logits", "multilabel_probabilities", "raw")
 LAYOUTS = ("NCHW",)
 DTYPES = ("float32",)
 
@@ -114,8 +122,13 @@ class InputSpec:
         return int(self.shape[1])
 
     @property
-    def height_width(self) -> tuple[int, int]:
-        return int(self.shape[2]), int(self.shape[3])
+    def height_width(self) -> tuple[int | None, int | None]:
+        """The fixed input height and width; None for a dynamic axis (the letterbox decides it per image)."""
+        return tuple(None if d is None else int(d) for d in self.shape[2:4])
+
+    @property
+    def dynamic_size(self) -> bool:
+        return self.shape[2] is None or self.shape[3] is None
 
     def validate(self) -> None:
         _expect(isinstance(self.name, str) and self.name != "", "input.name", "a non-empty string",
@@ -123,8 +136,8 @@ class InputSpec:
         _expect(self.layout in LAYOUTS, "input.layout", f"one of {LAYOUTS}", self.layout, _REEXPORT)
         _expect(self.dtype in DTYPES, "input.dtype", f"one of {DTYPES}", self.dtype, _REEXPORT)
         ok = len(self.shape) == 4 and (self.shape[0] is None or _is_size(self.shape[0]))
-        ok = ok and all(_is_size(d) for d in self.shape[1:])
-        _expect(ok, "input.shape", "[batch or null, channels, height, width] with positive ints",
+        ok = ok and _is_size(self.shape[1]) and all(d is None or _is_size(d) for d in self.shape[2:])
+        _expect(ok, "input.shape", "[batch or null, channels, height or null, width or null] with positive ints",
                 list(self.shape), _REEXPORT)
         _expect(self.shape[1] in (1, 3), "input.shape[1] (channels)", "1 or 3", self.shape[1], _REEXPORT)
 
@@ -163,6 +176,68 @@ class SelfTest:
 
 
 @dataclass(frozen=True)
+class Postprocess:
+    """How a detector's outputs become detections, with the training tool's predictor defaults.
+
+    ``outputs``: the output names the decoder reads, in its order. ``conf``: keep candidates whose best
+    class score is above it; ``iou``: NMS suppresses overlaps above it; ``max_det``: detections kept per
+    image; ``max_nms``: candidates passed to NMS at most (the highest-scored); ``max_wh``: the per-class
+    box offset of batched NMS; ``agnostic``: one NMS over all classes; ``multi_label``: a candidate may
+    yield one detection per class above ``conf``; ``kpt_shape``: [keypoints, 2 or 3] (pose);
+    ``rules``: the tool and version whose letterbox inverse, NMS and clipping rules are followed.
+    """
+
+    decoder: str
+    outputs: tuple[str, ...] = ()
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
+    max_nms: int = 30000
+    max_wh: float = 7680.0
+    agnostic: bool = False
+    multi_label: bool = False
+    kpt_shape: tuple[int, int] | None = None
+    rules: str = "ultralytics==8.4.190"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        if self.kpt_shape is not None:
+            object.__setattr__(self, "kpt_shape", tuple(self.kpt_shape))
+
+    def validate(self, task: str) -> None:
+        _expect(self.decoder in DECODERS, "postprocess.decoder", f"one of {DECODERS}", self.decoder,
+                "Upgrade edgeinfer on the device, or attach a spec with a decoder it knows.")
+        _expect(all(isinstance(o, str) and o for o in self.outputs) and 0 < len(self.outputs) <= 8,
+                "postprocess.outputs", "1 to 8 output names", list(self.outputs), _REEXPORT)
+        for key, lo, hi in (("conf", 0.0, 1.0), ("iou", 0.0, 1.0)):
+            v = getattr(self, key)
+            _expect(isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi,
+                    f"postprocess.{key}", f"a number in [{lo}, {hi}]", v, _REEXPORT)
+        for key in ("max_det", "max_nms"):
+            v = getattr(self, key)
+            _expect(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1_000_000,
+                    f"postprocess.{key}", "a positive int", v, _REEXPORT)
+        _expect(isinstance(self.max_wh, (int, float)) and self.max_wh > 0, "postprocess.max_wh",
+                "a positive number", self.max_wh, _REEXPORT)
+        for key in ("agnostic", "multi_label"):
+            _expect(isinstance(getattr(self, key), bool), f"postprocess.{key}", "true or false",
+                    getattr(self, key), _REEXPORT)
+        kpt = self.kpt_shape
+        _expect((kpt is not None) == (task == "pose"), "postprocess.kpt_shape",
+                "[keypoints, 2 or 3] for a pose model and null otherwise", kpt, _REEXPORT)
+        _expect(kpt is None or (len(kpt) == 2 and _is_size(kpt[0]) and kpt[1] in (2, 3)),
+                "postprocess.kpt_shape", "[keypoints, 2 or 3]", kpt, _REEXPORT)
+        _expect(isinstance(self.rules, str) and self.rules != "", "postprocess.rules", "a tool==version string",
+                self.rules, _REEXPORT)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["outputs"] = list(self.outputs)
+        d["kpt_shape"] = None if self.kpt_shape is None else list(self.kpt_shape)
+        return d
+
+
+@dataclass(frozen=True)
 class TTA:
     """Test-time augmentation the model was validated with, applied by ``predict`` unless overridden.
 
@@ -197,6 +272,7 @@ class Spec:
     provenance: Mapping[str, str] = field(default_factory=dict)
     self_test: SelfTest | None = None
     tta: TTA | None = None
+    postprocess: Postprocess | None = None
     schema: str = SCHEMA
 
     def __post_init__(self) -> None:
@@ -213,6 +289,13 @@ class Spec:
                 f"spec schema: expected {SCHEMA!r}, found {self.schema!r}. This runtime reads only "
                 f"{SCHEMA!r}; upgrade edgeinfer on the device or re-export with the matching converters.")
         _expect(self.task in TASKS, "task", f"one of {TASKS}", self.task, _REEXPORT)
+        _expect((self.postprocess is None) == (self.task == "classification"), "postprocess",
+                "a postprocess section for detection, pose and obb models and none for classifiers",
+                None if self.postprocess is None else self.postprocess.decoder, _REEXPORT)
+        if self.postprocess is not None:
+            self.postprocess.validate(self.task)
+            _expect(self.tta is None, "tta", "none for a detector (its predictor has no TTA merge here)",
+                    self.tta, _REEXPORT)
         self.decode.validate()
         self.input.validate()
         self.output.validate()
@@ -247,6 +330,7 @@ class Spec:
             "provenance": dict(self.provenance),
             "tta": None if self.tta is None else {"mode": self.tta.mode, "merge": self.tta.merge,
                                                   "scales": list(self.tta.scales)},
+            "postprocess": None if self.postprocess is None else self.postprocess.to_dict(),
             "self_test": None if self.self_test is None else {
                 "image_png": self.self_test.image_png, "expected": list(self.self_test.expected),
                 "atol": self.self_test.atol},
@@ -277,6 +361,9 @@ class Spec:
         tta = data.get("tta")
         if tta is not None:
             _check_keys("spec.tta", tta, TTA)
+        post = data.get("postprocess")
+        if post is not None:
+            _check_keys("spec.postprocess", post, Postprocess)
         labels = data.get("labels")
         _expect(labels is None or isinstance(labels, list), "spec.labels", "a list of strings or null",
                 type(labels).__name__, _REEXPORT)
@@ -295,6 +382,7 @@ class Spec:
                 provenance={str(k): str(v) for k, v in provenance.items()},
                 self_test=SelfTest(**self_test) if self_test is not None else None,
                 tta=TTA(**tta) if tta is not None else None,
+                postprocess=Postprocess(**post) if post is not None else None,
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):

@@ -215,9 +215,9 @@ def test_ultralytics_classifier_loads_from_its_own_metadata(yolo_cls, photos):
 
 
 @pytest.mark.slow
-def test_ultralytics_detector_is_refused_by_task_name(tmp_path):
-    path = _ultralytics_export("yolo11n.yaml", tmp_path)
-    with pytest.raises(ModelError, match=r"task 'detect'.*letterbox.*114.*non-maximum suppression.*'classify'"):
+def test_ultralytics_segmenter_is_refused_by_task_name(tmp_path):
+    path = _ultralytics_export("yolo11n-seg.yaml", tmp_path)
+    with pytest.raises(ModelError, match=r"task 'segment'.*masks from prototypes"):
         edgeinfer.load(path)
 
 

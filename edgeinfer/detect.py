@@ -1,0 +1,190 @@
+"""Detector outputs to :class:`~edgeinfer.detections.Detections`: one decoder per output layout, then the
+way back to the original frame.
+
+A decoder reads the raw outputs of a batch and gives, per image, candidates in model-input pixels:
+boxes (xyxy, or xywhr for rotated boxes), confidences, class ids and the extra columns (keypoints). NMS
+runs where the layout needs it (:mod:`edgeinfer.nms`). The boxes then go back through the inverse of the
+spec's geometric steps (:func:`edgeinfer.ops.to_source`) and are clipped to the frame, as Ultralytics'
+``scale_boxes``/``clip_boxes`` do. The semantics follow the version named in ``postprocess.rules``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from edgeinfer import nms as _nms
+from edgeinfer import ops
+from edgeinfer.detections import Detections
+from edgeinfer.errors import ModelError
+from edgeinfer.spec import Postprocess
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Decoded detections of one image in model-input pixels, highest confidence first."""
+
+    boxes: np.ndarray       # (N, 4) xyxy, or (N, 5) xywhr when rotated
+    confidence: np.ndarray  # (N,)
+    class_id: np.ndarray    # (N,)
+    extra: np.ndarray       # (N, E): keypoints (pose), empty otherwise
+
+
+def _empty(width: int, extra: int = 0) -> Candidates:
+    return Candidates(np.zeros((0, width), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                      np.zeros((0, extra), np.float32))
+
+
+def xywh2xyxy(x: np.ndarray) -> np.ndarray:
+    """Centre/size boxes to corners, in float32 as Ultralytics computes them (half size subtracted/added)."""
+    half = x[:, 2:4] / np.float32(2)
+    return np.concatenate([x[:, 0:2] - half, x[:, 0:2] + half], axis=1)
+
+
+def regularize_rboxes(xywhr: np.ndarray) -> np.ndarray:
+    """Rotated boxes with the angle in [0, pi/2): a box turned by pi/2 swaps its width and height."""
+    x, y, w, h, t = (xywhr[:, i] for i in range(5))
+    t = np.mod(t, np.float32(np.pi))
+    swap = t >= np.float32(np.pi / 2)
+    w2, h2 = np.where(swap, h, w), np.where(swap, w, h)
+    t = np.mod(t, np.float32(np.pi / 2))
+    return np.stack([x, y, w2, h2, t], axis=1).astype(np.float32)
+
+
+def _ultralytics_raw(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+    """(B, 4 + nc + extra, A) heads: filter by the best class score, NMS per class, keep ``max_det``."""
+    pred = outputs[0]
+    if pred.ndim != 3 or pred.shape[1] < 4 + nc:
+        raise ModelError(f"decoder ultralytics_raw: expected an output (batch, 4 + {nc} classes [+ extra], "
+                         f"anchors), found {pred.shape}.")
+    extra = pred.shape[1] - 4 - nc
+    rotated = task == "obb"
+    out = []
+    for x in pred:  # (4 + nc + extra, A)
+        cls = x[4:4 + nc]
+        keep = cls.max(axis=0) > post.conf
+        x = x[:, keep].T  # (n, 4 + nc + extra): candidates only, then transposed (a small copy)
+        box, scores, rest = x[:, :4], x[:, 4:4 + nc], x[:, 4 + nc:]
+        if post.multi_label:
+            i, j = np.nonzero(scores > post.conf)
+            box, conf, cls_id, rest = box[i], scores[i, j], j, rest[i]
+        else:
+            cls_id = scores.argmax(axis=1)
+            conf = scores[np.arange(len(scores)), cls_id]
+            ok = conf > post.conf
+            box, conf, cls_id, rest = box[ok], conf[ok], cls_id[ok], rest[ok]
+        if len(conf) > post.max_nms:
+            top = np.argsort(-conf, kind="stable")[:post.max_nms]
+            box, conf, cls_id, rest = box[top], conf[top], cls_id[top], rest[top]
+        if rotated:
+            angle, rest = rest[:, -1:], rest[:, :-1]
+            boxes = np.concatenate([box, angle], axis=1)
+            offset = np.zeros_like(boxes)
+            if not post.agnostic:
+                offset[:, :2] = cls_id[:, None].astype(np.float32) * np.float32(post.max_wh)
+            kept = _nms.nms_rotated(boxes + offset, conf, post.iou)[:post.max_det]
+        else:
+            boxes = xywh2xyxy(box)
+            kept = _nms.batched_nms(boxes, conf, cls_id, post.iou, max_wh=post.max_wh, agnostic=post.agnostic,
+                                    limit=post.max_det)
+        out.append(Candidates(boxes[kept], conf[kept], cls_id[kept].astype(np.int64), rest[kept]))
+    return out
+
+
+def _ultralytics_nms(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+    """(B, max_det, 6 + extra) rows x1 y1 x2 y2 score class [extra] (obb: x y w h score class angle);
+    zero-padded. NMS already ran in the graph (or the head needs none): keep the rows above ``conf``."""
+    pred = outputs[0]
+    if pred.ndim != 3 or pred.shape[2] < 6:
+        raise ModelError(f"decoder ultralytics_nms: expected an output (batch, detections, 6 [+ extra]), "
+                         f"found {pred.shape}.")
+    out = []
+    for x in pred:
+        x = x[x[:, 4] > post.conf][:post.max_det]
+        if task == "obb":
+            boxes = np.concatenate([x[:, :4], x[:, 6:7]], axis=1)
+            rest = x[:, 7:]
+        else:
+            boxes, rest = x[:, :4], x[:, 6:]
+        out.append(Candidates(boxes.astype(np.float32), x[:, 4].astype(np.float32), x[:, 5].astype(np.int64),
+                              rest.astype(np.float32)))
+    return out
+
+
+def _detr(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+    """(B, Q, 4 + nc) queries with normalised cx cy w h and class scores: the best class per query above
+    ``conf``, highest first; no NMS (Ultralytics' RT-DETR predictor)."""
+    pred = outputs[0]
+    if pred.ndim != 3 or pred.shape[2] != 4 + nc:
+        raise ModelError(f"decoder detr: expected an output (batch, queries, 4 + {nc}), found {pred.shape}.")
+    out = []
+    for x in pred:
+        cls_id = x[:, 4:].argmax(axis=1)
+        conf = x[np.arange(len(x)), 4 + cls_id]
+        ok = conf > post.conf
+        order = np.argsort(-conf[ok], kind="stable")[:post.max_det]
+        out.append(Candidates(xywh2xyxy(x[ok, :4])[order], conf[ok][order], cls_id[ok][order].astype(np.int64),
+                              np.zeros((len(order), 0), np.float32)))
+    return out
+
+
+def _dets_labels(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+    """``dets`` (B, N, 5) x1 y1 x2 y2 score in input pixels and ``labels`` (B, N): the rows above ``conf``."""
+    if len(outputs) != 2 or outputs[0].ndim != 3 or outputs[0].shape[2] != 5 or outputs[1].shape != outputs[0].shape[:2]:
+        raise ModelError("decoder dets_labels: expected outputs dets (batch, N, 5) and labels (batch, N), found "
+                         f"{[o.shape for o in outputs]}.")
+    out = []
+    for dets, labels in zip(*outputs):
+        ok = dets[:, 4] > post.conf
+        order = np.argsort(-dets[ok, 4], kind="stable")[:post.max_det]
+        out.append(Candidates(dets[ok, :4][order].astype(np.float32), dets[ok, 4][order].astype(np.float32),
+                              labels[ok][order].astype(np.int64), np.zeros((len(order), 0), np.float32)))
+    return out
+
+
+Decoder = Callable[[Sequence[np.ndarray], Postprocess, str, int], list[Candidates]]
+DECODERS: dict[str, Decoder] = {"ultralytics_raw": _ultralytics_raw, "ultralytics_nms": _ultralytics_nms,
+                                "detr": _detr, "dets_labels": _dets_labels}
+# DETR-style boxes are fractions of the input: scaled to input pixels before the way back.
+NORMALISED = {"detr"}
+
+
+def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[int, int], *, task: str,
+                post: Postprocess, input_hw: tuple[int, int], labels: Sequence[str] | None) -> Detections:
+    """Map candidates from model-input pixels to the original frame, clipped as the tool clips."""
+    h0, w0 = orig_hw
+    boxes = c.boxes.astype(np.float32, copy=True)
+    if post.decoder in NORMALISED:
+        ih, iw = input_hw
+        boxes[:, [0, 2]] *= np.float32(iw)
+        boxes[:, [1, 3]] *= np.float32(ih)
+    keypoints = None
+    if task == "obb":
+        xywhr = regularize_rboxes(boxes)
+        centre = ops.to_source(xywhr[:, :2], chain)
+        gain = _gain(chain)
+        xywhr = np.concatenate([centre, xywhr[:, 2:4] / gain, xywhr[:, 4:5]], axis=1)
+        corners = Detections(np.zeros((len(xywhr), 4)), c.confidence, c.class_id, xywhr=xywhr).xyxyxyxy
+        xyxy = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1) if len(xywhr) else np.zeros((0, 4))
+        return Detections(xyxy, c.confidence, c.class_id, xywhr=xywhr, labels=labels)
+    xy = ops.to_source(boxes.reshape(-1, 2, 2), chain).reshape(-1, 4)
+    xy[:, [0, 2]] = np.clip(xy[:, [0, 2]], 0, w0)
+    xy[:, [1, 3]] = np.clip(xy[:, [1, 3]], 0, h0)
+    if task == "pose":
+        k, dims = post.kpt_shape
+        kpts = c.extra[:, :k * dims].reshape(-1, k, dims).astype(np.float32, copy=True)
+        kpts[..., :2] = ops.to_source(kpts[..., :2], chain)
+        kpts[..., 0] = np.clip(kpts[..., 0], 0, w0)
+        kpts[..., 1] = np.clip(kpts[..., 1], 0, h0)
+        keypoints = kpts
+    return Detections(xy, c.confidence, c.class_id, keypoints=keypoints, labels=labels)
+
+
+def _gain(chain: Sequence[ops.Placement]) -> np.ndarray:
+    """The overall x/y scale of the geometric steps (sizes map back by dividing by it)."""
+    g = np.ones(2, dtype=np.float64)
+    for pl in chain:
+        g *= pl.scale
+    return g.astype(np.float32)

@@ -1,0 +1,128 @@
+"""The task table: what each task does after the model -- like the op table, each task exists once.
+
+A task owns how its outputs become results (its decoders), its result type, how a result is drawn on a
+frame and how it becomes CSV/JSONL rows. The model, the stream and the CLI ask this table; none of them
+keeps its own ``if task == ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from edgeinfer import detect, ops, postprocess
+from edgeinfer.detections import Detections
+from edgeinfer.errors import SpecError
+from edgeinfer.postprocess import Prediction
+from edgeinfer.spec import TASKS, Spec, Step
+
+Result = Any  # Prediction | Detections
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: the outputs it reads, how they become results, how results are drawn and tabulated."""
+
+    name: str
+    result: type
+    outputs: Callable[[Spec], list[str]]
+    # (spec, outputs of a batch, original (h, w) per image, input (h, w), options) -> one result per image
+    finish: Callable[..., list[Result]]
+    draw: Callable[[np.ndarray, Result], np.ndarray]
+    rows: Callable[[Result], list[dict[str, Any]]]
+
+
+# -- classification ----------------------------------------------------------------------------------
+def _classify(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: Any, *,
+              top_k: int = 5, **_: Any) -> list[Prediction]:
+    return postprocess.predictions(outputs[0], kind=spec.output.kind, labels=spec.labels, top_k=top_k)
+
+
+def _text(out: np.ndarray, lines: Sequence[str], origin: tuple[int, int] = (10, 30), color=(255, 255, 255)) -> None:
+    scale = max(0.5, out.shape[1] / 1280)
+    for i, text in enumerate(lines):
+        x, y = origin[0], int(origin[1] + 32 * i * scale)
+        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
+        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, color, int(2 * scale), cv2.LINE_AA)
+
+
+def _draw_prediction(frame: np.ndarray, pred: Prediction) -> np.ndarray:
+    _text(frame, [f"{pred.label}  {pred.score:.2f}"])
+    return frame
+
+
+def _prediction_rows(pred: Prediction) -> list[dict[str, Any]]:
+    return [{"index": pred.index, "label": pred.label, "score": pred.score, "top_k": pred.to_dict()["top_k"]}]
+
+
+# -- detection, pose, oriented boxes -------------------------------------------------------------------
+def _detect_outputs(spec: Spec) -> list[str]:
+    return list(spec.postprocess.outputs)
+
+
+def _detect(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int],
+            *, conf: float | None = None, iou: float | None = None, max_det: int | None = None,
+            **_: Any) -> list[Detections]:
+    post = spec.postprocess
+    changes = {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det)) if v is not None}
+    if changes:
+        post = dataclasses.replace(post, **changes)
+        post.validate(spec.task)
+    nc = len(spec.labels) if spec.labels is not None else 0
+    candidates = detect.DECODERS[post.decoder](outputs, post, spec.task, nc)
+    steps = [(s.op, s.params) for s in spec.steps]
+    return [detect.to_original(c, ops.placements(steps, *hw), hw, task=spec.task, post=post, input_hw=input_hw,
+                               labels=spec.labels)
+            for c, hw in zip(candidates, sizes)]
+
+
+PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+           (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
+
+
+def _draw_detections(frame: np.ndarray, det: Detections) -> np.ndarray:
+    thick = max(1, round(frame.shape[1] / 640))
+    for i, name in enumerate(det.class_name):
+        color = PALETTE[int(det.class_id[i]) % len(PALETTE)]
+        if det.xywhr is not None:
+            cv2.polylines(frame, [np.round(det.xyxyxyxy[i]).astype(np.int32)], True, color, thick, cv2.LINE_AA)
+        else:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in det.xyxy[i])
+            cv2.rectangle(frame, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
+        if det.keypoints is not None:
+            for kp in det.keypoints[i]:
+                if kp.shape[0] < 3 or kp[2] >= 0.5:
+                    cv2.circle(frame, (int(round(float(kp[0]))), int(round(float(kp[1])))), 2 * thick + 1, color, -1,
+                               cv2.LINE_AA)
+        x, y = (int(v) for v in det.xyxy[i, :2])
+        _text(frame, [f"{name} {det.confidence[i]:.2f}"], origin=(max(x, 0), max(y - 6, 14)), color=color)
+    return frame
+
+
+def _same_size(spec: Spec, images_hw: Sequence[tuple[int, int]]) -> Spec:
+    """Ultralytics' rule for a batch: a minimal stride-aligned letterbox (``auto``) only when every image has
+    the same size; otherwise the full square, so the batch stacks."""
+    if len(set(images_hw)) <= 1:
+        return spec
+    steps = tuple(Step(s.op, {**s.params, "auto": False}) if s.op == "letterbox" else s for s in spec.steps)
+    return dataclasses.replace(spec, steps=steps)
+
+
+TABLE: dict[str, Task] = {
+    "classification": Task("classification", Prediction, lambda spec: [spec.output.name], _classify,
+                           _draw_prediction, _prediction_rows),
+    **{name: Task(name, Detections, _detect_outputs, _detect, _draw_detections, Detections.rows)
+       for name in ("detection", "pose", "obb")},
+}
+assert set(TABLE) == set(TASKS), "the task table and the spec's task names must agree"
+
+
+def get(name: str) -> Task:
+    try:
+        return TABLE[name]
+    except KeyError:
+        raise SpecError(f"task {name!r} is unknown to this runtime; known: {sorted(TABLE)}.") from None
