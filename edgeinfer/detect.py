@@ -87,8 +87,8 @@ def _ultralytics_raw(outputs: Sequence[np.ndarray], post: Postprocess, task: str
             kept = _nms.nms_rotated(boxes + offset, conf, post.iou)[:post.max_det]
         else:
             boxes = xywh2xyxy(box)
-            kept = _nms.batched_nms(boxes, conf, cls_id, post.iou, max_wh=post.max_wh, agnostic=post.agnostic,
-                                    limit=post.max_det)
+            kept = _nms.batched_nms(boxes, conf, cls_id, post.iou, max_wh=post.max_wh,
+                                    agnostic=post.agnostic)[:post.max_det]
         out.append(Candidates(boxes[kept], conf[kept], cls_id[kept].astype(np.int64), rest[kept]))
     return out
 

@@ -31,7 +31,6 @@ except ImportError:  # pragma: no cover - exercised on machines without a compil
     _native = None
 
 
-
 def native_kernel() -> bool:
     """True when the compiled C accelerator is in use, False when numpy computes the pixels."""
     return _native is not None
