@@ -43,16 +43,6 @@ def xywh2xyxy(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[:, 0:2] - half, x[:, 0:2] + half], axis=1)
 
 
-def regularize_rboxes(xywhr: np.ndarray) -> np.ndarray:
-    """Rotated boxes with the angle in [0, pi/2): a box turned by pi/2 swaps its width and height."""
-    x, y, w, h, t = (xywhr[:, i] for i in range(5))
-    t = np.mod(t, np.float32(np.pi))
-    swap = t >= np.float32(np.pi / 2)
-    w2, h2 = np.where(swap, h, w), np.where(swap, w, h)
-    t = np.mod(t, np.float32(np.pi / 2))
-    return np.stack([x, y, w2, h2, t], axis=1).astype(np.float32)
-
-
 def _ultralytics_raw(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
     """(B, 4 + nc + extra, A) heads: filter by the best class score, NMS per class, keep ``max_det``."""
     pred = outputs[0]
@@ -114,19 +104,16 @@ def _ultralytics_nms(outputs: Sequence[np.ndarray], post: Postprocess, task: str
 
 
 def _detr(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
-    """(B, Q, 4 + nc) queries with normalised cx cy w h and class scores: the best class per query above
-    ``conf``, highest first; no NMS (Ultralytics' RT-DETR predictor)."""
+    """(B, Q, 6) queries: normalised cx cy w h, score, class -- Ultralytics' RT-DETR export, whose graph
+    already took the top-k over queries x classes in score order. No NMS: the rows above ``conf``."""
     pred = outputs[0]
-    if pred.ndim != 3 or pred.shape[2] != 4 + nc:
-        raise ModelError(f"decoder detr: expected an output (batch, queries, 4 + {nc}), found {pred.shape}.")
+    if pred.ndim != 3 or pred.shape[2] != 6:
+        raise ModelError(f"decoder detr: expected an output (batch, queries, 6), found {pred.shape}.")
     out = []
     for x in pred:
-        cls_id = x[:, 4:].argmax(axis=1)
-        conf = x[np.arange(len(x)), 4 + cls_id]
-        ok = conf > post.conf
-        order = np.argsort(-conf[ok], kind="stable")[:post.max_det]
-        out.append(Candidates(xywh2xyxy(x[ok, :4])[order], conf[ok][order], cls_id[ok][order].astype(np.int64),
-                              np.zeros((len(order), 0), np.float32)))
+        x = x[x[:, 4] > post.conf][:post.max_det]
+        out.append(Candidates(xywh2xyxy(x[:, :4]), x[:, 4].astype(np.float32), x[:, 5].astype(np.int64),
+                              np.zeros((len(x), 0), np.float32)))
     return out
 
 
@@ -147,31 +134,32 @@ def _dets_labels(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc
 Decoder = Callable[[Sequence[np.ndarray], Postprocess, str, int], list[Candidates]]
 DECODERS: dict[str, Decoder] = {"ultralytics_raw": _ultralytics_raw, "ultralytics_nms": _ultralytics_nms,
                                 "detr": _detr, "dets_labels": _dets_labels}
-# DETR-style boxes are fractions of the input: scaled to input pixels before the way back.
+# DETR-style boxes are fractions of the image; Ultralytics' RT-DETR predictor multiplies them by the
+# original width and height (its input is a plain stretch) and does not clip them.
 NORMALISED = {"detr"}
 
 
 def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[int, int], *, task: str,
-                post: Postprocess, input_hw: tuple[int, int], labels: Sequence[str] | None) -> Detections:
-    """Map candidates from model-input pixels to the original frame, clipped as the tool clips."""
+                post: Postprocess, labels: Sequence[str] | None) -> Detections:
+    """Map candidates from model-input pixels to the original frame, as Ultralytics 8.4 does: boxes and
+    keypoints through the inverse geometry, then clipped to [0, w] x [0, h]; rotated boxes' centres and
+    sides through it (by axis), angle untouched, not clipped; normalised DETR boxes times the frame size."""
     h0, w0 = orig_hw
     boxes = c.boxes.astype(np.float32, copy=True)
     if post.decoder in NORMALISED:
-        ih, iw = input_hw
-        boxes[:, [0, 2]] *= np.float32(iw)
-        boxes[:, [1, 3]] *= np.float32(ih)
-    keypoints = None
+        boxes[:, [0, 2]] *= np.float32(w0)
+        boxes[:, [1, 3]] *= np.float32(h0)
+        return Detections(boxes, c.confidence, c.class_id, labels=labels)
     if task == "obb":
-        xywhr = regularize_rboxes(boxes)
-        centre = ops.to_source(xywhr[:, :2], chain)
-        gain = _gain(chain)
-        xywhr = np.concatenate([centre, xywhr[:, 2:4] / gain, xywhr[:, 4:5]], axis=1)
+        centre = ops.to_source(boxes[:, :2], chain)
+        xywhr = np.concatenate([centre, boxes[:, 2:4] / _gain(chain), boxes[:, 4:5]], axis=1)
         corners = Detections(np.zeros((len(xywhr), 4)), c.confidence, c.class_id, xywhr=xywhr).xyxyxyxy
         xyxy = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1) if len(xywhr) else np.zeros((0, 4))
         return Detections(xyxy, c.confidence, c.class_id, xywhr=xywhr, labels=labels)
     xy = ops.to_source(boxes.reshape(-1, 2, 2), chain).reshape(-1, 4)
     xy[:, [0, 2]] = np.clip(xy[:, [0, 2]], 0, w0)
     xy[:, [1, 3]] = np.clip(xy[:, [1, 3]], 0, h0)
+    keypoints = None
     if task == "pose":
         k, dims = post.kpt_shape
         kpts = c.extra[:, :k * dims].reshape(-1, k, dims).astype(np.float32, copy=True)

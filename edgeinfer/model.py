@@ -29,7 +29,9 @@ def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") 
     if METADATA_KEY in meta:
         return Spec.from_json(meta[METADATA_KEY])
     if sources.is_ultralytics(meta):
-        return sources.resolve(sources.from_ultralytics(meta), session, path=path)
+        # Ultralytics' predictor calls an ONNX file dynamic when its first output's batch axis is symbolic.
+        dynamic = not isinstance(session.get_outputs()[0].shape[0], int)
+        return sources.resolve(sources.from_ultralytics(meta, dynamic=dynamic), session, path=path)
     raise SpecMissingError(f"{path}: expected an edgeinfer spec in the model metadata under {METADATA_KEY!r}, "
                            f"found keys {sorted(meta)}. {sources.WAYS}")
 

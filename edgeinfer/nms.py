@@ -51,8 +51,8 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou:
     shifted = boxes.astype(np.float32) + classes.astype(np.float32)[:, None] * np.float32(max_wh)
     by_class = np.argsort(classes, kind="stable")
     groups = np.split(by_class, np.flatnonzero(np.diff(classes[by_class])) + 1)
-    kept = np.concatenate([g[nms(shifted[g], scores[g], iou)] for g in groups])
-    return kept[_order(scores[kept])]
+    kept = np.sort(np.concatenate([g[nms(shifted[g], scores[g], iou)] for g in groups]))
+    return kept[_order(scores[kept])]  # one score order over all classes, ties in input order as torchvision
 
 
 def _covariance(xywhr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -327,14 +327,22 @@ def _literal(meta: Mapping[str, str], key: str, default: Any = None) -> Any:
                         f"{meta.get(key)!r}. Re-export with ultralytics.") from exc
 
 
-def from_ultralytics(meta: Mapping[str, str]) -> Preprocessing:
-    """The preprocessing and postprocessing Ultralytics' predictor applies to this export, from its metadata.
+# Ultralytics' predictor letterboxes a dynamic ONNX to its default imgsz, not the export's.
+ULTRALYTICS_DEFAULT_IMGSZ = 640
+
+
+def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) -> Preprocessing:
+    """The preprocessing and postprocessing Ultralytics' predictor (8.4) applies to this export, from its
+    metadata; ``dynamic``: whether the file's batch axis is symbolic (the predictor's test), else the
+    metadata's export argument.
 
     Classification: a PIL resize of the shorter side to ``imgsz`` (bilinear), centre crop, RGB, scaled to
     0-1, no mean/std (``classify_transforms``); the graph ends in softmax. Detection, pose and oriented
-    boxes: a letterbox to ``imgsz`` with pad value 114 -- the minimal stride-aligned rectangle (``auto``)
-    for a dynamic export, the full square for a static one, as the predictor decides -- RGB, 0-1; outputs
+    boxes: a letterbox with pad value 114 -- for a static file the full ``imgsz`` canvas; for a dynamic one
+    the minimal stride-aligned rectangle (``auto``) at the predictor's default size 640 (what
+    ``YOLO(file).predict(frame)`` uses; the export's ``imgsz`` is ignored there) -- RGB, 0-1; outputs
     decoded by the raw head (then NMS) or, for ``nms=True`` and end-to-end exports, read as they are.
+    RT-DETR: a stretch to ``imgsz`` (no padding), normalised boxes per query, no NMS.
     """
     task = meta.get("task")
     imgsz = _pair("Ultralytics imgsz", _literal(meta, "imgsz"))
@@ -361,15 +369,22 @@ def from_ultralytics(meta: Mapping[str, str]) -> Preprocessing:
                  Step("to_float", {"scale": "div255"}))
         return Preprocessing(steps=steps, labels=labels, output_kind="probabilities", provenance=provenance)
     args = _literal(meta, "args", {})
-    dynamic = bool(_literal(meta, "dynamic", False) or args.get("dynamic", False))
+    if dynamic is None:
+        dynamic = bool(args.get("dynamic", False))
     end2end = bool(_literal(meta, "end2end", False))
     stride = int(max(_literal(meta, "stride", 32), 1))
-    steps = (Step("letterbox", {"size": [h, w], "auto": dynamic, "stride": stride, "fill": 114}),
-             Step("to_float", {"scale": "div255"}))
+    rtdetr = "RTDETR" in meta.get("head", "")
+    if dynamic and not rtdetr:
+        side = max(math.ceil(ULTRALYTICS_DEFAULT_IMGSZ / stride) * stride, stride)  # check_imgsz's rounding
+        h = w = side
+        provenance["imgsz"] = f"{side} (the predictor's default for a dynamic file; exported at {imgsz})"
+    letterbox = {"size": [h, w], "auto": bool(dynamic) and not rtdetr, "stride": stride, "fill": 114}
+    if rtdetr:
+        letterbox["scale_fill"] = True
+    steps = (Step("letterbox", letterbox), Step("to_float", {"scale": "div255"}))
     kpt = _literal(meta, "kpt_shape", []) if task == "pose" else None
-    post = Postprocess(decoder="ultralytics_nms" if (args.get("nms") or end2end) else "ultralytics_raw",
-                       max_det=int(args.get("max_det", 300) or 300), agnostic=bool(args.get("agnostic_nms", False)),
-                       kpt_shape=tuple(kpt) if kpt else None, rules=f"ultralytics=={version}")
+    decoder = "detr" if rtdetr else "ultralytics_nms" if (args.get("nms") or end2end) else "ultralytics_raw"
+    post = Postprocess(decoder=decoder, kpt_shape=tuple(kpt) if kpt else None, rules=f"ultralytics=={version}")
     return Preprocessing(steps=steps, labels=labels, output_kind="raw", provenance=provenance,
                          task=ULTRALYTICS_TASKS[task], postprocess=post)
 

@@ -26,7 +26,7 @@ TASKS = ("classification", "detection", "pose", "obb")
 # Detection-family decoders, one per output layout (edgeinfer.detect implements each):
 #   ultralytics_raw   (B, 4 + nc [+ extra], A): cx cy w h in input pixels, sigmoided class scores, then NMS
 #   ultralytics_nms   (B, max_det, 6 [+ extra]): x1 y1 x2 y2 score class, zero-padded (nms=True, end2end heads)
-#   detr              (B, Q, 4 + nc): normalised cx cy w h and class scores per query, no NMS (RT-DETR)
+#   detr              (B, Q, 6): normalised cx cy w h, score, class per query, no NMS (Ultralytics RT-DETR)
 #   dets_labels       dets (B, N, 5) x1 y1 x2 y2 score in input pixels + labels (B, N) (MMDeploy, SSD style)
 DECODERS = ("ultralytics_raw", "ultralytics_nms", "detr", "dets_labels")
 # single-label: softmax over logits, or probabilities as they are; multi-label: sigmoid per class;

@@ -11,6 +11,7 @@ back-off and reported; it never hangs. Ctrl-C and the end of a file end the loop
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -83,6 +84,30 @@ class StreamStats:
                                                           "postprocess_ms", "latency_ms")}}
 
 
+class _Buffers:
+    """Arrays handed out again once nothing outside this pool holds them.
+
+    A camera loop then stops allocating (and page-faulting) a fresh frame and a fresh model input every
+    time, and a frame the caller kept (or a view of it) is never overwritten: it is simply not reused.
+    Each pool belongs to one thread.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.items: list[np.ndarray] = []
+
+    def get(self, shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+        for a in self.items:
+            # references: the list, the loop variable and getrefcount's argument -- nobody else
+            if a.shape == shape and a.dtype == dtype and sys.getrefcount(a) == 3:
+                return a
+        a = np.empty(shape, dtype)
+        if len(self.items) >= self.keep:
+            self.items.pop(0)
+        self.items.append(a)
+        return a
+
+
 def is_live(source: Any) -> bool:
     """Camera indices and network streams are live; files are not."""
     return isinstance(source, int) or (isinstance(source, str) and source.isdigit()) or (
@@ -102,6 +127,8 @@ class _Capture(threading.Thread):
         self.source, self.live, self.stats, self.stop = source, live, stats, stop
         self.retries, self.backoff, self.opener = retries, backoff, opener
         self.out: queue.Queue = queue.Queue(maxsize=1 if live else 4)
+        # enough for every frame in flight: the queue, the preprocessor, the model, the caller
+        self.buffers = _Buffers(keep=12)
 
     def _put(self, item: Any) -> None:
         if self.live and item is not _END:
@@ -119,15 +146,21 @@ class _Capture(threading.Thread):
 
     def run(self) -> None:
         cap, index, failures = self.opener(self.source), 0, 0
+        shape = None
         if cap is None:
             self.stats.error(f"could not open source {self.source!r}")
         try:
             while not self.stop.is_set():
                 if cap is not None:
                     t0 = time.perf_counter()
-                    ok, frame = cap.read()
+                    if shape is not None and isinstance(cap, cv2.VideoCapture):
+                        # decode into a frame nobody holds any more (OpenCV reallocates if the size changed)
+                        ok, frame = cap.read(self.buffers.get(shape))
+                    else:
+                        ok, frame = cap.read()
                     if ok and frame is not None:
                         failures = 0
+                        shape = frame.shape
                         self._put((index, frame, time.perf_counter(), (time.perf_counter() - t0) * 1e3))
                         index += 1
                         continue
@@ -163,6 +196,8 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
     capture = _Capture(source, is_live(source) if live is None else live, stats, stop, retries=retries,
                        backoff=backoff, opener=opener)
     prepared: queue.Queue = queue.Queue(maxsize=2)
+    c, h, w = model.spec.input.channels, *model.spec.input.height_width
+    inputs = _Buffers(keep=6)
 
     def prepare() -> None:
         while not stop.is_set():
@@ -172,7 +207,11 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
             index, frame, captured, capture_ms = item
             t = time.perf_counter()
             try:
-                x = model.preprocessor.batch([frame])
+                if h is None or w is None:  # a dynamic-size model: the frame decides the input size
+                    x = model.preprocessor.batch([frame])
+                else:  # straight from the capture buffer into a reused model input
+                    x = inputs.get((1, c, h, w), np.float32)
+                    model.preprocessor(frame, out=x[0])
             except ImageError as exc:
                 stats.error(f"frame {index}: {exc}")
                 continue

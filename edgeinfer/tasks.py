@@ -75,8 +75,7 @@ def _detect(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int
     nc = len(spec.labels) if spec.labels is not None else 0
     candidates = detect.DECODERS[post.decoder](outputs, post, spec.task, nc)
     steps = [(s.op, s.params) for s in spec.steps]
-    return [detect.to_original(c, ops.placements(steps, *hw), hw, task=spec.task, post=post, input_hw=input_hw,
-                               labels=spec.labels)
+    return [detect.to_original(c, ops.placements(steps, *hw), hw, task=spec.task, post=post, labels=spec.labels)
             for c, hw in zip(candidates, sizes)]
 
 
