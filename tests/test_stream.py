@@ -44,6 +44,30 @@ def test_every_frame_of_a_file_is_accounted_for_in_order(exported, video):
     assert d["fps"] > 0 and d["inference_ms"]["p50"] > 0
 
 
+def test_frames_the_caller_keeps_are_never_overwritten_and_the_rest_are_reused(exported, video):
+    model = edgeinfer.load(exported["resnet18"][1])
+    cap, want = cv2.VideoCapture(str(video)), []
+    while (r := cap.read())[0]:
+        want.append(r[1])
+    kept, preds = [], []
+    for frame, pred, _ in stream(model, str(video)):
+        kept.append(frame)  # held: its buffer must not be decoded into again
+        preds.append(pred.scores)
+    assert len(kept) == 48 and all(np.array_equal(a, b) for a, b in zip(kept, want))
+    assert all(np.array_equal(p, model.predict(f).scores) for p, f in zip(preds[::8], want[::8]))
+    from edgeinfer.stream import _Buffers
+
+    pool = _Buffers(keep=4)
+    a = pool.get((2, 3))
+    view = a[..., :1]
+    assert pool.get((2, 3)) is not a  # a view of it is still held
+    del view
+    b = pool.get((2, 3))
+    assert b is not a  # ... and so is ``a`` itself
+    del a, b
+    assert pool.get((2, 3)) is pool.items[0]  # nobody holds them: reused, not allocated
+
+
 def test_a_live_source_that_disconnects_is_retried_reported_and_never_hangs(exported, video, tmp_path):
     live = tmp_path / "camera.mp4"
     live.write_bytes(video.read_bytes())
