@@ -118,9 +118,18 @@ def _done_images(path: Path) -> set[str]:
 
 
 def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
-    """Walk files in batches, append results as they come, skip what an earlier run wrote."""
+    """Walk files in batches, append results as they come, skip what an earlier run wrote.
+
+    JSONL: one line per image (``{"image": ..., **result.to_dict()}``). CSV: the task's rows, one per
+    row of the result (a box, for a detector), each with the image; an image without any gets one row
+    with the image alone, so a rerun knows it is done.
+    """
     import csv
 
+    from edgeinfer import tasks
+    from edgeinfer.images import read
+
+    task = tasks.get(model.spec.task)
     out = Path(args.out)
     if out.exists():
         data = out.read_bytes()
@@ -132,34 +141,30 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
     update, close = _progress_bar(len(todo), "predict", unit="image")
     failed = 0
     new_csv = out.suffix == ".csv" and not out.exists()
+    # A dynamic-size detector letterboxes a lone image to its own minimal rectangle: one image a call, as
+    # its predictor walks a folder; stacking mixed sizes would force the full square.
+    step = 1 if model.spec.input.dynamic_size else args.batch
     with out.open("a", newline="") as fh:
-        writer = csv.writer(fh) if out.suffix == ".csv" else None
+        writer = csv.DictWriter(fh, ["image", *task.columns], extrasaction="ignore") if out.suffix == ".csv" else None
         if writer is not None and new_csv:
-            writer.writerow(["image", "index", "label", "score", "top_k"])
+            writer.writeheader()
         try:
-            for start in range(0, len(todo), args.batch):
-                chunk, frames = todo[start:start + args.batch], []
-                ok_files = []
+            for start in range(0, len(todo), step):
+                chunk, frames, ok_files = todo[start:start + step], [], []
                 for f in chunk:
                     try:
-                        frames.append(model.preprocess(f))
+                        frames.append(read(f, exif_orientation=model.spec.decode.exif_orientation))
                         ok_files.append(f)
                     except EdgeInferError as exc:
                         failed += 1
                         print(f"skipped: {exc}", file=sys.stderr)
                 if frames:
-                    import numpy as np
-
-                    from edgeinfer.postprocess import predictions
-
-                    raw = model.run(np.stack(frames))
-                    for f, pred in zip(ok_files, predictions(raw, kind=model.spec.output.kind, labels=model.labels,
-                                                             top_k=args.top_k)):
+                    for f, result in zip(ok_files, model.predict_batch(frames, top_k=args.top_k)):
                         if writer is not None:
-                            writer.writerow([str(f), pred.index, pred.label, f"{pred.score:.6f}",
-                                             json.dumps(pred.to_dict()["top_k"])])
+                            for row in task.rows(result) or [{}]:
+                                writer.writerow({"image": str(f), **{k: _cell(v) for k, v in row.items()}})
                         else:
-                            fh.write(json.dumps({"image": str(f), **pred.to_dict()}) + "\n")
+                            fh.write(json.dumps({"image": str(f), **result.to_dict()}) + "\n")
                     fh.flush()
                 for _ in chunk:
                     update(0, 0)
@@ -170,10 +175,22 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: floats with 6 decimals, lists as JSON."""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return value
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from edgeinfer.model import load
 
+    from edgeinfer import tasks
+
     model = load(args.model, device=args.device, **_sidecar(args))
+    task = tasks.get(model.spec.task)
     if args.out:
         return _predict_to_file(model, _expand(args.images), args)
     results = []
@@ -187,8 +204,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         results.append({"image": str(path), **pred.to_dict()})
         if not args.json:
-            top = ", ".join(f"{label} {score:.3f}" for _, label, score in pred.top_k)
-            print(f"{path}: {top}")
+            print(f"{path}: {task.summary(pred)}")
     if args.json:
         _print_json(results)
     return 1 if failed else 0
@@ -487,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(p, "--from")
     p.set_defaults(func=cmd_attach)
 
-    p = sub.add_parser("predict", help="classify images (files or folders)")
+    p = sub.add_parser("predict", help="classify or detect on images (files or folders)")
     p.add_argument("model")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", type=int, default=5)

@@ -409,6 +409,12 @@ class Spec:
         lines += [f"  {i}. {s!r}" for i, s in enumerate(self.steps)]
         lines.append(f"layout: {self.input.layout} {self.input.dtype} -> input '{self.input.name}' "
                      f"{['batch' if d is None else d for d in self.input.shape]}")
+        if self.postprocess is not None:
+            p = self.postprocess
+            extra = f" kpt_shape={list(p.kpt_shape)}" if p.kpt_shape else ""
+            lines.append(f"postprocess: {p.decoder} {list(p.outputs)} conf>{p.conf} iou>{p.iou} max_det={p.max_det} "
+                         f"max_nms={p.max_nms} agnostic={p.agnostic} multi_label={p.multi_label}{extra} "
+                         f"({p.rules} rules)")
         return "\n".join(lines)
 
 

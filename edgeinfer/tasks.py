@@ -34,6 +34,8 @@ class Task:
     finish: Callable[..., list[Result]]
     draw: Callable[[np.ndarray, Result], np.ndarray]
     rows: Callable[[Result], list[dict[str, Any]]]
+    columns: tuple[str, ...]  # the keys of its rows, in CSV order
+    summary: Callable[[Result], str]  # one line for a person
 
 
 # -- classification ----------------------------------------------------------------------------------
@@ -57,6 +59,18 @@ def _draw_prediction(frame: np.ndarray, pred: Prediction) -> np.ndarray:
 
 def _prediction_rows(pred: Prediction) -> list[dict[str, Any]]:
     return [{"index": pred.index, "label": pred.label, "score": pred.score, "top_k": pred.to_dict()["top_k"]}]
+
+
+def _prediction_summary(pred: Prediction) -> str:
+    return ", ".join(f"{label} {score:.3f}" for _, label, score in pred.top_k)
+
+
+def _detections_summary(det: Detections) -> str:
+    if not len(det):
+        return "no detections"
+    items = [f"{name} {c:.2f} [{', '.join(f'{v:.0f}' for v in box)}]"
+             for name, c, box in zip(det.class_name, det.confidence, det.xyxy)]
+    return f"{len(det)} detection{'s' * (len(det) != 1)}: " + "; ".join(items)
 
 
 # -- detection, pose, oriented boxes -------------------------------------------------------------------
@@ -111,11 +125,17 @@ def _same_size(spec: Spec, images_hw: Sequence[tuple[int, int]]) -> Spec:
     return dataclasses.replace(spec, steps=steps)
 
 
+BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 TABLE: dict[str, Task] = {
     "classification": Task("classification", Prediction, lambda spec: [spec.output.name], _classify,
-                           _draw_prediction, _prediction_rows),
-    **{name: Task(name, Detections, _detect_outputs, _detect, _draw_detections, Detections.rows)
-       for name in ("detection", "pose", "obb")},
+                           _draw_prediction, _prediction_rows, ("index", "label", "score", "top_k"),
+                           _prediction_summary),
+    "detection": Task("detection", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
+                      BOX_COLUMNS, _detections_summary),
+    "pose": Task("pose", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
+                 BOX_COLUMNS + ("keypoints",), _detections_summary),
+    "obb": Task("obb", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
+                BOX_COLUMNS + ("cx", "cy", "w", "h", "angle"), _detections_summary),
 }
 assert set(TABLE) == set(TASKS), "the task table and the spec's task names must agree"
 
