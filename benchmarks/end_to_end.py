@@ -14,7 +14,7 @@ over raw ORT with the same preprocessing) is measured twice: in those mixed roun
 just the two, where torch's allocations and frees do not land between them (they make whichever call
 allocates next pay for fresh pages). Writes end_to_end.json.
 
-    .venv/bin/python benchmarks/end_to_end.py [--rounds 30]
+    .venv/bin/python benchmarks/end_to_end.py [--rounds 30] [--threads N]
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ def shuffled_rounds(contenders: dict, rounds: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch and ONNX Runtime threads (default: all cores; 1 on a machine others share)")
     args = parser.parse_args()
     import onnxruntime as ort
     import torch
@@ -94,7 +96,7 @@ def main() -> None:
     from converters.zoo import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform
     from edgeinfer.bench import cold_start, cpu_model
 
-    threads = os.cpu_count() or 1
+    threads = args.threads
     torch.set_num_threads(threads)
     rgb = cv2.resize(data.astronaut(), (1920, 1080), interpolation=cv2.INTER_CUBIC)
     bgr = np.ascontiguousarray(rgb[..., ::-1])
