@@ -4,7 +4,8 @@ Needs torch, torchvision and onnx (``pip install edgeinfer[export]``); the devic
 """
 
 from converters.attach import attach_spec, spec_for
-from converters.export import ExportReport, ExportWarning, export
+from converters.export import DetectorExportReport, ExportReport, ExportWarning, export, export_detector
 from converters.transforms import pixel_parity, spec_from_transform
 
-__all__ = ["attach_spec", "spec_for", "ExportReport", "ExportWarning", "export", "pixel_parity", "spec_from_transform"]
+__all__ = ["attach_spec", "spec_for", "DetectorExportReport", "ExportReport", "ExportWarning", "export",
+           "export_detector", "pixel_parity", "spec_from_transform"]

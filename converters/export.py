@@ -197,3 +197,67 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
 
     parity = compare(model, transform, out, images if images is not None else [im for _, im in named])
     return ExportReport(path=str(out), spec=spec, parity=parity, switched_to_eval=switched, warnings=tuple(notes))
+
+
+@dataclass(frozen=True)
+class DetectorExportReport:
+    """What :func:`export_detector` wrote and measured: torch vs ONNX Runtime on the device's own inputs."""
+
+    path: str
+    spec: Spec
+    images: int
+    max_abs_diff: float  # raw outputs, torch vs ONNX Runtime, on the preprocessed images
+    detections: list[int]  # detections per verification image, on the device side
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "spec": self.spec.to_dict(), "images": self.images,
+                "max_abs_diff": self.max_abs_diff, "detections": list(self.detections)}
+
+
+def export_detector(model: Any, path: str | os.PathLike, *, source: Any, labels: Sequence[str] | None = None,
+                    images: Iterable[Any] | None = None, output_names: Sequence[str] = ("output0",),
+                    input_name: str = "images", example_hw: tuple[int, int] = (640, 640), opset: int = OPSET,
+                    atol: float = 1e-3) -> DetectorExportReport:
+    """Export a user's own torch detector with the pre- and postprocessing ``source`` describes.
+
+    ``source`` is what :func:`edgeinfer.sources.resolve` reads for a detector: e.g. ``{"size": 640,
+    "letterbox": True, "task": "detection", "postprocess": {"decoder": "dets_labels"}}`` (or a spec). The
+    model is exported (eval mode, dynamic batch) with ``output_names`` in the order its decoder reads
+    them, the spec is checked against the graph and written in, and the export is verified: the edgeinfer
+    preprocessing of ``images`` (BGR frames or files; probe images when None) fed to torch and to ONNX
+    Runtime must give the same raw outputs within ``atol``, or nothing is written. ``example_hw`` is the
+    size of the tracing example (height and width stay dynamic in the graph).
+    """
+    import onnx
+    import torch
+
+    import edgeinfer
+    from converters.attach import attach_spec
+
+    model.eval()
+    frames = list(images) if images is not None else [np.asarray(im)[..., ::-1].copy() for im in probe_images()]
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        dummy = torch.zeros(1, 3, *example_hw)
+        with torch.no_grad():
+            torch.onnx.export(model, (dummy,), str(raw_path), input_names=[input_name], output_names=list(output_names),
+                              opset_version=opset, dynamic_axes={input_name: {0: "batch", 2: "height", 3: "width"}},
+                              dynamo=False)
+        spec = attach_spec(raw_path, Path(tmp) / "with_spec.onnx", source, labels=labels)
+        deployed = edgeinfer.load(Path(tmp) / "with_spec.onnx")
+        worst, counts = 0.0, []
+        for frame in frames:
+            x = deployed.preprocess(frame)[None]
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x))
+            ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref,))]
+            got = deployed.session.run(list(output_names), {input_name: x})
+            worst = max(worst, max(float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
+                                   for a, b in zip(ref, got)))
+            counts.append(len(deployed.predict(frame)))
+        if worst > atol:
+            raise ExportError(f"export_detector: torch and ONNX Runtime differ by {worst:.3g} on the raw outputs "
+                              f"(allowed {atol}); nothing written. Check the model for export-unsafe operations.")
+        write_with_spec(onnx.load(str(raw_path)), path, spec)
+    return DetectorExportReport(str(path), spec, len(frames), worst, counts)

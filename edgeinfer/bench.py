@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeinfer import postprocess
-from edgeinfer.errors import ImageError
+from edgeinfer.errors import ImageError, SpecError
 from edgeinfer.images import IMAGE_SUFFIXES, decode, image_files
 from edgeinfer.model import load
 
@@ -172,6 +172,9 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
     if runs < 1 or warmup < 0 or any(b < 1 for b in batches):
         raise ValueError(f"runs >= 1, warmup >= 0 and batch sizes >= 1 expected, found {runs}, {warmup}, {list(batches)}")
     model = load(model_path, device=device, threads=threads, preprocess=preprocess)
+    if tta is not None and model.spec.postprocess is not None:
+        raise SpecError(f"bench --tta: test-time augmentation is for classifiers; {model_path} is a "
+                        f"{model.spec.task} model.")
     exif = model.spec.decode.exif_orientation
     skipped: list[str] = []
     if images is not None:
@@ -200,13 +203,15 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
             t0 = time.perf_counter()
             frames = [decode(x, exif_orientation=exif) for x in chunk]
             t1 = time.perf_counter()
-            batch = model.preprocessor.batch(frames)
+            batch, sizes = model.prepare(frames)
             t2 = time.perf_counter()
-            raw = model.run(batch if tta is None else np.concatenate([batch, batch[..., ::-1]]))
-            t3 = time.perf_counter()
-            if tta is None:
-                postprocess.predictions(raw, kind=model.spec.output.kind, labels=model.labels, top_k=5)
+            if tta is None:  # the task's own outputs and decoding (top-k; boxes and NMS for a detector)
+                outputs = model.infer(batch)
+                t3 = time.perf_counter()
+                model.finish(outputs, sizes, batch.shape[2:])
             else:
+                raw = model.run(np.concatenate([batch, batch[..., ::-1]]))
+                t3 = time.perf_counter()
                 probs = postprocess.class_scores(raw)
                 probs = postprocess.softmax(probs) if model.spec.output.kind == "logits" else probs
                 postprocess.predictions((probs[:b] + probs[b:]) / 2, kind="probabilities", labels=model.labels,

@@ -113,19 +113,37 @@ class Model:
         stride-aligned rectangle of a dynamic model only when all images have one size) and map the
         boxes back. ``conf``, ``iou`` and ``max_det`` override the spec's postprocess section.
         """
-        spec = self.spec
-        if spec.postprocess is None:
-            raise SpecError(f"{self.path}: detect() needs a detector; this model's task is {spec.task!r}. "
+        if self.spec.postprocess is None:
+            raise SpecError(f"{self.path}: detect() needs a detector; this model's task is {self.spec.task!r}. "
                             "Use predict().")
-        task = tasks.get(spec.task)
-        decoded = [to_model_layout(im, spec.decode, color=color) for im in images]
+        batch, sizes = self.prepare(images, color=color)
+        return self.finish(self.infer(batch), sizes, batch.shape[2:], conf=conf, iou=iou, max_det=max_det)
+
+    # -- the three stages, for callers that time or overlap them (bench, stream) -------------------------
+    def prepare(self, images: Iterable[ImageInput], *, color: str = "bgr") -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """The (N, C, H, W) model input for ``images`` and the (height, width) of each decoded image."""
+        decoded = [to_model_layout(im, self.spec.decode, color=color) for im in images]
         if not decoded:
-            raise ImageError("detect: expected at least one image, found none.")
+            raise ImageError("expected at least one image, found none.")
         sizes = [tuple(px.shape[:2]) for px, _ in decoded]
         pre = self._preprocessor_for(sizes)
-        batch = np.stack([pre.from_layout(px, ch) for px, ch in decoded])
-        outputs = self._run_outputs(batch, task.outputs(spec))
-        return task.finish(spec, outputs, sizes, batch.shape[2:], conf=conf, iou=iou, max_det=max_det)
+        if pre.spec.input.dynamic_size:
+            return np.stack([pre.check(pre.from_layout(px, ch)) for px, ch in decoded]), sizes
+        batch = np.empty((len(decoded), pre.spec.input.channels, *pre.spec.input.height_width), np.float32)
+        for i, (px, ch) in enumerate(decoded):  # straight into the batch: no stacking copy
+            pre.check(pre.from_layout(px, ch, out=batch[i]))
+        return batch, sizes
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The outputs this model's task reads, for a prepared batch."""
+        return self._run_outputs(batch, tasks.get(self.spec.task).outputs(self.spec))
+
+    def finish(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: Sequence[int],
+               **options: Any) -> list[Any]:
+        """The task's results (:class:`Prediction` or :class:`Detections`) from ``infer``'s outputs.
+
+        ``options``: ``top_k`` for classifiers; ``conf``, ``iou``, ``max_det`` for detectors."""
+        return tasks.get(self.spec.task).finish(self.spec, outputs, sizes, tuple(input_hw), **options)
 
     def _preprocessor_for(self, sizes: Sequence[tuple[int, int]]) -> Preprocessor:
         variant = tasks._same_size(self.spec, sizes)

@@ -39,7 +39,10 @@ class Preprocessor:
 
     def __call__(self, image: ImageInput, *, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
         """The (C, H, W) input for ``image``; written into ``out`` (and returned) when given."""
-        arr = self.unchecked(image, color=color, out=out)
+        return self.check(self.unchecked(image, color=color, out=out))
+
+    def check(self, arr: np.ndarray) -> np.ndarray:
+        """``arr`` when it has the model's input shape (a dynamic axis takes any size); else ImageError."""
         c, h, w = self.spec.input.channels, *self.spec.input.height_width
         if arr.shape != (c, h or arr.shape[1], w or arr.shape[2]):  # None: a dynamic axis takes any size
             raise ImageError(

@@ -33,7 +33,8 @@ import numpy as np
 
 from edgeinfer import ops
 from edgeinfer.errors import ModelError, SpecError
-from edgeinfer.spec import OUTPUT_KINDS, SCHEMA, Decode, InputSpec, OutputSpec, Postprocess, Spec, Step
+from edgeinfer.spec import (DECODERS, OUTPUT_KINDS, SCHEMA, TASKS, Decode, InputSpec, OutputSpec, Postprocess, Spec,
+                            Step)
 
 WAYS = (
     "Give it a spec in one of these ways: export it with converters.export(model, path, transform=...); "
@@ -70,12 +71,16 @@ class Preprocessing:
 
 
 # -- plain dictionaries -----------------------------------------------------------------------------
-PLAIN_KEYS = ("size", "mean", "std", "interpolation", "resize", "crop_pct", "backend", "scale")
+PLAIN_KEYS = ("size", "mean", "std", "interpolation", "resize", "crop_pct", "backend", "scale", "letterbox", "task",
+              "postprocess")
 _PLAIN_HELP = ("A plain source is {'size': 224 or [h, w], 'mean': [...], 'std': [...], 'interpolation': "
                "'bilinear'} with optional 'resize' (shorter side before a centre crop, torchvision's "
                "Resize(256) + CenterCrop(224)), 'crop_pct' (timm: shorter side to size / crop_pct, then crop), "
                "'backend' (pil | torch | opencv, default pil) and 'scale' ('div255', default, or 'none' for "
-               "0-255 inputs). Without 'resize' or 'crop_pct' the image is resized to exactly size.")
+               "0-255 inputs). Without 'resize' or 'crop_pct' the image is resized to exactly size. A detector "
+               "adds 'task' (detection | pose | obb), 'postprocess' ({'decoder': ..., 'conf': ..., ...}, see "
+               "edgeinfer.spec.Postprocess) and, for a YOLO-style input, 'letterbox' (true, or {'auto', 'stride', "
+               "'fill', 'scaleup', 'center'}) instead of the resize.")
 
 
 def _pair(where: str, v: Any) -> list[int]:
@@ -153,10 +158,26 @@ def from_plain(source: Mapping[str, Any]) -> Preprocessing:
             raise SpecError(f"resize: expected the shorter side as a positive int, found {shorter!r}.")
         steps += [Step("resize", _resize_params(interpolation, backend, rule="shorter", size=shorter)),
                   Step("center_crop", {"size": size})]
+    elif source.get("letterbox"):
+        extra = source["letterbox"] if isinstance(source["letterbox"], Mapping) else {}
+        steps.append(Step("letterbox", {"size": size, **extra}))
     else:
         steps.append(Step("resize", _resize_params(interpolation, backend, rule="exact", size=size)))
     steps += _normalize_steps(scale, _triple("mean", source.get("mean"), 0.0), _triple("std", source.get("std"), 1.0))
-    return Preprocessing(steps=tuple(steps), provenance={"source": "plain", "plain": json.dumps(dict(source))})
+    provenance = {"source": "plain", "plain": json.dumps(dict(source))}
+    task = source.get("task", "classification")
+    if task == "classification" and "postprocess" not in source:
+        return Preprocessing(steps=tuple(steps), provenance=provenance)
+    post = source.get("postprocess")
+    if task not in TASKS or task == "classification" or not isinstance(post, Mapping) or "decoder" not in post:
+        raise SpecError(f"plain source: a detector needs 'task' (one of {list(TASKS[1:])}) and 'postprocess' with a "
+                        f"'decoder' (one of {list(DECODERS)}); found task={task!r}, postprocess={post!r}. {_PLAIN_HELP}")
+    unknown = sorted(set(post) - {f.name for f in dataclasses.fields(Postprocess)})
+    if unknown:
+        raise SpecError(f"postprocess: unknown key(s) {unknown}; allowed: "
+                        f"{[f.name for f in dataclasses.fields(Postprocess)]}.")
+    return Preprocessing(steps=tuple(steps), provenance=provenance, task=task, output_kind="raw",
+                         postprocess=Postprocess(**post))
 
 
 # -- Hugging Face image processors ------------------------------------------------------------------
