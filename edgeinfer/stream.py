@@ -21,9 +21,7 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from edgeinfer import postprocess
 from edgeinfer.errors import EdgeInferError, ImageError
-from edgeinfer.postprocess import Prediction
 
 _END = object()
 
@@ -185,8 +183,10 @@ class _Capture(threading.Thread):
 
 def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int | None = None, top_k: int = 5,
            retries: int = 5, backoff: float = 0.5, stats: StreamStats | None = None,
-           opener: Callable[[Any], Any] = _open) -> Iterator[tuple[np.ndarray, Prediction, Timing]]:
-    """Yield ``(frame, prediction, timing)`` for each frame of ``source`` (camera index, file or URL).
+           opener: Callable[[Any], Any] = _open) -> Iterator[tuple[np.ndarray, Any, Timing]]:
+    """Yield ``(frame, result, timing)`` for each frame of ``source`` (camera index, file or URL); the
+    result is the model's task's (:class:`~edgeinfer.postprocess.Prediction`, or
+    :class:`~edgeinfer.detections.Detections` in the frame's own pixels).
 
     Pass a :class:`StreamStats` to read FPS, per-stage latency, dropped frames and reconnections,
     during and after the loop. Raises :class:`SourceError` when the source never delivers a frame.
@@ -240,9 +240,10 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
                 break
             index, frame, captured, capture_ms, pre_ms, x = item
             t1 = time.perf_counter()
-            raw = model.run(x)
+            outputs = model.infer(x)
             t2 = time.perf_counter()
-            pred = postprocess.predictions(raw, kind=model.spec.output.kind, labels=model.labels, top_k=top_k)[0]
+            # the task's own decoding: top-k for a classifier, boxes back in this frame for a detector
+            pred = model.finish(outputs, [frame.shape[:2]], x.shape[2:], top_k=top_k)[0]
             t3 = time.perf_counter()
             timing = Timing(index, capture_ms, pre_ms, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t3 - captured) * 1e3)
             stats.frames += 1
@@ -258,14 +259,16 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
                           "camera index, the file path or the stream URL.")
 
 
-def annotate(frame: np.ndarray, pred: Prediction, *, fps: float, latency_ms: float) -> np.ndarray:
-    """Draw label, score, FPS and latency onto a copy of a BGR frame."""
-    out = frame.copy()
+def annotate(frame: np.ndarray, pred: Any, *, fps: float, latency_ms: float) -> np.ndarray:
+    """A copy of a BGR frame with the result drawn as its task draws it (label and score; boxes, labels and
+    keypoints), and FPS and latency in the bottom-left corner."""
+    from edgeinfer import tasks
+
+    out = tasks.for_result(pred).draw(frame.copy(), pred)
     scale = max(0.5, frame.shape[1] / 1280)
-    lines = [f"{pred.label}  {pred.score:.2f}", f"{fps:.1f} FPS  {latency_ms:.1f} ms"]
-    for i, text in enumerate(lines):
-        y = int((30 + 32 * i) * scale)
-        cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
-        cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale),
-                    cv2.LINE_AA)
+    y = int(frame.shape[0] - 16 * scale)
+    text = f"{fps:.1f} FPS  {latency_ms:.1f} ms"
+    cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
+    cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale),
+                cv2.LINE_AA)
     return out

@@ -140,6 +140,14 @@ TABLE: dict[str, Task] = {
 assert set(TABLE) == set(TASKS), "the task table and the spec's task names must agree"
 
 
+def for_result(result: Any) -> Task:
+    """The task a result belongs to (by its type)."""
+    for task in TABLE.values():
+        if isinstance(result, task.result):
+            return task
+    raise TypeError(f"expected a Prediction or Detections, found {type(result).__name__}.")
+
+
 def get(name: str) -> Task:
     try:
         return TABLE[name]

@@ -283,3 +283,30 @@ def test_detectors_predict_to_folder_files_and_refuse_tta(layouts, tmp_path, pho
                              capture_output=True, text=True, check=True).stdout
     assert json.loads(printed)[0]["detections"] == model.predict(str(photo_files[0])).to_dict()["detections"]
 
+
+
+@pytest.mark.slow
+def test_camera_loop_runs_a_detector_over_a_video_with_overlays_and_jsonl(layouts, tmp_path):
+    path = layouts["detect_nms"]
+    video = tmp_path / "clip.mp4"
+    shots = [cv2.resize(f, (640, 360)) for f in frames().values()]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 360))
+    for f in shots * 2:
+        writer.write(f)
+    writer.release()
+    out, jsonl = tmp_path / "annotated.mp4", tmp_path / "detections.jsonl"
+    done = subprocess.run([sys.executable, "-m", "edgeinfer", "camera", path, "--source", str(video), "--out", str(out),
+                           "--jsonl", str(jsonl)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(rows) == 2 * len(shots) and all("detections" in r for r in rows)
+    model = edgeinfer.load(path)
+    cap = cv2.VideoCapture(str(video))
+    for row in rows:
+        ok, frame = cap.read()
+        assert ok
+        assert row["detections"] == model.predict(frame).to_dict()["detections"]
+    annotated = cv2.VideoCapture(str(out))
+    ok, first = annotated.read()
+    assert ok and first.shape == (360, 640, 3)
+    assert np.abs(first.astype(int) - shots[0].astype(int)).mean() > 1  # boxes and labels were drawn
