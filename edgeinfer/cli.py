@@ -425,24 +425,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    if args.reference_transform or args.torch_model:
-        from converters import zoo
-        from converters.doctor import doctor
+    from edgeinfer.diagnostics import doctor
 
-        model = transform = None
+    model = transform = None
+    if args.torch_model or args.reference_transform:
+        from converters import zoo
+
         if args.torch_model:
             model, transform = zoo.build(args.torch_model, num_classes=args.num_classes, weights=args.weights)
         if args.reference_transform:
             transform = zoo.import_attr(args.reference_transform)
-        report = doctor(args.model, args.images or [], transform=transform, torch_model=model, plots_dir=args.plots)
-    elif args.plots:
-        from converters.doctor import doctor
-
-        report = doctor(args.model, args.images or [], plots_dir=args.plots)
-    else:
-        from edgeinfer.diagnostics import check
-
-        report = check(args.model, images=args.images)
+    report = doctor(args.model, images=args.images, reference_transform=transform, torch_model=model,
+                    plots=args.plots)
     from edgeinfer.files import write_text_atomic
 
     if args.json:

@@ -18,6 +18,7 @@ import onnxruntime as ort
 from edgeinfer import sources
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.postprocess import class_scores, to_probabilities
+from edgeinfer.spec import METADATA_KEY
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -176,6 +177,114 @@ def _determinism(model: Any, batch: np.ndarray, findings: list[Finding], measure
                 "Call model.eval() before exporting and re-export."))
 
 
+# -- detectors ---------------------------------------------------------------------------------------
+def _tool_rule(model: Any, findings: list[Finding]) -> None:
+    """An Ultralytics file carrying an edgeinfer spec: does the spec letterbox the way the tool's predictor
+    does? A plain resize, another pad value or the square where the tool uses the minimal rectangle each
+    change scores and boxes without any error."""
+    meta = model.session.get_modelmeta().custom_metadata_map
+    if not sources.is_ultralytics(meta) or METADATA_KEY not in meta:
+        return
+    dynamic = not isinstance(model.session.get_outputs()[0].shape[0], int)
+    try:
+        want = {s.op: s.params for s in sources.from_ultralytics(meta, dynamic=dynamic).steps}
+    except (ModelError, SpecError):
+        return
+    have = {s.op: s.params for s in model.spec.steps}
+    tool = f"Ultralytics {meta.get('version', '?')}"
+    fix = ("Delete the edgeinfer spec from the file (Ultralytics exports load from their own metadata) or "
+           "re-attach one with a letterbox as the tool's predictor uses it.")
+    if "letterbox" in want and "letterbox" not in have:
+        findings.append(Finding(
+            "letterbox_missing", "error", f"the spec resizes without a letterbox, but {tool}'s predictor letterboxes "
+            f"(aspect ratio kept, pad {want['letterbox'].get('fill', 114)}): objects are stretched, scores drop and "
+            "boxes come back in the wrong place.", fix, {"spec_steps": sorted(have)}))
+        return
+    if "letterbox" not in want:
+        return
+    lb_want, lb_have = want["letterbox"], have["letterbox"]
+    if lb_have.get("fill", 114) != lb_want.get("fill", 114):
+        findings.append(Finding(
+            "letterbox_fill", "error", f"the letterbox pads with {lb_have.get('fill', 114)}, {tool}'s predictor with "
+            f"{lb_want.get('fill', 114)}: the border the model sees differs from training.", fix,
+            {"spec_fill": lb_have.get("fill", 114), "tool_fill": lb_want.get("fill", 114)}))
+    if bool(lb_have.get("auto", False)) != bool(lb_want.get("auto", False)):
+        findings.append(Finding(
+            "letterbox_auto", "error",
+            "the spec letterboxes to " + ("the minimal stride-aligned rectangle" if lb_have.get("auto") else
+                                          "the full square") + f" where {tool}'s predictor uses " +
+            ("the minimal rectangle (a dynamic file)" if lb_want.get("auto") else "the full square (a static file)") +
+            ": another input size, other scores and boxes.", fix,
+            {"spec_auto": bool(lb_have.get("auto")), "tool_auto": bool(lb_want.get("auto"))}))
+
+
+def _detector_checks(model: Any, items: Sequence[Any], findings: list[Finding], measured: dict[str, Any]) -> None:
+    _tool_rule(model, findings)
+    results, inputs = [], []
+    for item in items:
+        try:
+            batch, sizes = model.prepare([item])
+        except ImageError:
+            continue
+        inputs.append(batch)
+        results.append((model.finish(model.infer(batch), sizes, batch.shape[2:])[0], sizes[0]))
+    measured["images"] = len(results)
+    if not results:
+        return
+    flat = np.concatenate([b.reshape(b.shape[1], -1) for b in inputs], axis=1)[None, :, :, None]
+    _input_stats(model, flat, findings, measured)
+    boxes = sum(len(d) for d, _ in results)
+    measured["detections"] = boxes
+    measured["detections_per_image"] = [len(d) for d, _ in results]
+    post = model.spec.postprocess
+    if boxes == 0:
+        findings.append(Finding(
+            "boxes_empty", "warning", f"no detection on any of {len(results)} images (confidence threshold "
+            f"{post.conf}).", "If the images show the model's classes, the preprocessing or the decoder is wrong "
+            "(compare with the training tool's predictor), or the threshold is too high for these images.",
+            {"conf": post.conf}))
+        return
+    edge = 0
+    for det, (h, w) in results:
+        x1, y1, x2, y2 = det.xyxy.T
+        tol = 0.5
+        edge += int(np.sum((x1 <= tol) & (y1 <= tol) | (x2 >= w - tol) & (y2 >= h - tol)
+                           | ((x2 - x1) >= w - tol) & ((y2 - y1) >= h - tol)))
+    measured["boxes_at_frame_corners"] = edge
+    if boxes >= 3 and edge == boxes:
+        findings.append(Finding(
+            "boxes_clipped", "error", f"all {boxes} boxes run into a corner of the frame or cover it whole: the "
+            "coordinates are not in the unit the decoder assumes (normalised vs pixels) or not mapped back "
+            "through the letterbox.", "Check the spec's postprocess decoder against the model's outputs (edgeinfer "
+            "inspect shows both) and re-attach the spec.", {"boxes": boxes}))
+    first = inputs[0]
+    a, b = model.infer(first), model.infer(first)
+    nondet = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(a, b))
+    measured["repeat_max_abs_diff"] = nondet
+    if nondet > 1e-5:
+        findings.append(Finding(
+            "train_mode", "error", f"the same input gives different outputs on repeated runs (max diff {nondet:.2e}).",
+            "Call model.eval() before exporting."))
+
+
+def doctor(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
+           reference_transform: Any = None, torch_model: Any = None, plots: str | os.PathLike | None = None,
+           max_images: int = 64) -> CheckReport:
+    """The deployment doctor (``edgeinfer.check``): the runtime checklist on the device; with the training
+    ``reference_transform`` and/or ``torch_model``, or ``plots`` (a folder), also the reference checks and
+    debug plots of the workstation side (``converters.doctor``, which needs torch and matplotlib)."""
+    if reference_transform is None and torch_model is None and plots is None:
+        return check(model_path, images=images, max_images=max_images)
+    try:
+        from converters.doctor import doctor as reference_doctor
+    except ImportError as exc:
+        raise ModelError(f"check: the reference checks and plots run on the workstation side (converters, torch), "
+                         f"which this machine cannot import ({exc}). Run the runtime checks alone here, or install "
+                         "edgeinfer[export,plots] where training happened.") from exc
+    return reference_doctor(model_path, images if images is not None else [], transform=reference_transform,
+                            torch_model=torch_model, plots_dir=plots, max_images=max_images)
+
+
 def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
           max_images: int = 64) -> CheckReport:
     """Run the runtime checklist on a model file (and images, when given) and return the findings."""
@@ -205,6 +314,9 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
     else:
         items = list(images or [])
     items = items[:max_images]
+    if model.spec.postprocess is not None:
+        _detector_checks(model, items, findings, measured)
+        return CheckReport(str(path), tuple(findings), measured)
     arrays = []
     for item in items:
         try:

@@ -310,3 +310,47 @@ def test_camera_loop_runs_a_detector_over_a_video_with_overlays_and_jsonl(layout
     ok, first = annotated.read()
     assert ok and first.shape == (360, 640, 3)
     assert np.abs(first.astype(int) - shots[0].astype(int)).mean() > 1  # boxes and labels were drawn
+
+
+def _with_spec(src: str, dst, edit) -> str:
+    """A copy of an Ultralytics file carrying an edgeinfer spec changed by ``edit`` (a deployment mistake)."""
+    import dataclasses
+
+    import onnx
+
+    from converters.attach import write_with_spec
+
+    spec = edgeinfer.load(src).spec
+    write_with_spec(onnx.load(src), dst, edit(spec, dataclasses))
+    return str(dst)
+
+
+def _step(spec, op, **changes):
+    from edgeinfer.spec import Step
+
+    return tuple(Step(s.op, {**s.params, **changes}) if s.op == op else s for s in spec.steps)
+
+
+FAULTS = {
+    "letterbox_missing": ("detect_raw", lambda s, dc: dc.replace(s, steps=(
+        edgeinfer.Step("resize", {"rule": "exact", "size": [320, 320], "interpolation": "bilinear",
+                                  "backend": "opencv"}),) + s.steps[1:])),
+    "letterbox_fill": ("detect_raw", lambda s, dc: dc.replace(s, steps=_step(s, "letterbox", fill=0))),
+    "letterbox_auto": ("detect_raw_dynamic", lambda s, dc: dc.replace(s, steps=_step(s, "letterbox", auto=False))),
+    "boxes_empty": ("detect_raw", lambda s, dc: dc.replace(s, postprocess=dc.replace(s.postprocess, conf=1.0))),
+    "boxes_clipped": ("detect_nms", lambda s, dc: dc.replace(s, postprocess=dc.replace(s.postprocess, decoder="detr"))),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_doctor_finds_each_detector_deployment_fault_and_says_the_fix(fault, layouts, tmp_path, photo_files):
+    base, edit = FAULTS[fault]
+    broken = _with_spec(layouts[base], tmp_path / "broken.onnx", edit)
+    report = edgeinfer.check(broken, images=photo_files[:4])
+    found = {f.code: f for f in report.findings}
+    assert fault in found, report.codes()
+    assert found[fault].severity in ("error", "warning") and found[fault].fix
+    healthy = edgeinfer.check(layouts[base], images=photo_files[:4])
+    assert healthy.ok, healthy.codes()
+    assert healthy.measured["detections"] > 0 and healthy.measured["images"] == 4
