@@ -98,7 +98,7 @@ PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 
 
 
 def _draw_detections(frame: np.ndarray, det: Detections) -> np.ndarray:
-    thick = max(1, round(frame.shape[1] / 640))
+    thick = max(2, round(frame.shape[1] / 400))
     for i, name in enumerate(det.class_name):
         color = PALETTE[int(det.class_id[i]) % len(PALETTE)]
         if det.xywhr is not None:
