@@ -129,8 +129,64 @@ static PyObject *rows(PyObject *self, PyObject *args) {
     return result;
 }
 
+
+/* PIL's convert('L'): (19595 R + 38470 G + 7471 B + 0x8000) >> 16 on uint8, from any channel order (a BGR
+ * frame is read in place). src (H, W, K) uint8 with contiguous rows, dst (H, W, 1) uint8. */
+EDGE_CLONES
+static void luma_rows(const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride, Py_ssize_t h,
+                      Py_ssize_t w, Py_ssize_t K, int r, int g, int b) {
+    /* the weight of each stored channel, so the inner loops read fixed offsets and vectorise */
+    uint32_t wt[4] = {0, 0, 0, 0};
+    wt[r] += 19595u;
+    wt[g] += 38470u;
+    wt[b] += 7471u;
+    const uint32_t w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3];
+    for (Py_ssize_t y = 0; y < h; y++) {
+        const uint8_t *in = src + y * src_stride;
+        uint8_t *out = dst + y * dst_stride;
+        if (K == 3) {
+            for (Py_ssize_t x = 0; x < w; x++)
+                out[x] = (uint8_t)((in[3 * x] * w0 + in[3 * x + 1] * w1 + in[3 * x + 2] * w2 + 0x8000u) >> 16);
+        } else if (K == 4) {
+            for (Py_ssize_t x = 0; x < w; x++)
+                out[x] = (uint8_t)((in[4 * x] * w0 + in[4 * x + 1] * w1 + in[4 * x + 2] * w2 + in[4 * x + 3] * w3 +
+                                    0x8000u) >> 16);
+        } else {
+            for (Py_ssize_t x = 0; x < w; x++) {
+                const uint8_t *px = in + x * K;
+                out[x] = (uint8_t)((px[r] * 19595u + px[g] * 38470u + px[b] * 7471u + 0x8000u) >> 16);
+            }
+        }
+    }
+}
+
+static PyObject *luma(PyObject *self, PyObject *args) {
+    PyObject *osrc, *odst;
+    int r, g, b;
+    Py_buffer src, dst;
+    if (!PyArg_ParseTuple(args, "OOiii", &osrc, &odst, &r, &g, &b)) return NULL;
+    if (get3(osrc, &src, 0, "src", 1) < 0) return NULL;
+    if (get3(odst, &dst, 1, "dst", 1) < 0) { PyBuffer_Release(&src); return NULL; }
+    PyObject *result = NULL;
+    const Py_ssize_t K = src.shape[2];
+    if (dst.shape[0] != src.shape[0] || dst.shape[1] != src.shape[1] || dst.shape[2] != 1 ||
+        r < 0 || g < 0 || b < 0 || r >= K || g >= K || b >= K || K > 4) {
+        PyErr_SetString(PyExc_ValueError, "luma: dst must be (rows, cols, 1) of src, channels within src's");
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        luma_rows((const uint8_t *)src.buf, src.strides[0], (uint8_t *)dst.buf, dst.strides[0], src.shape[0],
+                  src.shape[1], K, r, g, b);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&src); PyBuffer_Release(&dst);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"rows", rows, METH_VARARGS, "rows(src, dst, idx, w, shift): fixed-point resampling along the first axis"},
+    {"luma", luma, METH_VARARGS, "luma(src, dst, r, g, b): PIL's convert('L') of src's channels r, g, b"},
     {NULL, NULL, 0, NULL},
 };
 

