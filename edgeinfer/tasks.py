@@ -68,9 +68,11 @@ def _prediction_summary(pred: Prediction) -> str:
 def _detections_summary(det: Detections) -> str:
     if not len(det):
         return "no detections"
+    shown = 8
     items = [f"{name} {c:.2f} [{', '.join(f'{v:.0f}' for v in box)}]"
-             for name, c, box in zip(det.class_name, det.confidence, det.xyxy)]
-    return f"{len(det)} detection{'s' * (len(det) != 1)}: " + "; ".join(items)
+             for name, c, box in zip(det.class_name[:shown], det.confidence, det.xyxy)]
+    more = f"; ... {len(det) - shown} more" if len(det) > shown else ""
+    return f"{len(det)} detection{'s' * (len(det) != 1)}: " + "; ".join(items) + more
 
 
 # -- detection, pose, oriented boxes -------------------------------------------------------------------
