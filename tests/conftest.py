@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import numpy as np
 import pytest
 
 from converters.demo import train_photo_classifier
+
+# The shape detectors converters.shapes trains (about 22 minutes of CPU for all four) are committed here,
+# keyed by their recipe's hash: the tests read them instead of training. A changed recipe trains anew into
+# this folder; commit the new .pt and .json files.
+DETECTORS = Path(__file__).with_name("data") / "detectors"
+os.environ.setdefault("EDGEINFER_CACHE", str(DETECTORS))
 
 SKIMAGE_RGB = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 
