@@ -174,10 +174,13 @@ def _lookup_tail(fp: dict, norms: Sequence[dict]) -> Tail:
 
     def tail(img: np.ndarray, channels: Channels, out: np.ndarray | None) -> np.ndarray:
         if img.dtype != np.uint8:
-            res = ops.to_float(select_channels(img, channels), fp)
+            if sorted(channels) != list(range(img.shape[2])):  # channels repeated or dropped: pick them first
+                img, channels = select_channels(img, channels), tuple(range(len(channels)))
+            # normalise in the layout's channel order (elementwise: the same values), pick while transposing
+            res = ops.to_float(img, fp)
             for n in norms:
-                res = ops.normalize(res, n)
-            return _chw(res, tuple(range(res.shape[2])), out)
+                res = ops.normalize(res, _in_layout_order(n, channels))
+            return _chw(res, channels, out)
         lut = table(len(channels))
         if out is None or out.shape != (len(channels),) + img.shape[:2]:  # a wrong size is reported by the caller
             out = np.empty((len(channels),) + img.shape[:2], dtype=np.float32)
@@ -188,9 +191,20 @@ def _lookup_tail(fp: dict, norms: Sequence[dict]) -> Tail:
     return tail
 
 
+def _in_layout_order(norm: dict, channels: Channels) -> dict:
+    """Normalize's per-channel values for pixels whose channel k is the model's channel channels.index(k)."""
+    if channels == tuple(range(len(channels))):
+        return norm
+    return {**norm, **{key: [norm[key][channels.index(k)] for k in range(len(channels))]
+                       for key in ("mean", "std") if len(norm[key]) > 1}}
+
+
 def _chw(img: np.ndarray, channels: Channels, out: np.ndarray | None = None) -> np.ndarray:
-    chw = select_channels(img, channels).astype(np.float32, copy=False).transpose(2, 0, 1)
-    if out is None or out.shape != chw.shape:
-        return np.ascontiguousarray(chw)
-    out[...] = chw
+    """The model's channels of an (H, W, K) image as a float32 (C, H, W) array, in one copy."""
+    shape = (len(channels),) + img.shape[:2]
+    if out is None or out.shape != shape:
+        out = np.empty(shape, dtype=np.float32)
+    planes = img.transpose(2, 0, 1)
+    for c, src in enumerate(channels):
+        out[c] = planes[src]
     return out
