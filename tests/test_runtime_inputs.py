@@ -160,8 +160,9 @@ def test_runtime_loads_and_predicts_without_torch(exported, photo_files):
 
 def test_runtime_source_imports_only_numpy_opencv_onnxruntime():
     top_level = {"numpy", "cv2", "onnxruntime", "edgeinfer", "__future__"}
-    # lazily, inside the function that needs them: plots, progress bars, and the CLI's export command
-    lazy = top_level | {"matplotlib", "tqdm", "converters"}
+    # lazily, inside the function that needs them: plots, progress bars, the CLI's export command, and the
+    # hand-over of detections to supervision (Detections.to_supervision)
+    lazy = top_level | {"matplotlib", "tqdm", "converters", "supervision"}
     stdlib = set(sys.stdlib_module_names)
     for path in Path(edgeinfer.__file__).parent.glob("*.py"):
         for line in path.read_text().splitlines():
