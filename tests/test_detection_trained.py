@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 # target: variants Ultralytics exports for it
 CASES = {"detect": ("raw", "raw-dynamic", "nms"), "pose": ("raw", "nms"), "obb": ("raw", "nms"),
-         "detect-nmsfree": ("nmsfree",)}
+         "detect-nmsfree": ("nmsfree", "nmsfree-dynamic")}
 
 
 @pytest.fixture(scope="session")
