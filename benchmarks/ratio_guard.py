@@ -20,7 +20,6 @@ noise of a shared CI machine does not fail it. Runs in well under a minute.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# the same shuffled-round timing and within-round ratios as the published tables
+from preprocess_parity import paired, rounds
+
 # (slower contender, faster contender, the most the first may cost relative to the second)
 LIMITS = (
     ("fast BGR", "exact BGR", 1.10),
@@ -39,27 +41,6 @@ LIMITS = (
     ("exact RGB", "torchvision PIL", 1.00),
     ("Model.predict", "raw ORT + same preprocessing", 1.25),
 )
-
-
-def timed_rounds(contenders: dict, rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    for fn in contenders.values():  # warm-up: taps, caches, ORT's first-run allocations
-        fn()
-        fn()
-    samples: dict[str, list[float]] = {k: [] for k in contenders}
-    rng = random.Random(seed)
-    for _ in range(rounds):
-        order = list(contenders.items())
-        rng.shuffle(order)
-        for key, fn in order:
-            t = time.perf_counter()
-            fn()
-            samples[key].append(time.perf_counter() - t)
-    return samples
-
-
-def paired(samples: dict[str, list[float]], a: str, b: str) -> float:
-    """Median over rounds of time(a) / time(b) measured in the same round."""
-    return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
 
 
 def main() -> int:
@@ -94,14 +75,14 @@ def main() -> int:
         sess, name = model.session, model.spec.input.name
         # Two groups, each in its own shuffled rounds: the wrapper's overhead is measured against raw ORT
         # alone, without torch's allocations between the two (they cost whoever allocates next).
-        samples = timed_rounds({
+        samples = rounds({
             "torchvision PIL": lambda: tf(pil),
             "exact BGR": lambda: exact(bgr),
             "exact RGB": lambda: exact(rgb, color="rgb"),
             "fast BGR": lambda: fast(bgr),
             "fast RGB": lambda: fast(rgb, color="rgb"),
         }, args.rounds)
-        samples.update(timed_rounds({
+        samples.update(rounds({
             "Model.predict": lambda: model.predict(bgr),
             "raw ORT + same preprocessing": lambda: sess.run(None, {name: exact.batch([bgr])}),
         }, 2 * args.rounds))
