@@ -68,6 +68,7 @@ class Model:
         dim = session.get_inputs()[0].shape[0]
         self._fixed_batch = dim if isinstance(dim, int) else None
         self._tta_cache: dict[str, list[Preprocessor]] = {}
+        self._square: Preprocessor | None = None  # mixed-size batches of a dynamic detector
 
     # -- facts ------------------------------------------------------------------------------------
     @property
@@ -146,12 +147,12 @@ class Model:
         return tasks.get(self.spec.task).finish(self.spec, outputs, sizes, tuple(input_hw), **options)
 
     def _preprocessor_for(self, sizes: Sequence[tuple[int, int]]) -> Preprocessor:
-        variant = tasks._same_size(self.spec, sizes)
+        variant = tasks.batch_spec(self.spec, sizes)
         if variant is self.spec:
             return self.preprocessor
-        if "full" not in self._tta_cache:
-            self._tta_cache["full"] = [Preprocessor(variant, mode=self.preprocessor.mode)]
-        return self._tta_cache["full"][0]
+        if self._square is None:  # one variant only: the letterbox to the full square
+            self._square = Preprocessor(variant, mode=self.preprocessor.mode)
+        return self._square
 
     def _run_outputs(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
         feed = self.spec.input.name

@@ -118,7 +118,7 @@ def _draw_detections(frame: np.ndarray, det: Detections) -> np.ndarray:
     return frame
 
 
-def _same_size(spec: Spec, images_hw: Sequence[tuple[int, int]]) -> Spec:
+def batch_spec(spec: Spec, images_hw: Sequence[tuple[int, int]]) -> Spec:
     """Ultralytics' rule for a batch: a minimal stride-aligned letterbox (``auto``) only when every image has
     the same size; otherwise the full square, so the batch stacks."""
     if len(set(images_hw)) <= 1:
