@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import math
+
+import cv2
 import numpy as np
 
 from edgeinfer import nms as _nms
@@ -140,10 +143,12 @@ NORMALISED = {"detr"}
 
 
 def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[int, int], *, task: str,
-                post: Postprocess, labels: Sequence[str] | None) -> Detections:
+                post: Postprocess, labels: Sequence[str] | None, protos: np.ndarray | None = None,
+                input_hw: tuple[int, int] | None = None) -> Detections:
     """Map candidates from model-input pixels to the original frame, as Ultralytics 8.4 does: boxes and
     keypoints through the inverse geometry, then clipped to [0, w] x [0, h]; rotated boxes' centres and
-    sides through it (by axis), angle untouched, not clipped; normalised DETR boxes times the frame size."""
+    sides through it (by axis), angle untouched, not clipped; normalised DETR boxes times the frame size;
+    instance masks from their prototypes (``protos``, (32, mh, mw)) as :func:`instance_masks` says."""
     h0, w0 = orig_hw
     boxes = c.boxes.astype(np.float32, copy=True)
     if post.decoder in NORMALISED:
@@ -159,7 +164,7 @@ def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[in
     xy = ops.to_source(boxes.reshape(-1, 2, 2), chain).reshape(-1, 4)
     xy[:, [0, 2]] = np.clip(xy[:, [0, 2]], 0, w0)
     xy[:, [1, 3]] = np.clip(xy[:, [1, 3]], 0, h0)
-    keypoints = None
+    keypoints = mask = None
     if task == "pose":
         k, dims = post.kpt_shape
         kpts = c.extra[:, :k * dims].reshape(-1, k, dims).astype(np.float32, copy=True)
@@ -167,7 +172,69 @@ def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[in
         kpts[..., 0] = np.clip(kpts[..., 0], 0, w0)
         kpts[..., 1] = np.clip(kpts[..., 1], 0, h0)
         keypoints = kpts
+    if task == "segment":
+        mask, keep = instance_masks(c.extra, protos, boxes, xy, input_hw, orig_hw, retina=post.retina_masks)
+        return Detections(xy[keep], c.confidence[keep], c.class_id[keep], mask=mask[keep], labels=labels)
     return Detections(xy, c.confidence, c.class_id, keypoints=keypoints, labels=labels)
+
+
+def _bilinear(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """torch's ``F.interpolate(mode="bilinear", align_corners=False)`` of float masks (N, h, w) to ``hw``: OpenCV's
+    INTER_LINEAR samples the same half-pixel-centred points with float weights."""
+    if m.shape[1:] == tuple(hw):
+        return m
+    return np.stack([cv2.resize(x, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR) for x in m]) if len(m) else \
+        np.zeros((0, *hw), np.float32)
+
+
+def crop_to_boxes(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Zero every mask outside its box: pixel (row r, column c) stays when x1 <= c < x2 and y1 <= r < y2."""
+    n, h, w = masks.shape
+    cols, rows = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+    inside_c = (cols[None, :] >= boxes[:, 0:1]) & (cols[None, :] < boxes[:, 2:3])
+    inside_r = (rows[None, :] >= boxes[:, 1:2]) & (rows[None, :] < boxes[:, 3:4])
+    return masks & inside_r[:, :, None] & inside_c[:, None, :]
+
+
+def _content_window(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a letterboxed ``src_hw`` image that holds the ``dst_hw`` frame, as
+    Ultralytics' ``scale_masks`` recomputes it from the two sizes."""
+    (sh, sw), (dh, dw) = src_hw, dst_hw
+    gain = min(sh / dh, sw / dw)
+    nh, nw = max(round(dh * gain), 1), max(round(dw * gain), 1)
+    top, left = round((sh - nh) / 2 - 0.1), round((sw - nw) / 2 - 0.1)
+    return top, top + nh, left, left + nw
+
+
+def instance_masks(coef: np.ndarray, protos: np.ndarray, boxes_in: np.ndarray, boxes_out: np.ndarray,
+                   input_hw: tuple[int, int], orig_hw: tuple[int, int], *, retina: bool
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean instance masks (N, h0, w0) in the original frame, by Ultralytics 8.4's order of operations,
+    and which of them the tool keeps (a mask empty at the resolution the tool computes it is dropped).
+
+    The logits are coefficients x prototypes. Default mode (``process_mask``): upsampled bilinearly to the
+    model input, thresholded at 0, cropped to the input-space boxes -- the tool's masks -- then the
+    letterbox window is cut out and resized to the frame (nearest). ``retina`` (``process_mask_native``):
+    upsampled by 1, 2 or 4 (the least that crops the padding on whole pixels), the letterbox window cut out,
+    resized bilinearly to the frame, thresholded at 0 and cropped to the frame-space boxes."""
+    c, mh, mw = protos.shape
+    h0, w0 = orig_hw
+    if len(coef) == 0:
+        return np.zeros((0, h0, w0), bool), np.zeros(0, bool)
+    logits = (coef[:, :c].astype(np.float32) @ protos.reshape(c, -1).astype(np.float32)).reshape(-1, mh, mw)
+    if not retina:
+        masks = crop_to_boxes(_bilinear(logits, input_hw) > 0, boxes_in)
+        top, bottom, left, right = _content_window(tuple(input_hw), orig_hw)
+        window = masks[:, top:bottom, left:right].astype(np.uint8)
+        framed = np.stack([cv2.resize(m, (w0, h0), interpolation=cv2.INTER_NEAREST) for m in window]).astype(bool)
+        return framed, masks.any(axis=(1, 2))
+    gain = min(4 * mh / h0, 4 * mw / w0)
+    pad = (4 * mh - max(round(h0 * gain), 1)) | (4 * mw - max(round(w0 * gain), 1))
+    f = 4 // math.gcd(4, pad | pad // 2)
+    up = _bilinear(logits, (mh * f, mw * f))
+    top, bottom, left, right = _content_window((mh * f, mw * f), orig_hw)
+    masks = crop_to_boxes(_bilinear(np.ascontiguousarray(up[:, top:bottom, left:right]), orig_hw) > 0, boxes_out)
+    return masks, masks.any(axis=(1, 2))
 
 
 def _gain(chain: Sequence[ops.Placement]) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 
@@ -28,8 +29,9 @@ class Detections:
 
     ``xyxy`` (N, 4) float32 corners in original-image pixels; ``confidence`` (N,) float32; ``class_id``
     (N,) int64; ``keypoints`` (N, K, 2 or 3) float32 x, y [, visibility] in original-image pixels, or None;
-    ``xywhr`` (N, 5) float32 rotated boxes (centre, size, angle in radians), or None. ``labels`` are the
-    class names of the model (index = class id).
+    ``xywhr`` (N, 5) float32 rotated boxes (centre, size, angle in radians), or None; ``mask`` (N, H, W)
+    bool instance masks in the original frame, or None. ``labels`` are the class names of the model
+    (index = class id).
     """
 
     xyxy: np.ndarray
@@ -38,6 +40,7 @@ class Detections:
     keypoints: np.ndarray | None = None
     xywhr: np.ndarray | None = None
     labels: Sequence[str] | None = None
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.confidence)
@@ -49,7 +52,10 @@ class Detections:
             object.__setattr__(self, "keypoints", _readonly(k, np.float32, k.shape[1:]))
         if self.xywhr is not None:
             object.__setattr__(self, "xywhr", _readonly(self.xywhr, np.float32, (5,)))
-        for name in ("xyxy", "class_id", "keypoints", "xywhr"):
+        if self.mask is not None:
+            m = np.asarray(self.mask, dtype=bool)
+            object.__setattr__(self, "mask", _readonly(m, bool, m.shape[1:]))
+        for name in ("xyxy", "class_id", "keypoints", "xywhr", "mask"):
             v = getattr(self, name)
             if v is not None and len(v) != n:
                 raise ValueError(f"Detections.{name} has {len(v)} rows, confidence has {n}.")
@@ -70,7 +76,8 @@ class Detections:
             index = [int(index)]
         pick = lambda a: None if a is None else a[index]  # noqa: E731
         return Detections(self.xyxy[index], self.confidence[index], self.class_id[index],
-                          keypoints=pick(self.keypoints), xywhr=pick(self.xywhr), labels=self.labels)
+                          keypoints=pick(self.keypoints), xywhr=pick(self.xywhr), labels=self.labels,
+                          mask=pick(self.mask))
 
     @property
     def class_name(self) -> list[str]:
@@ -90,7 +97,20 @@ class Detections:
         c = np.concatenate([x, y], 1)
         return np.stack([c + v1 + v2, c + v1 - v2, c - v1 - v2, c - v1 + v2], 1).astype(np.float32)
 
+    @property
+    def polygons(self) -> list[list[np.ndarray]] | None:
+        """Each mask's outlines (OpenCV's outer contours, (K, 2) float32 x, y in original-image pixels)."""
+        if self.mask is None:
+            return None
+        out = []
+        for m in self.mask:
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            out.append([c.reshape(-1, 2).astype(np.float32) for c in contours])
+        return out
+
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: one entry per detection; a mask is given as its area in pixels and its polygons."""
+        polygons = self.polygons
         rows = []
         for i, name in enumerate(self.class_name):
             row: dict[str, Any] = {"label": name, "class_id": int(self.class_id[i]),
@@ -100,6 +120,9 @@ class Detections:
                 row["keypoints"] = self.keypoints[i].tolist()
             if self.xywhr is not None:
                 row["xywhr"] = [float(v) for v in self.xywhr[i]]
+            if polygons is not None:
+                row["area"] = int(self.mask[i].sum())
+                row["polygons"] = [p.tolist() for p in polygons[i]]
             rows.append(row)
         return {"detections": rows}
 
@@ -113,6 +136,8 @@ class Detections:
                 row.update(dict(zip(("cx", "cy", "w", "h", "angle"), d["xywhr"])))
             if "keypoints" in d:
                 row["keypoints"] = d["keypoints"]
+            if "area" in d:
+                row["area"] = d["area"]
             out.append(row)
         return out
 
@@ -124,9 +149,11 @@ class Detections:
         if self.xywhr is not None:
             data["xyxyxyxy"] = self.xyxyxyxy
         return sv.Detections(xyxy=self.xyxy.copy(), confidence=self.confidence.copy(),
-                             class_id=self.class_id.copy(), data=data)
+                             class_id=self.class_id.copy(), data=data,
+                             mask=None if self.mask is None else self.mask.copy())
 
     def __repr__(self) -> str:
         extra = ", keypoints" if self.keypoints is not None else ""
         extra += ", rotated" if self.xywhr is not None else ""
+        extra += ", masks" if self.mask is not None else ""
         return f"Detections(n={len(self)}, classes={sorted(set(self.class_name))}{extra})"

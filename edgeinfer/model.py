@@ -107,18 +107,20 @@ class Model:
         return self.session.run([out_name], {feed_name: batch})[0]
 
     def detect(self, images: Iterable[ImageInput], *, color: str = "bgr", conf: float | None = None,
-               iou: float | None = None, max_det: int | None = None) -> list[Detections]:
+               iou: float | None = None, max_det: int | None = None,
+               retina_masks: bool | None = None) -> list[Detections]:
         """Detections (boxes, scores, classes; keypoints or rotated boxes) of each image, in its own pixels.
 
         The images are decoded once; their sizes decide the letterbox (Ultralytics' rule: the minimal
         stride-aligned rectangle of a dynamic model only when all images have one size) and map the
-        boxes back. ``conf``, ``iou`` and ``max_det`` override the spec's postprocess section.
+        boxes back. ``conf``, ``iou``, ``max_det`` and ``retina_masks`` override the spec's postprocess section.
         """
         if self.spec.postprocess is None:
             raise SpecError(f"{self.path}: detect() needs a detector; this model's task is {self.spec.task!r}. "
                             "Use predict().")
         batch, sizes = self.prepare(images, color=color)
-        return self.finish(self.infer(batch), sizes, batch.shape[2:], conf=conf, iou=iou, max_det=max_det)
+        return self.finish(self.infer(batch), sizes, batch.shape[2:], conf=conf, iou=iou, max_det=max_det,
+                           retina_masks=retina_masks)
 
     # -- the three stages, for callers that time or overlap them (bench, stream) -------------------------
     def prepare(self, images: Iterable[ImageInput], *, color: str = "bgr") -> tuple[np.ndarray, list[tuple[int, int]]]:

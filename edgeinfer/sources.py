@@ -329,8 +329,9 @@ def _hf_labels(path: Path) -> tuple[str, ...] | None:
 
 
 # -- Ultralytics ------------------------------------------------------------------------------------
-# Ultralytics' task names -> ours; segmentation (masks from prototypes) is not supported yet.
-ULTRALYTICS_TASKS = {"classify": "classification", "detect": "detection", "pose": "pose", "obb": "obb"}
+# Ultralytics' task names -> ours.
+ULTRALYTICS_TASKS = {"classify": "classification", "detect": "detection", "pose": "pose", "obb": "obb",
+                     "segment": "segment"}
 
 
 def is_ultralytics(meta: Mapping[str, str]) -> bool:
@@ -363,14 +364,13 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     the minimal stride-aligned rectangle (``auto``) at the predictor's default size 640 (what
     ``YOLO(file).predict(frame)`` uses; the export's ``imgsz`` is ignored there) -- RGB, 0-1; outputs
     decoded by the raw head (then NMS) or, for ``nms=True`` and end-to-end exports, read as they are.
-    RT-DETR: a stretch to ``imgsz`` (no padding), normalised boxes per query, no NMS.
+    RT-DETR: a stretch to ``imgsz`` (no padding), normalised boxes per query, no NMS. Segment: as detect,
+    with the mask prototypes as a second output.
     """
     task = meta.get("task")
     imgsz = _pair("Ultralytics imgsz", _literal(meta, "imgsz"))
     if task not in ULTRALYTICS_TASKS:
-        what = ("masks from prototypes are not supported yet" if task == "segment"
-                else f"expected one of {sorted(ULTRALYTICS_TASKS)}")
-        raise ModelError(f"Ultralytics task {task!r}: {what}.")
+        raise ModelError(f"Ultralytics task {task!r}: expected one of {sorted(ULTRALYTICS_TASKS)}.")
     channels = int(meta.get("channels", 3))
     if channels != 3:
         raise ModelError(f"Ultralytics model with {channels} channels: expected 3 (RGB).")
@@ -511,7 +511,8 @@ def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike
     post = pre.postprocess
     if not post.outputs:
         names = [o.name for o in session.get_outputs()]
-        post = dataclasses.replace(post, outputs=tuple(names if post.decoder == "dets_labels" else names[:1]))
+        both = post.decoder == "dets_labels" or pre.task == "segment"  # + labels, or + mask prototypes
+        post = dataclasses.replace(post, outputs=tuple(names[:2] if both else names[:1]))
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
                 input=InputSpec(name=inp.name, shape=(n, c or 3, h, w)), postprocess=post,
                 output=OutputSpec(name=post.outputs[0], kind="raw"),

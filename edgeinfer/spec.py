@@ -22,7 +22,7 @@ METADATA_KEY = "edgeinfer.spec"
 COLORS = ("rgb", "l")
 ALPHA = ("drop",)
 # The task names; what each does with the model's outputs is the task table's (edgeinfer.tasks).
-TASKS = ("classification", "detection", "pose", "obb")
+TASKS = ("classification", "detection", "pose", "obb", "segment")
 # Detection-family decoders, one per output layout (edgeinfer.detect implements each):
 #   ultralytics_raw   (B, 4 + nc [+ extra], A): cx cy w h in input pixels, sigmoided class scores, then NMS
 #   ultralytics_nms   (B, max_det, 6 [+ extra]): x1 y1 x2 y2 score class, zero-padded (nms=True, end2end heads)
@@ -184,6 +184,8 @@ class Postprocess:
     image; ``max_nms``: candidates passed to NMS at most (the highest-scored); ``max_wh``: the per-class
     box offset of batched NMS; ``agnostic``: one NMS over all classes; ``multi_label``: a candidate may
     yield one detection per class above ``conf``; ``kpt_shape``: [keypoints, 2 or 3] (pose);
+    ``retina_masks`` (segment): masks computed at the original frame's size (Ultralytics' ``retina_masks``)
+    instead of at the model input's and mapped back;
     ``rules``: the tool and version whose letterbox inverse, NMS and clipping rules are followed.
     """
 
@@ -197,6 +199,7 @@ class Postprocess:
     agnostic: bool = False
     multi_label: bool = False
     kpt_shape: tuple[int, int] | None = None
+    retina_masks: bool = False
     rules: str = "ultralytics==8.4.190"
 
     def __post_init__(self) -> None:
@@ -219,7 +222,10 @@ class Postprocess:
                     f"postprocess.{key}", "a positive int", v, _REEXPORT)
         _expect(isinstance(self.max_wh, (int, float)) and self.max_wh > 0, "postprocess.max_wh",
                 "a positive number", self.max_wh, _REEXPORT)
-        for key in ("agnostic", "multi_label"):
+        _expect(task != "segment" or len(self.outputs) == 2, "postprocess.outputs",
+                "two outputs for a segment model (detections with mask coefficients, then prototypes)",
+                list(self.outputs), _REEXPORT)
+        for key in ("agnostic", "multi_label", "retina_masks"):
             _expect(isinstance(getattr(self, key), bool), f"postprocess.{key}", "true or false",
                     getattr(self, key), _REEXPORT)
         kpt = self.kpt_shape
@@ -412,6 +418,7 @@ class Spec:
         if self.postprocess is not None:
             p = self.postprocess
             extra = f" kpt_shape={list(p.kpt_shape)}" if p.kpt_shape else ""
+            extra += f" retina_masks={p.retina_masks}" if self.task == "segment" else ""
             lines.append(f"postprocess: {p.decoder} {list(p.outputs)} conf>{p.conf} iou>{p.iou} max_det={p.max_det} "
                          f"max_nms={p.max_nms} agnostic={p.agnostic} multi_label={p.multi_label}{extra} "
                          f"({p.rules} rules)")

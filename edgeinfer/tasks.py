@@ -82,17 +82,20 @@ def _detect_outputs(spec: Spec) -> list[str]:
 
 def _detect(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int],
             *, conf: float | None = None, iou: float | None = None, max_det: int | None = None,
-            **_: Any) -> list[Detections]:
+            retina_masks: bool | None = None, **_: Any) -> list[Detections]:
     post = spec.postprocess
-    changes = {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det)) if v is not None}
+    changes = {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det), ("retina_masks", retina_masks))
+               if v is not None}
     if changes:
         post = dataclasses.replace(post, **changes)
         post.validate(spec.task)
     nc = len(spec.labels) if spec.labels is not None else 0
     candidates = detect.DECODERS[post.decoder](outputs, post, spec.task, nc)
     steps = [(s.op, s.params) for s in spec.steps]
-    return [detect.to_original(c, ops.placements(steps, *hw), hw, task=spec.task, post=post, labels=spec.labels)
-            for c, hw in zip(candidates, sizes)]
+    protos = outputs[1] if spec.task == "segment" else [None] * len(candidates)
+    return [detect.to_original(c, ops.placements(steps, *hw), hw, task=spec.task, post=post, labels=spec.labels,
+                               protos=pr, input_hw=input_hw)
+            for c, hw, pr in zip(candidates, sizes, protos)]
 
 
 PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
@@ -108,6 +111,9 @@ def _draw_detections(frame: np.ndarray, det: Detections) -> np.ndarray:
         else:
             x1, y1, x2, y2 = (int(round(float(v))) for v in det.xyxy[i])
             cv2.rectangle(frame, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
+        if det.mask is not None:  # the mask tinted in, half transparent
+            region = det.mask[i]
+            frame[region] = (frame[region] * 0.5 + np.asarray(color, np.float32) * 0.5).astype(np.uint8)
         if det.keypoints is not None:
             for kp in det.keypoints[i]:
                 if kp.shape[0] < 3 or kp[2] >= 0.5:
@@ -138,6 +144,8 @@ TABLE: dict[str, Task] = {
                  BOX_COLUMNS + ("keypoints",), _detections_summary),
     "obb": Task("obb", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
                 BOX_COLUMNS + ("cx", "cy", "w", "h", "angle"), _detections_summary),
+    "segment": Task("segment", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
+                    BOX_COLUMNS + ("area",), _detections_summary),
 }
 assert set(TABLE) == set(TASKS), "the task table and the spec's task names must agree"
 

@@ -38,8 +38,10 @@ LAYOUTS = {
     "yolo26_pose_end2end": ("yolo26n-pose.yaml", {"nms": False}),
     "yolo26_obb_end2end": ("yolo26n-obb.yaml", {"nms": False}),
     "rtdetr": ("rtdetr-l.yaml", {}),
+    "segment_raw": ("yolo11n-seg.yaml", {}),
+    "segment_raw_dynamic": ("yolo11n-seg.yaml", {"dynamic": True}),
+    "segment_nms": ("yolo11n-seg.yaml", {"nms": True}),
 }
-TASK_OF = {"yolo11n.yaml": "detect", "yolo26n.yaml": "detect", "rtdetr-l.yaml": "detect"}
 
 
 def _scaled_head(model, gain: float = 3.0) -> None:
@@ -53,6 +55,12 @@ def _scaled_head(model, gain: float = 3.0) -> None:
     for layer in getattr(head, "dec_score_head", None) or []:
         layer.bias.data[:] = 0.0
         layer.weight.data *= gain
+    proto = getattr(head, "proto", None)
+    if proto is not None:  # prototypes that are positive somewhere, so masks are not all empty
+        import torch
+
+        proto.cv3.conv.bias = None
+        torch.nn.init.constant_(proto.cv3.bn.bias, 3.0)
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +93,44 @@ def frames() -> dict[str, np.ndarray]:
             "1080p": cv2.resize(bgr(data.rocket()), (1920, 1080))}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["segment_raw", "segment_nms"])
+def test_instance_masks_in_both_of_the_tools_modes(layout, layouts):
+    """retina_masks=True: masks computed at the frame's size; the default: at the input's, mapped back."""
+    model = edgeinfer.load(layouts[layout])
+    assert model.spec.task == "segment" and model.spec.postprocess.outputs == ("output0", "output1")
+    for name, frame in frames().items():
+        det = model.detect([frame], retina_masks=True)[0]
+        ref = ultralytics_result(layouts[layout], frame, retina_masks=True)
+        assert_same_as_ultralytics(det, ref)
+        assert det.mask.shape[1:] == frame.shape[:2] and det.mask.any()
+        d = det.to_dict()["detections"][0]
+        assert d["area"] == int(det.mask[0].sum()) and d["polygons"]
+
+
 def ultralytics_result(path: str, frame: np.ndarray, **kwargs):
     from ultralytics import RTDETR, YOLO
 
     meta = edgeinfer.load(path).spec.provenance
     model = RTDETR(path) if "rtdetr" in path else YOLO(path, task=meta["ultralytics_task"])
     return model.predict(frame, verbose=False, **kwargs)[0]
+
+
+def assert_same_masks(det: Detections, ref, *, retina: bool, min_iou: float = 0.99) -> None:
+    """Instance masks: the tool's own (at the input size, or in the frame with retina_masks) against ours,
+    mapped to the frame the same way, IoU >= 0.99 per instance (equal empty masks count as equal)."""
+    from edgeinfer import detect
+
+    want = ref.masks.data.numpy().astype(bool)
+    h, w = ref.orig_shape
+    if not retina:
+        top, bottom, left, right = detect._content_window(want.shape[1:], (h, w))
+        want = np.stack([cv2.resize(m[top:bottom, left:right].astype(np.uint8), (w, h),
+                                    interpolation=cv2.INTER_NEAREST) for m in want]).astype(bool)
+    inter = (det.mask & want).reshape(len(det), -1).sum(1)
+    union = (det.mask | want).reshape(len(det), -1).sum(1)
+    iou = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+    assert iou.min() >= min_iou, iou.min()
 
 
 def assert_same_as_ultralytics(det: Detections, ref, *, box_px: float = 0.01, conf: float = 1e-5) -> None:
@@ -103,6 +143,8 @@ def assert_same_as_ultralytics(det: Detections, ref, *, box_px: float = 0.01, co
         got_box = det.xyxy
     assert len(det) == len(want_conf)
     np.testing.assert_array_equal(det.class_id, want_cls.astype(np.int64))
+    if ref.masks is not None:
+        assert_same_masks(det, ref, retina=ref.masks.data.shape[1:] == ref.orig_shape)
     np.testing.assert_allclose(got_box, want_box, rtol=0, atol=box_px)
     np.testing.assert_allclose(det.confidence, want_conf, rtol=0, atol=conf)
     if ref.keypoints is not None and len(det):

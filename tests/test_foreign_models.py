@@ -215,10 +215,15 @@ def test_ultralytics_classifier_loads_from_its_own_metadata(yolo_cls, photos):
 
 
 @pytest.mark.slow
-def test_ultralytics_segmenter_is_refused_by_task_name(tmp_path):
+def test_ultralytics_segmenter_loads_from_its_own_metadata_and_unknown_tasks_are_refused(tmp_path):
     path = _ultralytics_export("yolo11n-seg.yaml", tmp_path)
-    with pytest.raises(ModelError, match=r"task 'segment'.*masks from prototypes"):
-        edgeinfer.load(path)
+    spec = edgeinfer.load(path).spec
+    assert spec.task == "segment" and spec.postprocess.outputs == ("output0", "output1")
+    assert [s.op for s in spec.steps] == ["letterbox", "to_float"]
+    from edgeinfer import sources
+
+    with pytest.raises(ModelError, match=r"task 'track'.*expected one of"):
+        sources.from_ultralytics({"task": "track", "imgsz": "[320, 320]", "names": "{0: 'a'}", "stride": "32"})
 
 
 # -- Hugging Face --------------------------------------------------------------------------------------
