@@ -1,11 +1,11 @@
-"""Real detectors trained here: coloured shapes on real photos, for detect, pose and obb.
+"""Real detectors trained here: coloured shapes on real photos, for detect, pose, obb and segment.
 
 The material the detector tests, ``./edge demo detect`` and the benchmarks share:
 
 - :func:`build_dataset` writes an Ultralytics YOLO dataset (``images/``, ``labels/``, ``data.yaml``):
   filled circles, squares and triangles (3 classes, 24-90 px) pasted 1-4 at a time on random crops
   (240-480 px, varied aspect ratios) of the bundled photos (scikit-image and scikit-learn), from a seed.
-- :func:`train` trains ``yolo11n`` (detect, pose, obb) or ``yolo26n`` (NMS-free detect) from its yaml
+- :func:`train` trains ``yolo11n`` (detect, pose, obb, segment) or ``yolo26n`` (NMS-free detect) from its yaml
   (random init, nothing downloaded) and caches the weights by a hash of the recipe.
 - :func:`export` runs Ultralytics' own ONNX exporter in the forms a deployment meets (raw static and
   dynamic, ``nms=True``, NMS-free one-to-one).
@@ -21,6 +21,10 @@ triangle: apex, base-left corner, base-right corner; square: top-left, top-right
 circle: points on the rim at 270 deg (top), 30 deg (lower right) and 150 deg (lower left) in image
 coordinates (y down). No order is mirror-symmetric for all three classes at once, so pose trains with
 ``fliplr=0`` (Ultralytics would switch it off itself without a ``flip_idx``).
+
+Masks (segment): each shape's label is its outline as drawn, the polygon :meth:`Shape.polygon` gives (the
+circle's 72-gon), in Ultralytics' segment format ``class x1 y1 ... xn yn`` normalised to 0-1; Ultralytics
+takes the box from the polygon's extent.
 
 Needs torch and ultralytics for :func:`train` and :func:`export` (imported inside them); building the
 data needs numpy, OpenCV, scikit-image and scikit-learn.
@@ -43,7 +47,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 CLASSES = ("circle", "square", "triangle")
-TASKS = ("detect", "pose", "obb")
+#: The order is part of every scene's seed (``TASKS.index``): new tasks go at the end.
+TASKS = ("detect", "pose", "obb", "segment")
 #: Training photos (scikit-image ``skimage.data`` names, then scikit-learn's sample images).
 TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                 "china", "flower")
@@ -66,6 +71,8 @@ TARGETS = {
     "obb": ("obb", "yolo11n-obb.yaml", "detect", 20),
     # YOLO26 carries a one-to-one head: exported with nms=False it is NMS-free (B, 300, 6).
     "detect-nmsfree": ("detect", "yolo26n.yaml", "detect", 20),
+    # Box branch and backbone from the detector; the mask prototypes and coefficients learn from scratch.
+    "segment": ("segment", "yolo11n-seg.yaml", "detect", 15),
 }
 
 #: Export forms: name -> Ultralytics export arguments (imgsz is added by :func:`export`). In Ultralytics
@@ -87,7 +94,8 @@ VARIANTS = {
 # schedules; no mosaic (the validation images and test frames are single scenes), batch 8 (twice the
 # optimizer steps for the same compute) and AdamW at 0.003 learn fastest. With these defaults (seconds of
 # training, mAP50 / mAP50-95 on the 40 validation images): detect 438 s 0.865 / 0.719; pose 168 s
-# 0.956 / 0.817 (keypoints 0.956 / 0.592); obb 289 s 0.810 / 0.649.
+# 0.956 / 0.817 (keypoints 0.956 / 0.592); obb 289 s 0.810 / 0.649; segment 278 s 0.963 / 0.826
+# (masks 0.963 / 0.771).
 DEFAULTS = dict(n_train=200, n_val=40, imgsz=320, batch=8, seed=0)
 #: Fixed Ultralytics training arguments (part of the recipe, so of the cache key).
 TRAIN_ARGS = dict(optimizer="AdamW", lr0=0.003, warmup_epochs=1.0, mosaic=0.0, close_mosaic=0)
@@ -257,6 +265,8 @@ def label_line(shape: Shape, width: int, height: int, task: str) -> str:
     norm = np.array([width, height], float)
     if task == "obb":  # class x1 y1 x2 y2 x3 y3 x4 y4
         vals = (shape.corners() / norm).ravel()
+    elif task == "segment":  # class x1 y1 ... xn yn: the outline as drawn
+        vals = np.clip(shape.polygon() / norm, 0.0, 1.0).ravel()
     else:  # class cx cy w h [px py v]*K
         x1, y1, x2, y2 = shape.box()
         vals = np.array([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height])
@@ -386,7 +396,8 @@ def train(target: str, *, cache_dir: str | os.PathLike | None = None, epochs: in
 
 
 def _box_metrics(raw: dict) -> dict:
-    """Ultralytics' validation dict reduced to mAP50 / mAP50-95 (boxes, and pose keypoints when present)."""
+    """Ultralytics' validation dict reduced to mAP50 / mAP50-95 (boxes; pose keypoints and
+    segment masks when present)."""
     out = {}
     for k, v in (raw or {}).items():
         if k.startswith("metrics/mAP50"):
