@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 # target: variants Ultralytics exports for it
 CASES = {"detect": ("raw", "raw-dynamic", "nms"), "pose": ("raw", "nms"), "obb": ("raw", "nms"),
+         "segment": ("raw", "raw-dynamic", "nms"),
          "detect-nmsfree": ("nmsfree", "nmsfree-dynamic")}
 
 
@@ -62,7 +63,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-@pytest.mark.parametrize("target", ["detect", "pose", "obb"])
+@pytest.mark.parametrize("target", ["detect", "pose", "obb", "segment"])
 def test_trained_detector_matches_the_pytorch_model_in_ultralytics(target, trained):
     """The PyTorch predictor letterboxes to the minimal rectangle; a dynamic export at the same size does too
     (a static one pads to the square: another input, other scores). Matched one to one at IoU >= 0.99."""
@@ -86,6 +87,10 @@ def test_trained_detector_matches_the_pytorch_model_in_ultralytics(target, train
         pairs = iou.argmax(axis=1)
         assert len(set(pairs)) == len(det) and np.all(iou.max(axis=1) >= 0.99), (name, iou.max(axis=1))
         np.testing.assert_allclose(det.confidence, ref_conf[pairs], atol=1e-3)
+        if det.mask is not None:  # the PyTorch predictor's masks, mapped to the frame as ours are: IoU >= 0.98
+            from test_detection import assert_same_masks
+
+            assert_same_masks(det, ref[pairs], retina=False, min_iou=0.98)
         matched += len(det)
     assert matched > 0
 
