@@ -2,7 +2,8 @@
 
     python benchmarks/detector_end_to_end.py [--rounds 30] [--json benchmarks/detector_end_to_end.json]
 
-The detector is the one ``converters.shapes`` trains here (YOLO11n on shapes over real photos, cached),
+The models are the ones ``converters.shapes`` trains here (YOLO11n detect and segment on shapes over real
+photos, cached),
 exported by Ultralytics' exporter at imgsz 640: a static file (full 640x640 letterbox) and a dynamic one
 (minimal rectangle, 384x640 for 1080p). Frames are decoded once (decode excluded); every round runs each
 contender once on the same frame, in shuffled order: ``edgeinfer Model.predict(frame)`` and Ultralytics'
@@ -27,6 +28,20 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# the detectors the test suite reads (committed, keyed by recipe), not a fresh training run
+os.environ.setdefault("EDGEINFER_CACHE", str(Path(__file__).resolve().parent.parent / "tests" / "data" / "detectors"))
+
+
+def _files(shapes):
+    """(task, variant, ONNX path, 1080p frames) for the trained detector and instance segmenter."""
+    import cv2
+
+    tmp = tempfile.mkdtemp(prefix="edgeinfer-detbench-")
+    for target in ("detect", "segment"):
+        frames = {name: cv2.resize(f.image, (1920, 1080)) for name, f in shapes.test_frames(target).items()}
+        files = shapes.export(shapes.train(target), tmp, imgsz=640, variants=["raw", "raw-dynamic"])
+        for variant, path in files.items():
+            yield target, variant, path, frames
 
 
 def main() -> None:
@@ -42,58 +57,55 @@ def main() -> None:
     import edgeinfer
     from converters import shapes
 
-    weights = shapes.train("detect")
-    frames = {name: cv2.resize(f.image, (1920, 1080)) for name, f in shapes.test_frames("detect").items()}
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        files = shapes.export(weights, tmp, imgsz=640, variants=["raw", "raw-dynamic"])
-        for variant, path in files.items():
-            model = edgeinfer.load(path)
-            yolo = YOLO(str(path), task="detect")
-            frame_list = list(frames.values())
-            for f in frame_list:  # warm both, and check they agree
-                a, b = model.predict(f), yolo.predict(f, verbose=False)[0].boxes
-                assert len(a) == len(b) and np.abs(a.xyxy - b.xyxy.numpy()).max(initial=0) <= 0.01
-            prepared = [model.prepare([f])[0] for f in frame_list]
-            contenders = {
-                "edgeinfer predict": lambda i: model.predict(frame_list[i]),
-                "Ultralytics predict": lambda i: yolo.predict(frame_list[i], verbose=False),
-                "ONNX Runtime alone": lambda i: model.infer(prepared[i]),
-            }
-            times: dict[str, list[float]] = {k: [] for k in contenders}
-            ratios = []
-            for r in range(args.rounds):
-                i = r % len(frame_list)
-                order = list(contenders)
-                random.shuffle(order)
-                this = {}
-                for name in order:
-                    t0 = time.perf_counter()
-                    contenders[name](i)
-                    this[name] = (time.perf_counter() - t0) * 1e3
-                    times[name].append(this[name])
-                ratios.append(this["Ultralytics predict"] / this["edgeinfer predict"])
-            batch, sizes = model.prepare([frame_list[0]])
-            outs = model.infer(batch)
-            t0 = time.perf_counter()
-            for _ in range(20):
-                model.finish(outs, sizes, batch.shape[2:])
-            post_ms = (time.perf_counter() - t0) / 20 * 1e3
-            med = {k: round(statistics.median(v), 2) for k, v in times.items()}
-            rows.append({"variant": variant, "input": list(batch.shape[2:]), "median_ms": med,
-                         "speedup_vs_ultralytics": round(statistics.median(ratios), 2),
-                         "edgeinfer_decode_nms_scale_ms": round(post_ms, 3)})
-            print(f"{variant}: input {list(batch.shape[2:])}, {med}, edgeinfer {rows[-1]['speedup_vs_ultralytics']}x "
-                  f"faster; decoding+NMS+scaling {post_ms:.3f} ms", file=sys.stderr)
+    for target, variant, path, frames in _files(shapes):
+        model = edgeinfer.load(path)
+        yolo = YOLO(str(path), task=target)
+        frame_list = list(frames.values())
+        for f in frame_list:  # warm both, and check they agree
+            a, b = model.predict(f), yolo.predict(f, verbose=False)[0].boxes
+            assert len(a) == len(b) and np.abs(a.xyxy - b.xyxy.numpy()).max(initial=0) <= 0.01
+        prepared = [model.prepare([f])[0] for f in frame_list]
+        contenders = {
+            "edgeinfer predict": lambda i: model.predict(frame_list[i]),
+            "Ultralytics predict": lambda i: yolo.predict(frame_list[i], verbose=False),
+            "ONNX Runtime alone": lambda i: model.infer(prepared[i]),
+        }
+        times: dict[str, list[float]] = {k: [] for k in contenders}
+        ratios = []
+        for r in range(args.rounds):
+            i = r % len(frame_list)
+            order = list(contenders)
+            random.shuffle(order)
+            this = {}
+            for name in order:
+                t0 = time.perf_counter()
+                contenders[name](i)
+                this[name] = (time.perf_counter() - t0) * 1e3
+                times[name].append(this[name])
+            ratios.append(this["Ultralytics predict"] / this["edgeinfer predict"])
+        batch, sizes = model.prepare([frame_list[0]])
+        outs = model.infer(batch)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            model.finish(outs, sizes, batch.shape[2:])
+        post_ms = (time.perf_counter() - t0) / 20 * 1e3
+        med = {k: round(statistics.median(v), 2) for k, v in times.items()}
+        rows.append({"target": target, "variant": variant, "input": list(batch.shape[2:]), "median_ms": med,
+                     "speedup_vs_ultralytics": round(statistics.median(ratios), 2),
+                     "edgeinfer_decode_nms_scale_ms": round(post_ms, 3)})
+        print(f"{target} {variant}: input {list(batch.shape[2:])}, {med}, edgeinfer {rows[-1]['speedup_vs_ultralytics']}x "
+              f"faster; decoding+NMS+scaling {post_ms:.3f} ms", file=sys.stderr)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
               "onnxruntime": ort.__version__, "ultralytics": ultralytics_version, "rounds": args.rounds,
               "frame": "1920x1080 BGR, decoded once", "rows": rows}
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print("| file | model input | edgeinfer ms | Ultralytics ms | ORT alone ms | edgeinfer speed-up | edgeinfer decode+NMS ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | file | model input | edgeinfer ms | Ultralytics ms | ORT alone ms | edgeinfer speed-up | edgeinfer "
+          "decode+NMS(+masks) ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         m = r["median_ms"]
-        print(f"| {r['variant']} | {r['input'][0]}x{r['input'][1]} | {m['edgeinfer predict']:.2f} | "
+        print(f"| {r['target']} | {r['variant']} | {r['input'][0]}x{r['input'][1]} | {m['edgeinfer predict']:.2f} | "
               f"{m['Ultralytics predict']:.2f} | {m['ONNX Runtime alone']:.2f} | {r['speedup_vs_ultralytics']:.2f}x | "
               f"{r['edgeinfer_decode_nms_scale_ms']:.3f} |")
 
