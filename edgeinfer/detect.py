@@ -10,10 +10,9 @@ spec's geometric steps (:func:`edgeinfer.ops.to_source`) and are clipped to the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
-
-import math
 
 import cv2
 import numpy as np
@@ -32,12 +31,7 @@ class Candidates:
     boxes: np.ndarray       # (N, 4) xyxy, or (N, 5) xywhr when rotated
     confidence: np.ndarray  # (N,)
     class_id: np.ndarray    # (N,)
-    extra: np.ndarray       # (N, E): keypoints (pose), empty otherwise
-
-
-def _empty(width: int, extra: int = 0) -> Candidates:
-    return Candidates(np.zeros((0, width), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                      np.zeros((0, extra), np.float32))
+    extra: np.ndarray       # (N, E): keypoints (pose), mask coefficients (segment), empty otherwise
 
 
 def xywh2xyxy(x: np.ndarray) -> np.ndarray:
@@ -52,7 +46,6 @@ def _ultralytics_raw(outputs: Sequence[np.ndarray], post: Postprocess, task: str
     if pred.ndim != 3 or pred.shape[1] < 4 + nc:
         raise ModelError(f"decoder ultralytics_raw: expected an output (batch, 4 + {nc} classes [+ extra], "
                          f"anchors), found {pred.shape}.")
-    extra = pred.shape[1] - 4 - nc
     rotated = task == "obb"
     out = []
     for x in pred:  # (4 + nc + extra, A)
