@@ -74,6 +74,9 @@ def layouts(tmp_path_factory) -> dict[str, str]:
         cwd = os.getcwd()
         os.chdir(folder)  # the exporter writes next to the weights it was given (none here: the cwd)
         try:
+            import torch
+
+            torch.manual_seed(0)  # the same random architecture on every run
             model = RTDETR(yaml) if yaml.startswith("rtdetr") else YOLO(yaml)
             _scaled_head(model)
             f = folder / model.export(format="onnx", imgsz=320, simplify=False, verbose=False, **kwargs)
@@ -99,13 +102,17 @@ def test_instance_masks_in_both_of_the_tools_modes(layout, layouts):
     """retina_masks=True: masks computed at the frame's size; the default: at the input's, mapped back."""
     model = edgeinfer.load(layouts[layout])
     assert model.spec.task == "segment" and model.spec.postprocess.outputs == ("output0", "output1")
+    found = 0
     for name, frame in frames().items():
         det = model.detect([frame], retina_masks=True)[0]
         ref = ultralytics_result(layouts[layout], frame, retina_masks=True)
         assert_same_as_ultralytics(det, ref)
-        assert det.mask.shape[1:] == frame.shape[:2] and det.mask.any()
-        d = det.to_dict()["detections"][0]
-        assert d["area"] == int(det.mask[0].sum()) and d["polygons"]
+        assert det.mask.shape[1:] == frame.shape[:2]
+        if len(det):
+            d = det.to_dict()["detections"][0]
+            assert det.mask[0].any() and d["area"] == int(det.mask[0].sum()) and d["polygons"]
+        found += len(det)
+    assert found > 0
 
 
 def ultralytics_result(path: str, frame: np.ndarray, **kwargs):
@@ -127,10 +134,11 @@ def assert_same_masks(det: Detections, ref, *, retina: bool, min_iou: float = 0.
         top, bottom, left, right = detect._content_window(want.shape[1:], (h, w))
         want = np.stack([cv2.resize(m[top:bottom, left:right].astype(np.uint8), (w, h),
                                     interpolation=cv2.INTER_NEAREST) for m in want]).astype(bool)
-    inter = (det.mask & want).reshape(len(det), -1).sum(1)
-    union = (det.mask | want).reshape(len(det), -1).sum(1)
+    assert det.mask.shape == want.shape
+    inter = (det.mask & want).sum(axis=(1, 2))
+    union = (det.mask | want).sum(axis=(1, 2))
     iou = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-    assert iou.min() >= min_iou, iou.min()
+    assert iou.min(initial=1.0) >= min_iou, iou.min(initial=1.0)
 
 
 def assert_same_as_ultralytics(det: Detections, ref, *, box_px: float = 0.01, conf: float = 1e-5) -> None:
@@ -143,7 +151,7 @@ def assert_same_as_ultralytics(det: Detections, ref, *, box_px: float = 0.01, co
         got_box = det.xyxy
     assert len(det) == len(want_conf)
     np.testing.assert_array_equal(det.class_id, want_cls.astype(np.int64))
-    if ref.masks is not None:
+    if ref.masks is not None and len(det):
         assert_same_masks(det, ref, retina=ref.masks.data.shape[1:] == ref.orig_shape)
     np.testing.assert_allclose(got_box, want_box, rtol=0, atol=box_px)
     np.testing.assert_allclose(det.confidence, want_conf, rtol=0, atol=conf)
