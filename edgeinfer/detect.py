@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeinfer import nms as _nms
 from edgeinfer import ops
-from edgeinfer.detections import Detections
+from edgeinfer.detections import Detections, corners
 from edgeinfer.errors import ModelError
 from edgeinfer.spec import Postprocess
 
@@ -151,8 +151,8 @@ def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[in
     if task == "obb":
         centre = ops.to_source(boxes[:, :2], chain)
         xywhr = np.concatenate([centre, boxes[:, 2:4] / _gain(chain), boxes[:, 4:5]], axis=1)
-        corners = Detections(np.zeros((len(xywhr), 4)), c.confidence, c.class_id, xywhr=xywhr).xyxyxyxy
-        xyxy = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1) if len(xywhr) else np.zeros((0, 4))
+        pts = corners(xywhr)
+        xyxy = np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1) if len(xywhr) else np.zeros((0, 4))
         return Detections(xyxy, c.confidence, c.class_id, xywhr=xywhr, labels=labels)
     xy = ops.to_source(boxes.reshape(-1, 2, 2), chain).reshape(-1, 4)
     xy[:, [0, 2]] = np.clip(xy[:, [0, 2]], 0, w0)

@@ -23,6 +23,16 @@ def _readonly(a: np.ndarray | None, dtype: Any, shape_tail: tuple[int, ...]) -> 
     return a
 
 
+def corners(xywhr: np.ndarray) -> np.ndarray:
+    """The four corners (N, 4, 2) of rotated boxes (N, 5) centre x, y, width, height, angle (radians)."""
+    x, y, w, h, r = (xywhr[:, i:i + 1] for i in range(5))
+    cos, sin = np.cos(r), np.sin(r)
+    v1 = np.concatenate([w / 2 * cos, w / 2 * sin], 1)
+    v2 = np.concatenate([-h / 2 * sin, h / 2 * cos], 1)
+    c = np.concatenate([x, y], 1)
+    return np.stack([c + v1 + v2, c + v1 - v2, c - v1 - v2, c - v1 + v2], 1).astype(np.float32)
+
+
 @dataclass(frozen=True, eq=False)
 class Detections:
     """Detected objects of one image, highest confidence first.
@@ -88,14 +98,7 @@ class Detections:
     @property
     def xyxyxyxy(self) -> np.ndarray | None:
         """The four corners (N, 4, 2) of each rotated box, or None for axis-aligned detections."""
-        if self.xywhr is None:
-            return None
-        x, y, w, h, r = (self.xywhr[:, i:i + 1] for i in range(5))
-        cos, sin = np.cos(r), np.sin(r)
-        v1 = np.concatenate([w / 2 * cos, w / 2 * sin], 1)
-        v2 = np.concatenate([-h / 2 * sin, h / 2 * cos], 1)
-        c = np.concatenate([x, y], 1)
-        return np.stack([c + v1 + v2, c + v1 - v2, c - v1 - v2, c - v1 + v2], 1).astype(np.float32)
+        return None if self.xywhr is None else corners(self.xywhr)
 
     @property
     def polygons(self) -> list[list[np.ndarray]] | None:

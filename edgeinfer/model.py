@@ -97,14 +97,7 @@ class Model:
         """Run the model on a preprocessed (N, C, H, W) batch and return its raw output."""
         if batch.ndim != 4 or batch.dtype != np.float32:
             raise ImageError(f"run: expected a float32 (N, C, H, W) batch, found {batch.dtype} {batch.shape}.")
-        feed_name, out_name = self.spec.input.name, self.spec.output.name
-        fixed = self.fixed_batch
-        if fixed is not None and batch.shape[0] != fixed:
-            if fixed != 1:
-                raise ModelError(f"{self.path}: the model has a fixed batch of {fixed}; found {batch.shape[0]}.")
-            return np.concatenate([self.session.run([out_name], {feed_name: batch[i:i + 1]})[0]
-                                   for i in range(batch.shape[0])])
-        return self.session.run([out_name], {feed_name: batch})[0]
+        return self._run_outputs(batch, (self.spec.output.name,))[0]
 
     def detect(self, images: Iterable[ImageInput], *, color: str = "bgr", conf: float | None = None,
                iou: float | None = None, max_det: int | None = None,
@@ -157,6 +150,7 @@ class Model:
         return self._square
 
     def _run_outputs(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+        """The named outputs for a batch; a model with a fixed batch of 1 is run image by image."""
         feed = self.spec.input.name
         if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
             if self.fixed_batch != 1:

@@ -266,9 +266,5 @@ def annotate(frame: np.ndarray, pred: Any, *, fps: float, latency_ms: float) -> 
 
     out = tasks.for_result(pred).draw(frame.copy(), pred)
     scale = max(0.5, frame.shape[1] / 1280)
-    y = int(frame.shape[0] - 16 * scale)
-    text = f"{fps:.1f} FPS  {latency_ms:.1f} ms"
-    cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
-    cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale),
-                cv2.LINE_AA)
+    tasks.draw_text(out, [f"{fps:.1f} FPS  {latency_ms:.1f} ms"], origin=(10, int(frame.shape[0] - 16 * scale)))
     return out

@@ -44,7 +44,8 @@ def _classify(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[i
     return postprocess.predictions(outputs[0], kind=spec.output.kind, labels=spec.labels, top_k=top_k)
 
 
-def _text(out: np.ndarray, lines: Sequence[str], origin: tuple[int, int] = (10, 30), color=(255, 255, 255)) -> None:
+def draw_text(out: np.ndarray, lines: Sequence[str], origin: tuple[int, int] = (10, 30), color=(255, 255, 255)) -> None:
+    """Outlined text (black under the colour) that reads on any background, scaled to the frame's width."""
     scale = max(0.5, out.shape[1] / 1280)
     for i, text in enumerate(lines):
         x, y = origin[0], int(origin[1] + 32 * i * scale)
@@ -53,7 +54,7 @@ def _text(out: np.ndarray, lines: Sequence[str], origin: tuple[int, int] = (10, 
 
 
 def _draw_prediction(frame: np.ndarray, pred: Prediction) -> np.ndarray:
-    _text(frame, [f"{pred.label}  {pred.score:.2f}"])
+    draw_text(frame, [f"{pred.label}  {pred.score:.2f}"])
     return frame
 
 
@@ -120,7 +121,7 @@ def _draw_detections(frame: np.ndarray, det: Detections) -> np.ndarray:
                     cv2.circle(frame, (int(round(float(kp[0]))), int(round(float(kp[1])))), 2 * thick + 1, color, -1,
                                cv2.LINE_AA)
         x, y = (int(v) for v in det.xyxy[i, :2])
-        _text(frame, [f"{name} {det.confidence[i]:.2f}"], origin=(max(x, 0), max(y - 6, 14)), color=color)
+        draw_text(frame, [f"{name} {det.confidence[i]:.2f}"], origin=(max(x, 0), max(y - 6, 14)), color=color)
     return frame
 
 
