@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeinfer.bench import emulation
 from edgeinfer.errors import ImageError
 from edgeinfer.files import write_text_atomic
 from edgeinfer.providers import Profile, ProviderRequest, read_profile
@@ -51,11 +52,12 @@ class TuneReport:
     chosen: TuneRow | None
     profile_path: str | None
     variant_path: str | None
+    emulated: str | None = None  # why this machine is known to be emulated (edgeinfer.bench.emulation)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "device": self.device, "images": self.images, "min_agreement": self.min_agreement,
                 "rows": [r.to_dict() for r in self.rows], "chosen": self.chosen.to_dict() if self.chosen else None,
-                "profile_path": self.profile_path, "variant_path": self.variant_path}
+                "profile_path": self.profile_path, "variant_path": self.variant_path, "emulated": self.emulated}
 
 
 def _profile_toml(p: Profile) -> str:
@@ -146,4 +148,5 @@ def tune(model_path: str | os.PathLike, *, device: str | os.PathLike = "cpu", im
                 shutil.copyfile(files[chosen.precision], variant_path + ".tmp")
                 os.replace(variant_path + ".tmp", variant_path)
     return TuneReport(model=str(src), device=base.name, images=len(ref), min_agreement=min_agreement,
-                      rows=tuple(rows), chosen=chosen, profile_path=profile_path, variant_path=variant_path)
+                      rows=tuple(rows), chosen=chosen, profile_path=profile_path, variant_path=variant_path,
+                      emulated=emulation())

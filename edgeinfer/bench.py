@@ -33,7 +33,9 @@ SCHEMA_DOC = """edgeinfer.bench/1
   schema: "edgeinfer.bench/1"
   model: path; device: profile name; preprocess: "exact" | "fast"
   environment: {providers_used[], providers_requested[], onnxruntime, edgeinfer, python, numpy, opencv,
-                cpu_model, cpu_count, intra_op_threads (0 = ONNX Runtime default), platform}
+                cpu_model, cpu_count, intra_op_threads (0 = ONNX Runtime default), platform,
+                emulated (null, or why the process is known to run under an emulator: its timings
+                are not the device's)}
   images: {count, source ("folder" | "built-in"), skipped[] (undecodable files), mean_width, mean_height}
   runs, warmup: calls timed per batch size, untimed calls before them
   batches: [{batch, latency_ms: {p50, p90, p99, mean, std, min, max}, throughput_ips,
@@ -102,6 +104,38 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Userlands a kernel runs natively: a 32-bit process on a 64-bit kernel of the same family is not emulated.
+_NATIVE = {"x86_64": {"x86_64", "i386", "i486", "i586", "i686"}, "aarch64": {"aarch64", "armv7l", "armv8l", "armv6l"}}
+
+
+def emulation() -> str | None:
+    """Why this process is known to run under an instruction-set emulator, or None when nothing says so.
+
+    The honest signal is the kernel's own architecture (``/proc/sys/kernel/arch``): qemu user-mode
+    emulation rewrites ``uname`` to the guest's machine but not that file, so an aarch64 process on an
+    x86_64 kernel is emulated. A qemu interpreter registered for this very architecture (binfmt_misc)
+    and the marker that ``./edge arm`` sets (``EDGEINFER_EMULATOR``) are named beside it. Timings taken
+    under emulation say nothing about the device (qemu is 17-28x slower here and its costs differ per op).
+    """
+    machine = platform.machine()
+    reasons = []
+    try:
+        kernel = Path("/proc/sys/kernel/arch").read_text().strip()
+    except OSError:
+        kernel = ""
+    if kernel and machine and kernel != machine and machine not in _NATIVE.get(kernel, {kernel}):
+        reasons.append(f"the kernel is {kernel} but this process is {machine}")
+    try:
+        if Path(f"/proc/sys/fs/binfmt_misc/qemu-{machine}").read_text().startswith("enabled"):
+            reasons.append(f"binfmt_misc runs {machine} programs through qemu-{machine}")
+    except OSError:
+        pass
+    marker = os.environ.get("EDGEINFER_EMULATOR")
+    if marker:
+        reasons.append(f"EDGEINFER_EMULATOR={marker}")
+    return "; ".join(reasons) or None
+
+
 def environment(session: ort.InferenceSession, requested: Sequence[str], threads: int | None) -> dict[str, Any]:
     import edgeinfer
 
@@ -109,7 +143,7 @@ def environment(session: ort.InferenceSession, requested: Sequence[str], threads
             "onnxruntime": ort.__version__, "edgeinfer": edgeinfer.__version__,
             "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "intra_op_threads": int(threads or 0),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "emulated": emulation()}
 
 
 def builtin_images() -> list[bytes]:

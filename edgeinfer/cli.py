@@ -368,6 +368,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from converters import zoo
     from converters.compare import compare
 
+    if env.get("emulated"):
+        print(f"EMULATED ({env['emulated']}): these timings are not the device's; they show it runs, not how fast")
     model, transform = zoo.build(args.torch_model, num_classes=args.num_classes, weights=args.weights)
     if args.transform:
         transform = zoo.import_attr(args.transform)
@@ -437,6 +439,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             transform = zoo.import_attr(args.reference_transform)
     report = doctor(args.model, images=args.images, reference_transform=transform, torch_model=model,
                     plots=args.plots)
+    if report.emulated:
+        print(f"EMULATED ({report.emulated}): the timings below are not the device's; the fastest here need not be "
+              "the fastest there. Tune on the device itself.")
     from edgeinfer.files import write_text_atomic
 
     if args.json:

@@ -1,0 +1,194 @@
+"""The arm64 side of the parity suite: runs inside the arm64 root (no torch), against the x86 bundle.
+
+For every preprocessing case of tests/arm64/references.py: edgeinfer's pixels here against the
+reference library's on x86 and against edgeinfer's own x86 pixels, in levels of 255; the C kernel
+against the numpy fallback on the same inputs (they must be equal); decoding of the photo files; the
+trained models' probabilities against torch on x86 (fp32, fp16 and int8 variants made on x86); the
+self-test vector; ``edgeinfer check``; the raspberry-pi-5 profile; optionally ``edgeinfer bench`` and
+``tune``. Writes one JSON file.
+
+    python tests/arm64/device.py --bundle /opt/edgeinfer-parity --out result.json [--tools]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+import edgeinfer
+from edgeinfer import Preprocessor, Spec, resample
+from edgeinfer.bench import emulation
+from edgeinfer.images import decode
+from edgeinfer.requirements import versions
+
+
+@contextlib.contextmanager
+def numpy_kernel():
+    """The numpy fallback instead of the C kernel, for the same call (what a machine without gcc runs)."""
+    saved, resample._native = resample._native, None
+    try:
+        yield
+    finally:
+        resample._native = saved
+
+
+def levels(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))) * 255.0)
+
+
+def preprocess(bundle: Path, manifest: dict) -> list[dict]:
+    rows = []
+    for e in manifest["preprocess"]:
+        bgr = np.load(bundle / e["input"])
+        ref = np.load(bundle / e["reference"])
+        spec = Spec.from_dict(e["spec"])
+        row = {"family": e["family"], "case": e["case"]}
+        for mode, rel in e["x86"].items():
+            pre = Preprocessor(spec, mode=mode)
+            got = pre(bgr, color="bgr")
+            with numpy_kernel():
+                fallback = Preprocessor(spec, mode=mode)(bgr, color="bgr")
+            x86 = np.load(bundle / rel)
+            row[mode] = {"vs_reference_levels": levels(got, ref), "vs_x86_edgeinfer_levels": levels(got, x86),
+                         "x86_vs_reference_levels": levels(x86, ref),
+                         "pixels_differing_from_x86": int(np.count_nonzero(got != x86)),
+                         "c_kernel_equals_numpy": bool(np.array_equal(got, fallback))}
+        rows.append(row)
+    return rows
+
+
+def decoding(bundle: Path, manifest: dict) -> list[dict]:
+    rows = []
+    for e in manifest["decode"]:
+        data = (bundle / e["file"]).read_bytes()
+        got = decode(data, exif_orientation=False, source=e["file"])
+        rows.append({"file": e["file"], "vs_x86_opencv_levels": float(np.abs(got.astype(int) - np.load(bundle / e["x86_opencv"])).max()),
+                     "vs_x86_pil_levels": float(np.abs(got.astype(int) - np.load(bundle / e["x86_pil"])).max())})
+    return rows
+
+
+def agreement(got: np.ndarray, ref: np.ndarray) -> dict:
+    return {"max_abs_dp": float(np.max(np.abs(got.astype(np.float64) - ref))),
+            "top1_agreement": float(np.mean(got.argmax(1) == ref.argmax(1)))}
+
+
+def models(bundle: Path, manifest: dict, work: Path) -> list[dict]:
+    files = [bundle / rel for rel in manifest["images"]]
+    image_dir = bundle / "images"
+    out = []
+    for m in manifest["models"]:
+        torch_p = np.load(bundle / m["torch_probs"])
+        row = {"name": m["name"], "images": len(files)}
+        for kind in ("fp32", "fp16", "int8"):
+            path = bundle / (m["path"] if kind == "fp32" else m["variants"][kind])
+            model = edgeinfer.load(path)
+            t0 = time.perf_counter()
+            got = np.stack([model.predict(f).scores for f in files])
+            fp32 = got if kind == "fp32" else fp32
+            row[kind] = {"vs_torch_x86": agreement(got, torch_p),
+                         "vs_same_model_x86": agreement(got, np.load(bundle / m["x86_probs"][kind])),
+                         "vs_fp32_here": agreement(got, fp32), "providers": list(model.providers),
+                         "seconds": round(time.perf_counter() - t0, 1)}
+            if kind == "fp32":
+                st = model.self_test()
+                row["self_test"] = {"passed": st.passed, "max_abs_diff": st.max_abs_diff, "atol": st.atol}
+        # the deployment doctor, as a user runs it
+        report = work / f"check-{m['name']}.json"
+        proc = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "check", str(bundle / m["path"]), "--images",
+                               str(image_dir), "--json", str(report)], capture_output=True, text=True)
+        findings = json.loads(report.read_text()).get("findings", []) if report.exists() else None
+        row["check"] = {"exit_code": proc.returncode, "findings": [f.get("code") for f in findings or []],
+                        "output": proc.stdout.strip().splitlines()[-3:]}
+        out.append(row)
+    return out
+
+
+def profile(bundle: Path, manifest: dict) -> dict:
+    """A model loaded with the raspberry-pi-5 profile and the ONNX Runtime wheel pip gives on arm64: what
+    it asked for, what runs, and the fallback warning a user sees."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = edgeinfer.load(bundle / manifest["models"][-1]["path"], device="raspberry-pi-5")
+        scores = model.predict(bundle / manifest["images"][0]).scores
+    return {"available_providers": ort.get_available_providers(), "requested": list(model.requested_providers),
+            "used": list(model.providers), "predicts": bool(np.isfinite(scores).all()),
+            "warnings": [f"{w.category.__name__}: {w.message}" for w in caught]}
+
+
+def tools(bundle: Path, manifest: dict, work: Path) -> dict:
+    """``edgeinfer bench`` and ``tune`` as a user runs them on the device (small runs: emulation is slow)."""
+    model = bundle / manifest["models"][-1]["path"]
+    holdout = work / "tune-images"
+    holdout.mkdir(exist_ok=True)
+    for rel in manifest["images"][:6]:
+        (holdout / Path(rel).name).write_bytes((bundle / rel).read_bytes())
+    out = {}
+    t0 = time.perf_counter()
+    bench_json = work / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "bench", str(model), "--device", "raspberry-pi-5",
+                           "--runs", "5", "--warmup", "1", "--no-cold-start", "--json", str(bench_json)],
+                          capture_output=True, text=True)
+    out["bench"] = {"exit_code": proc.returncode, "output": proc.stdout.strip().splitlines()[:4],
+                    "stderr_tail": proc.stderr.strip().splitlines()[-3:], "seconds": round(time.perf_counter() - t0, 1),
+                    "emulated": json.loads(bench_json.read_text())["environment"].get("emulated")
+                    if bench_json.exists() else None}
+    t0 = time.perf_counter()
+    tuned = model.parent / f"{model.stem}.raspberry-pi-5-tuned.toml"
+    proc = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "tune", str(model), "--device", "raspberry-pi-5",
+                           "--images", str(holdout), "--rounds", "3", "--out-profile", str(work / "tuned.toml"),
+                           "--json"], capture_output=True, text=True)
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        report = None
+    out["tune"] = {"exit_code": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
+                   "emulated": report.get("emulated") if report else None,
+                   "rows": [{k: r[k] for k in ("precision", "provider", "threads", "top1_agreement", "max_abs_diff")}
+                            for r in report["rows"]] if report else None,
+                   "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+    tuned.unlink(missing_ok=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tools", action="store_true", help="also run edgeinfer bench and tune")
+    parser.add_argument("--only", choices=("preprocess",), help="a subset (the CI smoke run)")
+    args = parser.parse_args()
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    work = args.out.parent / (args.out.stem + "-work")
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    v = versions()
+    result = {"fingerprint": manifest["fingerprint"], "qemu_cpu": os.environ.get("QEMU_CPU"),
+              "machine": platform.machine(), "emulated": emulation(),
+              "arm64": {k: v[k] for k in ("python", "numpy", "opencv", "onnxruntime", "resample_kernel")},
+              "c_kernel_module": getattr(resample._native, "__file__", None)}
+    result["preprocess"] = preprocess(args.bundle, manifest)
+    if args.only != "preprocess":
+        result["decode"] = decoding(args.bundle, manifest)
+        result["models"] = models(args.bundle, manifest, work)
+        result["raspberry_pi_5_profile"] = profile(args.bundle, manifest)
+        if args.tools:
+            result["tools"] = tools(args.bundle, manifest, work)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"device: {len(result['preprocess'])} preprocessing cases, {result['seconds']} s, written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The arm64 parity suite, driven from the x86 workstation: ``./edge arm test [QEMU_CPU ...]``.
+
+1. References on x86 (tests/arm64/references.py), rebuilt only when what decides them changes.
+2. The runtime side inside the arm64 root once per emulated CPU (tests/arm64/device.py).
+3. One table per CPU: per preprocessing family the worst pixel difference against the x86 reference
+   library and against edgeinfer's own x86 pixels, the C kernel against the numpy fallback; per trained
+   model (fp32, fp16, int8) the max |dp| and top-1 agreement against torch on x86; the self-test and
+   ``edgeinfer check``. Written to benchmarks/arm64_parity.json; the table is printed as markdown for
+   benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+RESULT = REPO / "benchmarks" / "arm64_parity.json"
+DEFAULT_CPUS = ("cortex-a72", "cortex-a76")
+BUNDLE_INSIDE = "/opt/edgeinfer-parity"  # the bundle's path inside the root
+# Families whose arithmetic is integer and reproduced by edgeinfer's own code: 0 levels on any machine.
+INTEGER_FAMILIES = ("PIL ", "torch uint8 ")
+
+
+def ensure_references(root: Path, *, rebuild: bool) -> dict:
+    from tests.arm64 import references
+
+    bundle = root / BUNDLE_INSIDE.lstrip("/")
+    manifest = bundle / "manifest.json"
+    if not rebuild and manifest.exists():
+        current = json.loads(manifest.read_text())
+        if current.get("fingerprint") == references.fingerprint():
+            print(f"arm64 suite: x86 references up to date ({bundle})", file=sys.stderr)
+            return current
+    print("arm64 suite: computing the x86 references (train, export, variants; a few minutes)", file=sys.stderr)
+    return references.build(bundle, log=lambda m: print(m, file=sys.stderr))
+
+
+def run_device(arm_sh: str, cpu: str, *, tools: bool, only: str | None = None) -> tuple[dict, float]:
+    out = f"{BUNDLE_INSIDE}/out-{cpu}.json"
+    cmd = [arm_sh, "run", "/opt/venv/bin/python", "/src/edgeinfer/tests/arm64/device.py", "--bundle", BUNDLE_INSIDE,
+           "--out", out] + (["--tools"] if tools else []) + (["--only", only] if only else [])
+    print(f"arm64 suite: QEMU_CPU={cpu}: {' '.join(cmd[2:])}", file=sys.stderr)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, "QEMU_CPU": cpu})
+    root = Path(os.environ.get("EDGEINFER_ARM_ROOT", Path.home() / ".cache/edgeinfer/arm64-root"))
+    return json.loads((root / out.lstrip("/")).read_text()), time.perf_counter() - t0
+
+
+def summarise(manifest: dict, runs: dict[str, dict]) -> dict:
+    """Per family and per CPU the worst differences; per model, kind and CPU the agreement."""
+    families: dict[str, dict] = {}
+    for cpu, res in runs.items():
+        for row in res["preprocess"]:
+            fam = families.setdefault(row["family"], {"cases": 0, "cpus": {}})
+            per = fam["cpus"].setdefault(cpu, {})
+            for mode, m in ((k, v) for k, v in row.items() if isinstance(v, dict)):
+                agg = per.setdefault(mode, {"max_vs_reference_levels": 0.0, "max_vs_x86_edgeinfer_levels": 0.0,
+                                            "x86_max_vs_reference_levels": 0.0, "pixels_differing_from_x86": 0,
+                                            "c_kernel_equals_numpy": True, "cases_differing_from_x86": []})
+                agg["max_vs_reference_levels"] = max(agg["max_vs_reference_levels"], m["vs_reference_levels"])
+                agg["max_vs_x86_edgeinfer_levels"] = max(agg["max_vs_x86_edgeinfer_levels"], m["vs_x86_edgeinfer_levels"])
+                agg["x86_max_vs_reference_levels"] = max(agg["x86_max_vs_reference_levels"], m["x86_vs_reference_levels"])
+                agg["pixels_differing_from_x86"] += m["pixels_differing_from_x86"]
+                agg["c_kernel_equals_numpy"] &= m["c_kernel_equals_numpy"]
+                if m["pixels_differing_from_x86"]:
+                    agg["cases_differing_from_x86"].append(row["case"])
+        for fam in families.values():
+            fam["cases"] = len({r["case"] for r in res["preprocess"]})
+    models: dict[str, dict] = {}
+    for cpu, res in runs.items():
+        for m in res.get("models", []):
+            entry = models.setdefault(m["name"], {"images": m["images"], "cpus": {}})
+            entry["cpus"][cpu] = {k: m[k] for k in ("fp32", "fp16", "int8", "self_test", "check")}
+    decode = {cpu: {"max_vs_x86_opencv_levels": max(r["vs_x86_opencv_levels"] for r in res["decode"]),
+                    "max_vs_x86_pil_levels": max(r["vs_x86_pil_levels"] for r in res["decode"]),
+                    "files": len(res["decode"])} for cpu, res in runs.items() if res.get("decode")}
+    return {"families": families, "models": models, "decode": decode}
+
+
+def table(summary: dict, cpus: list[str]) -> str:
+    lines = ["| preprocessing family | cases | " + " | ".join(f"{c}: vs x86 reference / vs x86 edgeinfer" for c in cpus)
+             + " | C kernel = numpy |", "|---|---|" + "---|" * len(cpus) + "---|"]
+    for name, fam in summary["families"].items():
+        for mode in ("exact", "fast"):
+            if mode not in next(iter(fam["cpus"].values())):
+                continue
+            cells = []
+            for c in cpus:
+                m = fam["cpus"][c][mode]
+                cells.append(f"{m['max_vs_reference_levels']:.3g} / {m['max_vs_x86_edgeinfer_levels']:.3g}")
+            same = all(fam["cpus"][c][mode]["c_kernel_equals_numpy"] for c in cpus)
+            label = name if mode == "exact" else f"{name} (fast mode)"
+            lines.append(f"| {label} | {fam['cases']} | " + " | ".join(cells) + f" | {'yes' if same else 'NO'} |")
+    lines += ["", "| model (images) | variant | " + " | ".join(f"{c}: max abs dp / top-1 vs torch x86" for c in cpus)
+              + " | self-test (diff / atol) | edgeinfer check |", "|---|---|" + "---|" * len(cpus) + "---|---|"]
+    for name, m in summary["models"].items():
+        for kind in ("fp32", "fp16", "int8"):
+            cells = [f"{m['cpus'][c][kind]['vs_torch_x86']['max_abs_dp']:.2e} / "
+                     f"{m['cpus'][c][kind]['vs_torch_x86']['top1_agreement']:.0%}" for c in cpus]
+            st = " / ".join(f"{'pass' if m['cpus'][c]['self_test']['passed'] else 'FAIL'} "
+                            f"{m['cpus'][c]['self_test']['max_abs_diff']:.1e} / {m['cpus'][c]['self_test']['atol']:.0e}"
+                            for c in cpus) if kind == "fp32" else ""
+            ck = " / ".join(f"exit {m['cpus'][c]['check']['exit_code']}" for c in cpus) if kind == "fp32" else ""
+            lines.append(f"| {name} ({m['images']}) | {kind} | " + " | ".join(cells) + f" | {st} | {ck} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cpus", nargs="*", default=list(DEFAULT_CPUS))
+    parser.add_argument("--arm-sh", default=str(HERE / "arm.sh"))
+    parser.add_argument("--rebuild-references", action="store_true")
+    parser.add_argument("--no-tools", action="store_true", help="skip edgeinfer bench and tune")
+    parser.add_argument("--no-record", action="store_true", help="print, do not write benchmarks/arm64_parity.json")
+    args = parser.parse_args()
+    root = Path(os.environ.get("EDGEINFER_ARM_ROOT", Path.home() / ".cache/edgeinfer/arm64-root"))
+    t0 = time.perf_counter()
+    manifest = ensure_references(root, rebuild=args.rebuild_references)
+    runs, seconds = {}, {}
+    for i, cpu in enumerate(args.cpus):
+        # bench and tune once, on the last CPU (the Pi 5's core by default): correctness, not timings
+        runs[cpu], seconds[cpu] = run_device(args.arm_sh, cpu, tools=not args.no_tools and i == len(args.cpus) - 1)
+    summary = summarise(manifest, runs)
+    text = table(summary, args.cpus)
+    print(text)
+    failures = check(summary, runs)
+    for f in failures:
+        print(f"FAIL: {f}", file=sys.stderr)
+    if not args.no_record:
+        record = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "x86": manifest["x86"],
+                  "arm64": {cpu: {**r["arm64"], "machine": r["machine"], "emulated": r["emulated"],
+                                  "c_kernel_module": r["c_kernel_module"], "seconds": round(seconds[cpu])}
+                            for cpu, r in runs.items()},
+                  "cpus": args.cpus, "fingerprint": manifest["fingerprint"], **summary,
+                  "raspberry_pi_5_profile": runs[args.cpus[-1]].get("raspberry_pi_5_profile"),
+                  "tools": runs[args.cpus[-1]].get("tools"), "failures": failures,
+                  "total_seconds": round(time.perf_counter() - t0)}
+        RESULT.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"arm64 suite: written {RESULT.relative_to(REPO)}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def check(summary: dict, runs: dict[str, dict]) -> list[str]:
+    """What the issue promises, checked on the measured figures."""
+    out = []
+    for cpu, res in runs.items():
+        if res["arm64"]["resample_kernel"] != "c" or res["machine"] != "aarch64":
+            out.append(f"{cpu}: the C kernel is not in use on {res['machine']} ({res['arm64']['resample_kernel']})")
+    for name, fam in summary["families"].items():
+        for cpu, per in fam["cpus"].items():
+            for mode, m in per.items():
+                if not m["c_kernel_equals_numpy"]:
+                    out.append(f"{name} ({mode}) on {cpu}: the C kernel and the numpy fallback differ")
+                if name.startswith(INTEGER_FAMILIES) and mode == "exact" and m["max_vs_reference_levels"] > 0:
+                    out.append(f"{name} on {cpu}: {m['max_vs_reference_levels']} levels from the x86 reference")
+    for name, m in summary["models"].items():
+        for cpu, r in m["cpus"].items():
+            if not r["self_test"]["passed"]:
+                out.append(f"{name} on {cpu}: the self-test failed ({r['self_test']})")
+            if r["fp32"]["vs_torch_x86"]["top1_agreement"] < 1.0 or r["fp32"]["vs_torch_x86"]["max_abs_dp"] > 1e-4:
+                out.append(f"{name} fp32 on {cpu}: {r['fp32']['vs_torch_x86']} against torch on x86")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
