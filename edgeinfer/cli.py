@@ -57,6 +57,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
     return 0
 
 
+def inspect_dict(model: Any) -> dict[str, Any]:
+    """What ``edgeinfer inspect --json`` prints (and ``GET /model`` of ``edgeinfer serve`` answers)."""
+    return {"path": model.path, "providers": list(model.providers), "spec": model.spec.to_dict()}
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
@@ -64,7 +69,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     model = load(args.model, device=args.device, **_sidecar(args))
     if args.json:
-        _print_json({"path": model.path, "providers": list(model.providers), "spec": model.spec.to_dict()})
+        _print_json(inspect_dict(model))
         return 0
     spec = model.spec
     print(f"model:      {model.path}")
@@ -184,7 +189,51 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _predict_on_ray(args: argparse.Namespace) -> int:
+    """``--engine ray``: the folder on a Ray cluster (edgeinfer.distributed), optionally against training."""
+    from edgeinfer import distributed
+
+    if not args.out:
+        raise SpecError("--engine ray writes its results to a file: add --out results.parquet (or .jsonl).")
+    reference = None
+    if args.reference:
+        from converters.compare import TorchReference  # the workstation side: torch on the workers
+
+        reference = TorchReference(args.reference, weights=args.weights, num_classes=args.num_classes,
+                                   transform=args.transform)
+    update, close = _progress_bar(0, "predict (ray)", unit="image")
+    seen = [0]
+
+    def progress(done: int, total: int) -> None:
+        for _ in range(done - seen[0]):
+            update(0, 0)
+        seen[0] = done
+
+    source = args.images[0] if len(args.images) == 1 else args.images
+    try:
+        report = distributed.predict(args.model, source, out=args.out, device=args.device, address=args.address,
+                                     threads=args.threads, workers=args.workers, batch=args.batch, top_k=args.top_k,
+                                     reference=reference, progress=progress)
+    finally:
+        close()
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(f"{report.predicted} predicted, {report.failed} failed (recorded with their error), {report.skipped} "
+          f"already in {report.out}; {report.workers} workers x {report.threads_per_worker} threads on "
+          f"{report.nodes} node(s), {report.cluster_cpus:g} CPUs; {report.seconds:.1f} s "
+          f"({report.images_per_s:.1f} images/s)", file=sys.stderr)
+    if report.reference is not None:
+        r = report.reference
+        if r["images"]:
+            print(f"agreement with {r['reference']} on {r['images']} images: top-1 {r['top1_agreement']:.1%}, "
+                  f"max |dp| {r['max_abs_diff']:.2e} (mean of per-image max {r['mean_max_abs_diff']:.2e})")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return _predict_on_ray(args)
     from edgeinfer.model import load
 
     from edgeinfer import tasks
@@ -319,6 +368,27 @@ def cmd_camera(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from edgeinfer import serve  # needs the serve extra; says how to install it when missing
+    from edgeinfer.model import load
+
+    token = args.token or os.environ.get("EDGEINFER_TOKEN") or None
+    limits = serve.Limits(max_bytes=args.max_bytes, max_side=args.max_side, max_files=args.max_files)
+    model = load(args.model, device=args.device)
+    logging.basicConfig(level=logging.INFO, format="edgeinfer: %(message)s")
+    source = int(args.source) if args.source is not None and args.source.isdigit() else args.source
+    where = f"http://{args.host}:{args.port}/"
+    print(f"serving {model.path} ({model.spec.task}, {model.providers[0]}) on {where}"
+          + (f"; live view of {args.source} at {where}" if source is not None else ""), file=sys.stderr)
+    serve.serve(model, host=args.host, port=args.port, source=source, token=token, allow_no_token=args.no_token,
+                limits=limits, top_k=args.top_k, workers=args.workers, log_level=args.log_level,
+                access_log=args.access_log)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeinfer.bench import bench
 
@@ -342,6 +412,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"model: {result.model}   device: {result.device}   preprocess: {result.preprocess}")
     print(f"providers: {env['providers_used']} (requested {env['providers_requested']}), onnxruntime "
           f"{env['onnxruntime']}, {env['cpu_model']} x{env['cpu_count']}, threads {env['intra_op_threads'] or 'default'}")
+    if env.get("emulated"):
+        print(f"EMULATED ({env['emulated']}): these timings are not the device's; they show it runs, not how fast")
     print(f"images: {result.images['count']} ({result.images['source']}, mean {result.images['mean_width']:.0f}x"
           f"{result.images['mean_height']:.0f}); {result.runs} runs after {result.warmup} warm-up")
     print(f"{'batch':>5s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'mean':>8s} {'std':>7s} {'min':>8s} {'max':>8s} "
@@ -368,12 +440,11 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from converters import zoo
     from converters.compare import compare
 
-    if env.get("emulated"):
-        print(f"EMULATED ({env['emulated']}): these timings are not the device's; they show it runs, not how fast")
     model, transform = zoo.build(args.torch_model, num_classes=args.num_classes, weights=args.weights)
     if args.transform:
         transform = zoo.import_attr(args.transform)
-    report = compare(model, transform, args.model, args.images, variants=args.variant or (), progress=True)
+    report = compare(model, transform, args.model, args.images, variants=args.variant or (), progress=True,
+                     device=args.device)
     if args.json:
         from edgeinfer.files import write_text_atomic
 
@@ -413,6 +484,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
         return 0
     print(f"{report.model} on device {report.device!r}, {report.images} images, gate {report.min_agreement:.0%} top-1")
+    if report.emulated:
+        print(f"EMULATED ({report.emulated}): the timings below are not the device's; the fastest here need not be "
+              "the fastest there. Tune on the device itself.")
     print(f"{'precision':9s} {'provider':28s} {'threads':>7s} {'median ms':>10s} {'top-1':>7s} {'max|dp|':>9s}")
     for r in report.rows:
         mark = "  <- chosen" if r == report.chosen else ("" if r.passes else "  (fails the gate)")
@@ -438,10 +512,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.reference_transform:
             transform = zoo.import_attr(args.reference_transform)
     report = doctor(args.model, images=args.images, reference_transform=transform, torch_model=model,
-                    plots=args.plots)
-    if report.emulated:
-        print(f"EMULATED ({report.emulated}): the timings below are not the device's; the fastest here need not be "
-              "the fastest there. Tune on the device itself.")
+                    plots=args.plots, device=args.device)
     from edgeinfer.files import write_text_atomic
 
     if args.json:
@@ -453,6 +524,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     for f in report.findings:
         print(f"[{f.severity}] {f.code}: {f.message}\n    fix: {f.fix}")
     return 0 if report.ok else 1
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from edgeinfer.fleet import report
+
+    result = report(args.reports, out=args.out, plots=args.plots)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    if args.out:
+        print(f"wrote {args.out}" + (f" (plots in {args.plots})" if args.plots else ""))
+    else:
+        print(result.to_markdown(), end="")
+    for o in result.outliers:
+        print(f"outlier: {o.device}, {o.model} ({o.kind}): {o.message}", file=sys.stderr)
+    return 0
 
 
 def _torch_model_args(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -510,6 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", help="append results to a .csv or .jsonl file as they come; a rerun resumes")
     p.add_argument("--batch", type=int, default=8, help="images per model call with --out")
+    g = p.add_argument_group("distributed (--engine ray; needs edgeinfer[ray])")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: a Ray cluster reads, decodes and predicts the files; results go to --out "
+                        "(.parquet or .jsonl), a rerun resumes")
+    g.add_argument("--address", help="the Ray cluster's address (default: a local Ray started for the run)")
+    g.add_argument("--workers", type=int, default=None, help="actor pool size (default: cluster CPUs / threads)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime threads per worker (default: the device profile's, else 1)")
+    g.add_argument("--reference", metavar="TORCH_MODEL",
+                   help="also compute agreement with the original torch model on the workers (torchvision name, "
+                        "timm:NAME or module:attribute; needs torch on the cluster)")
+    g.add_argument("--weights", help="a state_dict for --reference")
+    g.add_argument("--num-classes", type=int, default=None)
+    g.add_argument("--transform", help="module:attribute of the eval transform (default: the architecture's)")
     _source_args(p, "--spec")
     p.set_defaults(func=cmd_predict)
 
@@ -523,6 +624,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_camera)
+
+    p = sub.add_parser("serve", help="an HTTP API for the model; with --source, a live view in the browser "
+                       "(needs the serve extra)")
+    p.add_argument("model")
+    p.add_argument("--device", default="cpu", help="device profile name or .toml path")
+    p.add_argument("--source", default=None, help="camera index, video file (played in a loop) or rtsp:// URL "
+                   "for the live view at / (GET /stream, /events)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=None, help="access token clients must send (Authorization: Bearer, or "
+                   "?token= on the page); default: $EDGEINFER_TOKEN. Required beyond loopback")
+    p.add_argument("--no-token", action="store_true", help="listen beyond loopback without a token, on purpose")
+    p.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest request body (bytes)")
+    p.add_argument("--max-side", type=int, default=8192, help="largest image side (pixels), read from its header")
+    p.add_argument("--max-files", type=int, default=32, help="most images in one POST /predict/batch")
+    p.add_argument("--top-k", type=int, default=5, help="default top-k of a classifier (?top_k= per request)")
+    p.add_argument("--workers", type=int, default=None, help="predictions run at once (default: min(4, CPUs))")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("devices", help="list device profiles and which of their providers this build offers")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -549,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transform", help="module:attribute of the eval transform (default: the architecture's)")
     p.add_argument("--images", required=True, help="a folder of images")
     p.add_argument("--variant", action="append", help="another .onnx of the same model (fp16, int8, ...)")
+    p.add_argument("--device", default="cpu", help="the device profile the deployed candidates run with")
     p.add_argument("--json", help="write the report to this file")
     p.set_defaults(func=cmd_parity)
 
@@ -579,11 +701,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--images", help="a folder of images")
     p.add_argument("--reference-transform", help="module:attribute of the training eval transform (needs torch)")
+    p.add_argument("--device", default="cpu", help="the device profile to load the model with (runtime checks)")
     _torch_model_args(p, required=False)
     p.add_argument("--json", help="write the findings to this JSON file")
     p.add_argument("--report", help="write a markdown report (linking the plots) to this file")
     p.add_argument("--plots", help="write debug plots into this folder (needs matplotlib)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("fleet", help="compare the bench, parity, check and tune reports of many devices")
+    fleet = p.add_subparsers(dest="fleet_command", required=True)
+    p = fleet.add_parser("report", help="one comparison (markdown, plots) from the JSON reports; outliers first")
+    p.add_argument("reports", nargs="+", help="JSON files written by bench --json, parity --json, check --json, "
+                                              "tune --json")
+    p.add_argument("--out", help="write the markdown report here (default: print it)")
+    p.add_argument("--plots", help="write latency and agreement plots into this folder (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=cmd_fleet)
 
     p = sub.add_parser("export", help="export a torchvision/timm architecture or your model (needs torch)")
     p.add_argument("arch", help="torchvision name (resnet18), timm:NAME, or module:attribute of your model")

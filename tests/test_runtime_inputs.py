@@ -160,15 +160,19 @@ def test_runtime_loads_and_predicts_without_torch(exported, photo_files):
 
 def test_runtime_source_imports_only_numpy_opencv_onnxruntime():
     top_level = {"numpy", "cv2", "onnxruntime", "edgeinfer", "__future__"}
-    # lazily, inside the function that needs them: plots, progress bars, the CLI's export command, and the
-    # hand-over of detections to supervision (Detections.to_supervision)
-    lazy = top_level | {"matplotlib", "tqdm", "converters", "supervision"}
+    # lazily, inside the function that needs them: plots, progress bars, the CLI's export command, the
+    # hand-over of detections to supervision (Detections.to_supervision), Ray and its pyarrow (distributed.py)
+    lazy = top_level | {"matplotlib", "tqdm", "converters", "supervision", "ray", "pyarrow"}
+    # the HTTP server's stack (the serve extra) in its own module only: `import edgeinfer` never loads it
+    # (tests/test_serve.py checks that)
+    extras = {"serve.py": {"anyio", "uvicorn", "starlette"}}
     stdlib = set(sys.stdlib_module_names)
     for path in Path(edgeinfer.__file__).parent.glob("*.py"):
         for line in path.read_text().splitlines():
             s = line.strip()
             if s.startswith(("import ", "from ")):
                 top = s.split()[1].split(".")[0]
-                ok = top in stdlib or top in (top_level if line == s else lazy)
+                ok = (top in stdlib or top in (top_level if line == s else lazy)
+                      or top in extras.get(path.name, ()))
                 assert ok, f"{path.name}: {s}"
 
