@@ -129,10 +129,14 @@ def preprocess_entries(bundle: Path) -> list[dict]:
             add(fam, case, np.ascontiguousarray(rgb[..., ::-1]), spec, ref,
                 modes=("exact", "fast") if fam.startswith("PIL") else ("exact",))
 
-    # OpenCV-trained pipelines: the reference is OpenCV's own call on x86.
+    # OpenCV-trained pipelines: the reference is OpenCV's own call on x86. Beside the photos, the image
+    # every exported spec carries as its self-test vector: whether the self-test can see an OpenCV difference.
+    from converters.export import selftest_image
+
+    opencv_cases = cases() + [("self-test image 96x128 -> 224", selftest_image(), 224, 224)]
     for filt, flag in (("nearest", cv2.INTER_NEAREST), ("bilinear", cv2.INTER_LINEAR), ("bicubic", cv2.INTER_CUBIC),
                        ("area", cv2.INTER_AREA), ("lanczos4", cv2.INTER_LANCZOS4)):
-        for case, rgb, s, c in cases():
+        for case, rgb, s, c in opencv_cases:
             bgr = np.ascontiguousarray(rgb[..., ::-1])
             spec = Spec(steps=(Step("resize", {"rule": "exact", "size": [c, c], "interpolation": filt,
                                                "backend": "opencv"}), Step("to_float", {"scale": "div255"})),
@@ -141,7 +145,7 @@ def preprocess_entries(bundle: Path) -> list[dict]:
                 _chw_rgb(cv2.resize(bgr, (c, c), interpolation=flag)))
 
     lb = LetterBox(new_shape=(640, 640))
-    for case, rgb, _, _ in cases():
+    for case, rgb, _, _ in opencv_cases:
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         ref = lb(image=bgr)
         spec = Spec(steps=(Step("letterbox", {"size": [640, 640]}), Step("to_float", {"scale": "div255"})),

@@ -72,8 +72,8 @@ def summarise(manifest: dict, runs: dict[str, dict]) -> dict:
                 agg["c_kernel_equals_numpy"] &= m["c_kernel_equals_numpy"]
                 if m["pixels_differing_from_x86"]:
                     agg["cases_differing_from_x86"].append(row["case"])
-        for fam in families.values():
-            fam["cases"] = len({r["case"] for r in res["preprocess"]})
+        for name, fam in families.items():
+            fam["cases"] = sum(r["family"] == name for r in res["preprocess"])
     models: dict[str, dict] = {}
     for cpu, res in runs.items():
         for m in res.get("models", []):
