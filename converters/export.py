@@ -261,3 +261,133 @@ def export_detector(model: Any, path: str | os.PathLike, *, source: Any, labels:
                               f"(allowed {atol}); nothing written. Check the model for export-unsafe operations.")
         write_with_spec(onnx.load(str(raw_path)), path, spec)
     return DetectorExportReport(str(path), spec, len(frames), worst, counts)
+
+
+@dataclass(frozen=True)
+class SegmenterExportReport:
+    """What :func:`export_segmenter` wrote and measured on the verification images: the logits at the model's
+    resolution (torch vs ONNX Runtime through the edgeinfer preprocessing) and the class maps in the
+    original frame (torch + the transform + bilinear upsampling + argmax vs :class:`edgeinfer.Segmentation`)."""
+
+    path: str
+    spec: Spec
+    images: int
+    logits_max_abs_diff: float
+    pixel_agreement: tuple[float, ...]  # per image, the fraction of frame pixels with the same class
+
+    @property
+    def min_pixel_agreement(self) -> float:
+        return min(self.pixel_agreement) if self.pixel_agreement else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "images": self.images, "logits_max_abs_diff": self.logits_max_abs_diff,
+                "pixel_agreement": list(self.pixel_agreement), "min_pixel_agreement": self.min_pixel_agreement,
+                "spec": self.spec.to_dict()}
+
+
+def _select_output(model: Any, key: str | None) -> Any:
+    """A module returning ``model(x)[key]`` (torchvision segmenters return a dict with 'out' and maybe 'aux'),
+    or ``.logits`` of a Hugging Face output; the model itself when it returns a tensor."""
+    import torch
+
+    class Select(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: Any) -> Any:
+            y = self.inner(x)
+            if isinstance(y, dict):
+                if key not in y:
+                    raise ExportError(f"the model returns a dict with {sorted(y)}; expected the key {key!r}. "
+                                      "Pass output=... to export_segmenter.")
+                return y[key]
+            return y.logits if hasattr(y, "logits") else y
+
+    return Select().eval()
+
+
+def export_segmenter(model: Any, path: str | os.PathLike, *, transform: Any, labels: Sequence[str] | None = None,
+                     images: Iterable[Any] | None = None, output: str | None = "out", input_name: str = "input",
+                     output_name: str = "logits", opset: int = OPSET, min_agreement: float = 0.999,
+                     atol: float = 1e-3) -> SegmenterExportReport:
+    """Export a semantic segmenter with its evaluation ``transform`` (e.g. torchvision's
+    ``SemanticSegmentation`` preset: the shorter side resized, no crop) to ``path``, and verify it.
+
+    The input's height and width stay dynamic in the graph and the spec, because the transform's output
+    size follows the image. ``output`` picks the logits from a dict output (torchvision: ``"out"``). The
+    class map reference is torch's: the transform, the model, ``F.interpolate(bilinear,
+    align_corners=False)`` of the logits to the image's size, argmax. Verification on ``images`` (paths,
+    PIL images or RGB arrays; probe images when None): the logits within ``atol`` and the class maps equal
+    on at least ``min_agreement`` of the pixels, or nothing is written. The self-test vector is each
+    class's mean logit on the self-test image.
+    """
+    import onnx
+    import torch
+    import torch.nn.functional as F
+
+    import edgeinfer
+
+    model.eval()
+    net = _select_output(model, output)
+    spec = spec_from_transform(transform, input_name=input_name, output_name=output_name, output_kind="logits",
+                               labels=labels, dynamic_size=True, task="semantic_segmentation")
+    named = _pil_images(list(images) if images is not None else None, "rgb")
+    st_rgb = selftest_image()
+    with torch.no_grad():
+        st_out = net(transform(load_like_training(st_rgb, "RGB")).unsqueeze(0).float())
+    if st_out.ndim != 4:
+        raise ExportError(f"the model's output has shape {tuple(st_out.shape)}; a semantic segmenter gives class "
+                          "logits (B, C, h, w).")
+    if labels is not None and st_out.shape[1] != len(labels):
+        raise ExportError(f"labels: expected one per class ({st_out.shape[1]}), found {len(labels)}.")
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
+    if not ok:
+        raise ExportError("could not encode the self-test image as PNG with this OpenCV build.")
+    out = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        example = transform(named[0][1]).unsqueeze(0).float()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:  # TorchScript-based export: dynamic height and width through interpolate's size
+                torch.onnx.export(net, (example,), str(raw_path), input_names=[input_name], output_names=[output_name],
+                                  opset_version=opset, dynamo=False,
+                                  dynamic_axes={input_name: {0: "batch", 2: "height", 3: "width"},
+                                                output_name: {0: "batch", 2: "out_height", 3: "out_width"}})
+            except Exception as exc:
+                raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {exc}") from exc
+        proto = onnx.load(str(raw_path))
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        st_in = transform(load_like_training(st_rgb, "RGB")).unsqueeze(0).numpy().astype(np.float32)
+        st_onnx = sess.run([output_name], {input_name: st_in})[0]
+        st_ref = st_out.numpy()
+        diff = float(np.max(np.abs(st_onnx - st_ref)))
+        spec = dataclasses.replace(spec, self_test=SelfTest(
+            base64.b64encode(png.tobytes()).decode("ascii"), tuple(float(v) for v in st_ref[0].mean(axis=(1, 2))),
+            float(max(1e-3, 20 * diff)))).validate()
+        staged = Path(tmp) / "model.onnx"
+        write_with_spec(proto, staged, spec)
+        deployed = edgeinfer.load(staged)
+        worst, agreement = 0.0, []
+        for name, img in named:
+            rgb = np.asarray(img.convert("RGB"))
+            with torch.no_grad():
+                logits = net(transform(img).unsqueeze(0).float())
+                ref_map = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False).argmax(1)[0]
+            x = deployed.preprocess(rgb, color="rgb")[None]
+            got = deployed.run(x)
+            worst = max(worst, float(np.max(np.abs(got - logits.numpy()))))
+            seg = deployed.predict(rgb, color="rgb")
+            agreement.append(float(np.mean(seg.class_map == ref_map.numpy())))
+        if worst > atol or min(agreement) < min_agreement:
+            raise ExportError(f"export_segmenter: the deployed model differs from torch: logits by {worst:.3g} "
+                              f"(allowed {atol}), class maps agree on {min(agreement):.4%} of pixels at worst "
+                              f"(required {min_agreement:.2%}). Nothing was written.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_with_spec(proto, out, spec)
+    return SegmenterExportReport(str(out), spec, len(named), worst, tuple(agreement))

@@ -9,6 +9,7 @@ then checked against the transform itself on probe images before it is returned.
 from __future__ import annotations
 
 import numbers
+from types import SimpleNamespace
 from typing import Any, Iterable
 
 import numpy as np
@@ -129,7 +130,7 @@ class _Walk:
             raise ConversionError(
                 f"{name} ({module}) is not a transform edgeinfer can reproduce. Supported: Compose, Resize, "
                 "CenterCrop, Pad, Grayscale, ToTensor, PILToTensor, ConvertImageDtype, Normalize, ToImage, "
-                "ToDtype, ToPureTensor, and timm's ResizeKeepRatio, CenterCropOrPad, MaybeToTensor, "
+                "ToDtype, ToPureTensor, torchvision's ImageClassification and SemanticSegmentation presets, and timm's ResizeKeepRatio, CenterCropOrPad, MaybeToTensor, "
                 "MaybePILToTensor. Remove or replace it in the eval transform.")
         handler(t)
 
@@ -220,6 +221,27 @@ class _Walk:
         std = np.asarray(t.std, dtype=np.float64).reshape(-1).tolist()
         self.add("normalize", mean=mean, std=std)
 
+    # -- torchvision's weight presets (transforms._presets): what `weights.transforms()` returns --------
+    def _preset_resize(self, t: Any) -> None:
+        if t.resize_size is not None:
+            self._Resize(SimpleNamespace(size=list(t.resize_size), max_size=None, interpolation=t.interpolation,
+                                         antialias=t.antialias))
+
+    def _preset_tail(self, t: Any) -> None:
+        if self.domain == "pil":
+            self.domain = "uint8"  # F.pil_to_tensor
+        self.to_float("div255")  # F.convert_image_dtype(img, torch.float)
+        self._Normalize(t)
+
+    def _ImageClassification(self, t: Any) -> None:
+        self._preset_resize(t)
+        self.add("center_crop", size=_hw(t, t.crop_size), fill=0)
+        self._preset_tail(t)
+
+    def _SemanticSegmentation(self, t: Any) -> None:
+        self._preset_resize(t)  # the shorter side, no crop: the input size follows the image
+        self._preset_tail(t)
+
     # -- timm --------------------------------------------------------------------------------------
     def _MaybeToTensor(self, t: Any) -> None:
         self.to_float("div255")
@@ -259,7 +281,8 @@ def probe_images(loader_color: str = "rgb") -> list[Any]:
 def spec_from_transform(transform: Any, *, input_name: str = "input", output_name: str = "logits",
                         output_kind: str = "logits", labels: Iterable[str] | None = None,
                         loader_color: str = "rgb", exif_orientation: bool = False,
-                        provenance: dict[str, str] | None = None, check: bool = True) -> Spec:
+                        provenance: dict[str, str] | None = None, check: bool = True,
+                        dynamic_size: bool = False, task: str = "classification") -> Spec:
     """Return the spec that reproduces ``transform`` (an eval transform applied to PIL images).
 
     ``loader_color`` is what the training loader handed the transform ("rgb": ``convert('RGB')``, "l").
@@ -276,10 +299,13 @@ def spec_from_transform(transform: Any, *, input_name: str = "input", output_nam
 
     with torch.no_grad():
         shapes = {tuple(transform(p).shape) for p in probes}
-    if len(shapes) != 1:
+    if len({s[0] for s in shapes}) != 1 or (len(shapes) != 1 and not dynamic_size):
         raise ConversionError(f"the transform gives different output shapes for different images ({sorted(shapes)}); "
-                              "a model input needs a fixed size: add a CenterCrop or an exact Resize.")
+                              "a model input needs a fixed size: add a CenterCrop or an exact Resize (a segmenter "
+                              "whose input follows the image is exported with converters.export_segmenter).")
     c, h, w = shapes.pop()
+    if dynamic_size:
+        h = w = None
     meta = {"exporter": "edgeinfer.converters", "transform": repr(transform)[:4000]}
     meta.update(_versions())
     meta.update(provenance or {})
@@ -291,6 +317,7 @@ def spec_from_transform(transform: Any, *, input_name: str = "input", output_nam
         output=OutputSpec(name=output_name, kind=output_kind),
         labels=tuple(labels) if labels is not None else None,
         provenance=meta,
+        task=task,
     ).validate()
     if check:
         worst = pixel_parity(spec, transform, probes)

@@ -111,20 +111,45 @@ class Model:
         if self.spec.postprocess is None:
             raise SpecError(f"{self.path}: detect() needs a detector; this model's task is {self.spec.task!r}. "
                             "Use predict().")
-        batch, sizes = self.prepare(images, color=color)
-        return self.finish(self.infer(batch), sizes, batch.shape[2:], conf=conf, iou=iou, max_det=max_det,
-                           retina_masks=retina_masks)
+        return self.results(images, color=color, conf=conf, iou=iou, max_det=max_det, retina_masks=retina_masks)
+
+    def results(self, images: Iterable[ImageInput], *, color: str = "bgr", **options: Any) -> list[Any]:
+        """The task's result for each image (prepare, infer, finish). Images whose inputs differ in size (a
+        dynamic-size model, e.g. a segmenter resizing the shorter side) run in groups of one size.
+        ``options`` go to the task (see :meth:`finish`)."""
+        arrays, sizes = self._inputs(images, color=color)
+        if isinstance(arrays, np.ndarray):
+            return self.finish(self.infer(arrays), sizes, arrays.shape[2:], **options)
+        out: list[Any] = [None] * len(arrays)
+        for shape in dict.fromkeys(a.shape for a in arrays):  # one run per input size, in first-seen order
+            idx = [i for i, a in enumerate(arrays) if a.shape == shape]
+            got = self.finish(self.infer(np.stack([arrays[i] for i in idx])), [sizes[i] for i in idx], shape[1:],
+                              **options)
+            for i, r in zip(idx, got):
+                out[i] = r
+        return out
 
     # -- the three stages, for callers that time or overlap them (bench, stream) -------------------------
     def prepare(self, images: Iterable[ImageInput], *, color: str = "bgr") -> tuple[np.ndarray, list[tuple[int, int]]]:
         """The (N, C, H, W) model input for ``images`` and the (height, width) of each decoded image."""
+        arrays, sizes = self._inputs(images, color=color)
+        if not isinstance(arrays, np.ndarray):
+            raise ImageError(f"prepare: these images make inputs of different sizes for this dynamic-size model "
+                             f"({sorted({a.shape for a in arrays})}); one batch holds one size. Use results(), "
+                             "which runs each size on its own, or prepare them one by one.")
+        return arrays, sizes
+
+    def _inputs(self, images: Iterable[ImageInput], *, color: str) -> tuple[Any, list[tuple[int, int]]]:
+        """The model inputs of ``images`` as one (N, C, H, W) batch, or, when a dynamic-size model makes them
+        in different sizes, as a list of (C, H, W) arrays; and the (height, width) of each decoded image."""
         decoded = [to_model_layout(im, self.spec.decode, color=color) for im in images]
         if not decoded:
             raise ImageError("expected at least one image, found none.")
         sizes = [tuple(px.shape[:2]) for px, _ in decoded]
         pre = self._preprocessor_for(sizes)
         if pre.spec.input.dynamic_size:
-            return np.stack([pre.check(pre.from_layout(px, ch)) for px, ch in decoded]), sizes
+            arrays = [pre.check(pre.from_layout(px, ch)) for px, ch in decoded]
+            return (np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays), sizes
         batch = np.empty((len(decoded), pre.spec.input.channels, *pre.spec.input.height_width), np.float32)
         for i, (px, ch) in enumerate(decoded):  # straight into the batch: no stacking copy
             pre.check(pre.from_layout(px, ch, out=batch[i]))
@@ -138,7 +163,8 @@ class Model:
                **options: Any) -> list[Any]:
         """The task's results (:class:`Prediction` or :class:`Detections`) from ``infer``'s outputs.
 
-        ``options``: ``top_k`` for classifiers; ``conf``, ``iou``, ``max_det`` for detectors."""
+        ``options``: ``top_k`` for classifiers; ``conf``, ``iou``, ``max_det``, ``retina_masks`` for detectors;
+        ``scores`` (class probabilities at the output resolution) for semantic segmenters."""
         return tasks.get(self.spec.task).finish(self.spec, outputs, sizes, tuple(input_hw), **options)
 
     def _preprocessor_for(self, sizes: Sequence[tuple[int, int]]) -> Preprocessor:
@@ -171,9 +197,9 @@ class Model:
         The default ``tta="spec"`` applies what the converter recorded (none unless it did); ``None``
         turns it off.
         """
-        if self.spec.postprocess is not None:  # a detector: its result is Detections
+        if not tasks.get(self.spec.task).tta:  # a detector or segmenter: the task's result
             self._no_tta(tta)
-            return self.detect([image], color=color)[0]
+            return self.results([image], color=color)[0]
         if tta is None or (tta == "spec" and self.spec.tta is None):  # the common case, without detours
             raw = self.run(self.preprocessor.batch((image,), color=color))
             return postprocess.predictions(raw, kind=self.spec.output.kind, labels=self.spec.labels, top_k=top_k)[0]
@@ -183,9 +209,9 @@ class Model:
                       tta: str | None = "spec", merge: str | None = None) -> list[Prediction]:
         """Predict several images in one model call (two with ``tta="hflip"``)."""
         images = list(images)
-        if self.spec.postprocess is not None:
+        if not tasks.get(self.spec.task).tta:
             self._no_tta(tta)
-            return self.detect(images, color=color)
+            return self.results(images, color=color)
         kind = self.spec.output.kind
         if tta == "spec":
             tta = self.spec.tta.mode if self.spec.tta is not None else None
@@ -251,9 +277,12 @@ class Model:
         if st is None:
             raise SpecError(f"{self.path}: the spec has no self-test vector. Re-export with converters.export(...), "
                             "which records one.")
+        probe = tasks.get(self.spec.task).selftest
+        if probe is None:
+            raise SpecError(f"{self.path}: a {self.spec.task} model has no self-test vector.")
         img = decode(base64.b64decode(st.image_png), exif_orientation=False, source="self-test image")
         raw = self.run(self.preprocessor.batch([img], color="bgr"))
-        got = postprocess.class_scores(raw)[0].astype(np.float64)
+        got = np.asarray(probe(raw), dtype=np.float64).reshape(-1)
         want = np.asarray(st.expected, dtype=np.float64)
         if got.shape != want.shape:
             return SelfTestResult(False, float("inf"), st.atol, self.providers)

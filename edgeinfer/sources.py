@@ -33,8 +33,8 @@ import numpy as np
 
 from edgeinfer import ops
 from edgeinfer.errors import ModelError, SpecError
-from edgeinfer.spec import (DECODERS, OUTPUT_KINDS, SCHEMA, TASKS, Decode, InputSpec, OutputSpec, Postprocess, Spec,
-                            Step)
+from edgeinfer.spec import (DECODERS, OUTPUT_KINDS, SCHEMA, SECTIONLESS_TASKS, TASKS, Decode, InputSpec, OutputSpec,
+                            Postprocess, Spec, Step)
 
 WAYS = (
     "Give it a spec in one of these ways: export it with converters.export(model, path, transform=...); "
@@ -80,7 +80,8 @@ _PLAIN_HELP = ("A plain source is {'size': 224 or [h, w], 'mean': [...], 'std': 
                "0-255 inputs). Without 'resize' or 'crop_pct' the image is resized to exactly size. A detector "
                "adds 'task' (detection | pose | obb), 'postprocess' ({'decoder': ..., 'conf': ..., ...}, see "
                "edgeinfer.spec.Postprocess) and, for a YOLO-style input, 'letterbox' (true, or {'auto', 'stride', "
-               "'fill', 'scaleup', 'center'}) instead of the resize.")
+               "'fill', 'scaleup', 'center'}) instead of the resize. A semantic segmenter adds 'task': "
+               "'semantic_segmentation' (no postprocess: its class logits are upsampled to the frame, then argmax).")
 
 
 def _pair(where: str, v: Any) -> list[int]:
@@ -166,11 +167,12 @@ def from_plain(source: Mapping[str, Any]) -> Preprocessing:
     steps += _normalize_steps(scale, _triple("mean", source.get("mean"), 0.0), _triple("std", source.get("std"), 1.0))
     provenance = {"source": "plain", "plain": json.dumps(dict(source))}
     task = source.get("task", "classification")
-    if task == "classification" and "postprocess" not in source:
-        return Preprocessing(steps=tuple(steps), provenance=provenance)
+    if task in SECTIONLESS_TASKS and "postprocess" not in source:
+        return Preprocessing(steps=tuple(steps), provenance=provenance, task=task)
     post = source.get("postprocess")
-    if task not in TASKS or task == "classification" or not isinstance(post, Mapping) or "decoder" not in post:
-        raise SpecError(f"plain source: a detector needs 'task' (one of {list(TASKS[1:])}) and 'postprocess' with a "
+    if task not in TASKS or task in SECTIONLESS_TASKS or not isinstance(post, Mapping) or "decoder" not in post:
+        raise SpecError(f"plain source: a detector needs 'task' (one of "
+                        f"{[t for t in TASKS if t not in SECTIONLESS_TASKS]}) and 'postprocess' with a "
                         f"'decoder' (one of {list(DECODERS)}); found task={task!r}, postprocess={post!r}. {_PLAIN_HELP}")
     unknown = sorted(set(post) - {f.name for f in dataclasses.fields(Postprocess)})
     if unknown:
@@ -189,6 +191,8 @@ _HF_SHORTEST_EDGE_TYPES = ("Bit", "ChineseCLIP", "CLIP", "ConvNext", "MobileNetV
 _HF_REFUSED_FLAGS = ("do_pad", "flip_channel_order", "do_flip_channel_order", "rescale_offset", "include_top",
                      "do_color_quantize", "apply_ocr", "do_split_image", "do_image_splitting")
 HF_BACKENDS = ("pil", "torchvision")
+# Processors that belong to one task other than classification (by class-name prefix).
+_HF_TASKS = {"Segformer": "semantic_segmentation"}
 
 
 def _hf_backend(kind: str, backend: str | None) -> tuple[str, str]:
@@ -310,7 +314,8 @@ def _huggingface(config: Mapping[str, Any], *, backend: str | None, where: str =
             "huggingface_backend_reason": why}
     if bk == "torch":
         prov["uint8_arithmetic"] = "native assumed (torchvision's uint8 kernel: x86-64 AVX2 or bicubic)"
-    return Preprocessing(steps=tuple(steps), labels=labels, provenance=prov)
+    task = next((t for prefix, t in _HF_TASKS.items() if kind.startswith(prefix)), "classification")
+    return Preprocessing(steps=tuple(steps), labels=labels, provenance=prov, task=task)
 
 
 def _hf_labels(path: Path) -> tuple[str, ...] | None:
@@ -533,6 +538,8 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
 
     if pre.postprocess is not None:
         return _complete_detector(pre, session, path)
+    if pre.task == "semantic_segmentation":
+        return _complete_segmenter(pre, session, path, output_kind)
     inp = _image_input(session, path)
     n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
     out_name = session.get_outputs()[0].name
@@ -558,6 +565,30 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
         kind = _measure_kind(session, runner, spec)
         spec = dataclasses.replace(spec, provenance={**spec.provenance, "output_kind": f"measured: {kind}"})
     return dataclasses.replace(spec, output=OutputSpec(name=out_name, kind=kind))
+
+
+def _complete_segmenter(pre: Preprocessing, session: Any, path: str | os.PathLike, output_kind: str | None) -> Spec:
+    """A semantic segmenter's spec: the model's input (height and width stay dynamic when the graph leaves them
+    so: the preprocessing then decides them per image), its first output read as class logits (B, C, h, w)."""
+    from edgeinfer.preprocess import Preprocessor
+
+    inp = _image_input(session, path)
+    n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
+    out = session.get_outputs()[0]
+    if len(out.shape) != 4:
+        raise ModelError(f"{path}: output {out.name!r} has shape {out.shape}; a semantic segmenter gives class "
+                         "logits (batch, classes, height, width).")
+    spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
+                input=InputSpec(name=inp.name, shape=(n, c or 3, h, w)),
+                output=OutputSpec(name=out.name, kind=output_kind or pre.output_kind or "logits"),
+                provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
+    runner = Preprocessor(spec)
+    for seed, hw in enumerate(((333, 517), (401, 263))):
+        got = runner.unchecked(probe_image(*hw, seed), color="rgb").shape
+        if got[0] != spec.input.channels or (h is not None and got[1] != h) or (w is not None and got[2] != w):
+            raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
+                             f"{list(got)} for a {hw[0]}x{hw[1]} image. Check the source belongs to this model.")
+    return spec
 
 
 def _labels(labels: Any) -> tuple[str, ...]:

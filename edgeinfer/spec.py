@@ -21,8 +21,15 @@ METADATA_KEY = "edgeinfer.spec"
 
 COLORS = ("rgb", "l")
 ALPHA = ("drop",)
+# The training loader whose decoding the runtime reproduces (edgeinfer.images.decode): "pil" is
+# PIL.Image.open(f).convert(mode) (torchvision's default loader), "keras" is keras.utils.load_img (the
+# same, except that grayscale keeps 16/32-bit images unscaled), "opencv" is cv2.imread (IMREAD_COLOR).
+LOADERS = ("pil", "keras", "opencv")
 # The task names; what each does with the model's outputs is the task table's (edgeinfer.tasks).
-TASKS = ("classification", "detection", "pose", "obb", "segment")
+TASKS = ("classification", "detection", "pose", "obb", "segment", "semantic_segmentation")
+# Tasks whose outputs need no postprocess section: a classifier's class scores, a semantic segmenter's
+# per-pixel class logits (B, C, h, w).
+SECTIONLESS_TASKS = ("classification", "semantic_segmentation")
 # Detection-family decoders, one per output layout (edgeinfer.detect implements each):
 #   ultralytics_raw   (B, 4 + nc [+ extra], A): cx cy w h in input pixels, sigmoided class scores, then NMS
 #   ultralytics_nms   (B, max_det, 6 [+ extra]): x1 y1 x2 y2 score class, zero-padded (nms=True, end2end heads)
@@ -67,18 +74,30 @@ class Decode:
     ``color`` is the image mode the first step receives ("rgb": PIL ``convert('RGB')``, "l": grayscale);
     ``exif_orientation`` says whether the loader rotated images by their EXIF tag (PIL's ``Image.open``
     does not, ``cv2.imread`` does); ``alpha`` says what happened to an alpha channel ("drop", as
-    ``convert('RGB')`` does: no compositing).
+    ``convert('RGB')`` does: no compositing); ``loader`` names the library that decoded the files (see
+    :data:`LOADERS`: it decides 16-bit, palette-with-transparency and CMYK pixels). Specs written before
+    ``loader`` existed read as "pil", what they assumed.
     """
 
     color: str = "rgb"
     exif_orientation: bool = False
     alpha: str = "drop"
+    loader: str = "pil"
 
     def validate(self) -> None:
         _expect(self.color in COLORS, "decode.color", f"one of {COLORS}", self.color, _REEXPORT)
         _expect(isinstance(self.exif_orientation, bool), "decode.exif_orientation", "true or false",
                 self.exif_orientation, _REEXPORT)
         _expect(self.alpha in ALPHA, "decode.alpha", f"one of {ALPHA}", self.alpha, _REEXPORT)
+        _expect(self.loader in LOADERS, "decode.loader", f"one of {LOADERS}", self.loader,
+                "Upgrade edgeinfer on the device, or re-export naming a loader it knows.")
+
+    def to_dict(self) -> dict[str, Any]:
+        # "pil" is left out, so that runtimes older than the field still read the specs that need no other
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d["loader"] == "pil":
+            del d["loader"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -295,9 +314,17 @@ class Spec:
                 f"spec schema: expected {SCHEMA!r}, found {self.schema!r}. This runtime reads only "
                 f"{SCHEMA!r}; upgrade edgeinfer on the device or re-export with the matching converters.")
         _expect(self.task in TASKS, "task", f"one of {TASKS}", self.task, _REEXPORT)
-        _expect((self.postprocess is None) == (self.task == "classification"), "postprocess",
-                "a postprocess section for detection, pose and obb models and none for classifiers",
+        _expect((self.postprocess is None) == (self.task in SECTIONLESS_TASKS), "postprocess",
+                f"a postprocess section for detectors and none for {' and '.join(SECTIONLESS_TASKS)} models",
                 None if self.postprocess is None else self.postprocess.decoder, _REEXPORT)
+        if self.task == "semantic_segmentation":
+            _expect(self.output.kind in ("logits", "probabilities"), "output.kind",
+                    "'logits' or 'probabilities' (B, C, h, w) for a semantic segmenter", self.output.kind, _REEXPORT)
+            crops = [s.op for s in self.steps if s.op == "center_crop"]
+            _expect(not crops, "steps", "no centre crop for a semantic segmenter (its class map must cover the "
+                    "whole frame; the reference post-processing resizes the logits to the frame)", crops,
+                    "Export the segmenter with its evaluation transform, which resizes without cropping.")
+            _expect(self.tta is None, "tta", "none for a semantic segmenter", self.tta, _REEXPORT)
         if self.postprocess is not None:
             self.postprocess.validate(self.task)
             _expect(self.tta is None, "tta", "none for a detector (its predictor has no TTA merge here)",
@@ -327,7 +354,7 @@ class Spec:
         return {
             "schema": self.schema,
             "task": self.task,
-            "decode": _plain(self.decode.__dict__),
+            "decode": self.decode.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
             "input": {"name": self.input.name, "shape": list(self.input.shape), "layout": self.input.layout,
                       "dtype": self.input.dtype},
@@ -414,7 +441,7 @@ class Spec:
                  f"alpha={self.decode.alpha}"]
         lines += [f"  {i}. {s!r}" for i, s in enumerate(self.steps)]
         lines.append(f"layout: {self.input.layout} {self.input.dtype} -> input '{self.input.name}' "
-                     f"{['batch' if d is None else d for d in self.input.shape]}")
+                     f"{[n if d is None else d for n, d in zip(('batch', 'channels', 'height', 'width'), self.input.shape)]}")
         if self.postprocess is not None:
             p = self.postprocess
             extra = f" kpt_shape={list(p.kpt_shape)}" if p.kpt_shape else ""

@@ -16,11 +16,12 @@ import numpy as np
 
 from edgeinfer import detect, ops, postprocess
 from edgeinfer.detections import Detections
-from edgeinfer.errors import SpecError
+from edgeinfer.segmentation import Segmentation, class_map, frame_to_logits
+from edgeinfer.errors import ModelError, SpecError
 from edgeinfer.postprocess import Prediction
 from edgeinfer.spec import TASKS, Spec, Step
 
-Result = Any  # Prediction | Detections
+Result = Any  # Prediction | Detections | Segmentation
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Task:
     rows: Callable[[Result], list[dict[str, Any]]]
     columns: tuple[str, ...]  # the keys of its rows, in CSV order
     summary: Callable[[Result], str]  # one line for a person
+    # raw output of the self-test image -> the vector the spec records (None: the task has no self-test)
+    selftest: Callable[[np.ndarray], np.ndarray] | None = None
+    tta: bool = False  # whether predict's test-time augmentation applies
 
 
 # -- classification ----------------------------------------------------------------------------------
@@ -134,11 +138,42 @@ def batch_spec(spec: Spec, images_hw: Sequence[tuple[int, int]]) -> Spec:
     return dataclasses.replace(spec, steps=steps)
 
 
+# -- semantic segmentation ------------------------------------------------------------------------------
+def _semantic(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int],
+              *, scores: bool = False, **_: Any) -> list[Segmentation]:
+    logits = outputs[0]
+    if logits.ndim != 4 or (spec.labels is not None and logits.shape[1] != len(spec.labels)):
+        raise ModelError(f"output {spec.output.name!r}: expected class logits (B, C, h, w)"
+                         f"{'' if spec.labels is None else f' with C = {len(spec.labels)} labels'}, found "
+                         f"{logits.shape}.")
+    steps = [(s.op, s.params) for s in spec.steps]
+    out = []
+    for raw, hw in zip(logits, sizes):
+        scale, offset = frame_to_logits(ops.placements(steps, *hw), hw, input_hw, raw.shape[1:])
+        probs = postprocess.to_probabilities(raw.reshape(raw.shape[0], -1).T, spec.output.kind).T.reshape(raw.shape) \
+            if scores else None
+        out.append(Segmentation(class_map(raw, hw, scale, offset), labels=spec.labels, scores=probs))
+    return out
+
+
+def _draw_segmentation(frame: np.ndarray, seg: Segmentation) -> np.ndarray:
+    seg.overlay(frame)
+    draw_text(frame, [_segmentation_summary(seg)])
+    return frame
+
+
+def _segmentation_summary(seg: Segmentation) -> str:
+    total = max(seg.class_map.size, 1)
+    items = list(seg.areas().items())
+    more = f"; ... {len(items) - 6} more" if len(items) > 6 else ""
+    return "; ".join(f"{seg.label(i)} {a / total:.1%}" for i, a in items[:6]) + more
+
+
 BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 TABLE: dict[str, Task] = {
     "classification": Task("classification", Prediction, lambda spec: [spec.output.name], _classify,
                            _draw_prediction, _prediction_rows, ("index", "label", "score", "top_k"),
-                           _prediction_summary),
+                           _prediction_summary, selftest=lambda raw: postprocess.class_scores(raw)[0], tta=True),
     "detection": Task("detection", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
                       BOX_COLUMNS, _detections_summary),
     "pose": Task("pose", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
@@ -147,6 +182,10 @@ TABLE: dict[str, Task] = {
                 BOX_COLUMNS + ("cx", "cy", "w", "h", "angle"), _detections_summary),
     "segment": Task("segment", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
                     BOX_COLUMNS + ("area",), _detections_summary),
+    # the self-test records each class's mean logit over the map: the whole map would not fit in a spec
+    "semantic_segmentation": Task("semantic_segmentation", Segmentation, lambda spec: [spec.output.name], _semantic,
+                                  _draw_segmentation, Segmentation.rows, ("class_id", "label", "area", "fraction"),
+                                  _segmentation_summary, selftest=lambda raw: raw[0].mean(axis=(1, 2))),
 }
 assert set(TABLE) == set(TASKS), "the task table and the spec's task names must agree"
 
@@ -156,7 +195,7 @@ def for_result(result: Any) -> Task:
     for task in TABLE.values():
         if isinstance(result, task.result):
             return task
-    raise TypeError(f"expected a Prediction or Detections, found {type(result).__name__}.")
+    raise TypeError(f"expected a Prediction, Detections or Segmentation, found {type(result).__name__}.")
 
 
 def get(name: str) -> Task:

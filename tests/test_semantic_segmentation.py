@@ -1,0 +1,199 @@
+"""Semantic segmentation: class maps in the original frame, equal to the training tools' post-processing.
+
+Real material: a torchvision LR-ASPP segmenter trained here on the shapes scenes (converters/semseg.py),
+exported with torchvision's own SemanticSegmentation preset (dynamic input size); a SegFormer built from a
+config with a real ``preprocessor_config.json`` beside a plain ``torch.onnx.export``; real photos.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import edgeinfer
+from edgeinfer.errors import ImageError, SpecError
+from edgeinfer.segmentation import Segmentation, class_map
+from edgeinfer.spec import Spec
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _photo_frames() -> dict[str, np.ndarray]:
+    """Real photos of several sizes and aspect ratios, as BGR frames."""
+    from skimage import data
+
+    frames = {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee()}
+    frames["portrait"] = np.ascontiguousarray(data.rocket()[:, 100:380])
+    frames["small"] = cv2.resize(data.coffee(), (131, 97), interpolation=cv2.INTER_AREA)
+    return {k: np.ascontiguousarray(v[..., ::-1]) for k, v in frames.items()}
+
+
+# -- the map itself -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("classes,logits_hw,frame_hw,smooth", [
+    (5, (24, 32), (333, 517), 4),     # upsampling, odd sizes
+    (4, (32, 32), (20, 17), 4),       # downsampling
+    (21, (65, 116), (540, 960), 16),  # smooth logits (few boundaries)
+    (21, (65, 116), (540, 960), 2),   # boundaries everywhere (the dense path)
+])
+def test_class_map_equals_bilinear_upsampling_then_argmax(classes, logits_hw, frame_hw, smooth):
+    rng = np.random.default_rng(classes)
+    low = rng.normal(size=(classes, logits_hw[0] // smooth + 1, logits_hw[1] // smooth + 1)).astype(np.float32)
+    logits = np.stack([cv2.resize(c, logits_hw[::-1], interpolation=cv2.INTER_CUBIC) for c in low])
+    got = class_map(logits, frame_hw, (logits_hw[0] / frame_hw[0], logits_hw[1] / frame_hw[1]), (0.0, 0.0))
+    ref = F.interpolate(torch.from_numpy(logits)[None], size=frame_hw, mode="bilinear",
+                        align_corners=False).argmax(1)[0].numpy()
+    assert got.shape == frame_hw
+    assert np.mean(got == ref) >= 0.99999  # ties of float round-off only
+    assert len(np.unique(ref)) > 1
+
+
+def test_segmentation_result_round_trips_and_tabulates():
+    m = np.zeros((40, 60), np.int32)
+    m[5:20, 10:30] = 2
+    m[30:, :] = 1
+    seg = Segmentation(m, labels=("background", "road", "car"))
+    d = seg.to_dict()
+    assert d["size"] == [40, 60]
+    assert [c["label"] for c in d["classes"]] == ["background", "road", "car"]
+    assert sum(c["area"] for c in d["classes"]) == m.size
+    import base64
+
+    back = Segmentation.read_png(base64.b64decode(d["class_map_png"]))
+    assert np.array_equal(back.class_map, m)
+    wide = Segmentation(np.full((3, 4), 300, np.int32))  # beyond 256 classes: 16-bit PNG
+    assert np.array_equal(Segmentation.read_png(wide.png()).class_map, wide.class_map)
+    assert seg.rows()[2] == {"class_id": 2, "label": "car", "area": 300, "fraction": round(300 / 2400, 6)}
+    with pytest.raises(ValueError):
+        seg.class_map[0, 0] = 1
+    with pytest.raises(ImageError, match="expected a frame of"):
+        seg.overlay(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_a_semantic_spec_refuses_a_centre_crop():
+    data = {"schema": "edgeinfer.spec/1", "task": "semantic_segmentation",
+            "steps": [{"op": "resize", "size": 64, "rule": "shorter", "interpolation": "bilinear", "backend": "pil"},
+                      {"op": "center_crop", "size": [64, 64]}, {"op": "to_float", "scale": "div255"}],
+            "input": {"name": "input", "shape": [None, 3, 64, 64]}, "output": {"name": "out", "kind": "logits"}}
+    with pytest.raises(SpecError, match="no centre crop for a semantic segmenter"):
+        Spec.from_dict(data)
+
+
+# -- torchvision, trained here ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lraspp(tmp_path_factory):
+    from converters import export_segmenter, semseg
+
+    model = semseg.train(progress=False)
+    frames = _photo_frames()
+    scenes = [img for img, _ in semseg.test_scenes(3)]
+    images = [f[..., ::-1].copy() for f in list(frames.values()) + scenes]  # RGB, as the exporter takes them
+    path = tmp_path_factory.mktemp("lraspp") / "lraspp.onnx"
+    report = export_segmenter(model, path, transform=semseg.transform(), labels=semseg.LABELS, images=images)
+    return model, path, report, frames, scenes
+
+
+@pytest.mark.slow
+def test_torchvision_segmenter_matches_torch_on_photos_of_every_size(lraspp):
+    model, path, report, frames, scenes = lraspp
+    from converters import semseg
+
+    # the export verified every image: logits at the model's resolution and class maps in the frame
+    assert report.logits_max_abs_diff <= 1e-3
+    assert report.min_pixel_agreement >= 0.999, report.pixel_agreement
+    deployed = edgeinfer.load(path)
+    assert deployed.spec.task == "semantic_segmentation"
+    assert deployed.spec.input.dynamic_size
+    assert deployed.self_test().passed
+    transform = semseg.transform()
+    from PIL import Image
+
+    present = set()
+    batch = list(frames.values()) + scenes
+    for frame, seg in zip(batch, deployed.predict_batch(batch)):  # mixed sizes: one run per input size
+        with torch.no_grad():
+            logits = model(transform(Image.fromarray(frame[..., ::-1].copy()))[None])["out"]
+        ref = F.interpolate(logits, size=frame.shape[:2], mode="bilinear", align_corners=False).argmax(1)[0].numpy()
+        assert isinstance(seg, Segmentation) and seg.shape == frame.shape[:2]
+        assert np.mean(seg.class_map == ref) >= 0.999
+        assert np.array_equal(seg.class_map, deployed.predict(frame).class_map)
+        present |= set(np.unique(seg.class_map).tolist())
+    assert len(present) >= 3  # a trained model: shapes found, not a constant map
+    # the held-out scenes: the model really segments the shapes
+    for img, truth in semseg.test_scenes(3):
+        assert np.mean(deployed.predict(img).class_map == truth) > 0.9
+
+
+@pytest.mark.slow
+def test_segmenter_cli_writes_masks_and_inspect_shows_the_task(lraspp, tmp_path):
+    _, path, _, frames, _ = lraspp
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, frame in frames.items():
+        cv2.imwrite(str(folder / f"{name}.png"), frame)
+    out, masks = tmp_path / "out.jsonl", tmp_path / "masks"
+    cmd = [sys.executable, "-m", "edgeinfer", "predict", str(path), str(folder), "--out", str(out),
+           "--masks", str(masks)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == len(frames)
+    deployed = edgeinfer.load(path)
+    for line in lines:
+        png = masks / (line["image"].split("/")[-1].rsplit(".", 1)[0] + ".png")
+        saved = Segmentation.read_png(png)
+        again = deployed.predict(str(folder / line["image"].split("/")[-1]))
+        assert np.array_equal(saved.class_map, again.class_map)
+        assert sum(c["area"] for c in line["classes"]) == saved.class_map.size
+    shown = subprocess.run([sys.executable, "-m", "edgeinfer", "inspect", str(path)], check=True,
+                           capture_output=True, text=True).stdout
+    assert "semantic_segmentation" in shown and "height" in shown
+
+
+# -- Hugging Face SegFormer: the processor config beside a plain torch.onnx.export ----------------------
+@pytest.mark.slow
+def test_segformer_with_its_processor_config_matches_post_process_semantic_segmentation(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from PIL import Image
+
+    torch.manual_seed(0)
+    config = transformers.SegformerConfig(num_labels=5, hidden_sizes=[16, 32, 64, 96], depths=[1, 1, 1, 1],
+                                          num_attention_heads=[1, 2, 4, 4], decoder_hidden_size=64,
+                                          id2label={i: f"class{i}" for i in range(5)},
+                                          label2id={f"class{i}": i for i in range(5)})
+    model = transformers.SegformerForSemanticSegmentation(config).eval()
+    processor = transformers.SegformerImageProcessor(size={"height": 128, "width": 128})
+    processor.save_pretrained(tmp_path)
+    config.save_pretrained(tmp_path)
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(pixel_values=x).logits
+
+    onnx_path = tmp_path / "segformer.onnx"
+    with torch.no_grad():
+        torch.onnx.export(Logits().eval(), (torch.zeros(1, 3, 128, 128),), str(onnx_path), input_names=["pixel_values"],
+                          output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=18, dynamo=False)
+    deployed = edgeinfer.load(onnx_path, spec=tmp_path)
+    assert deployed.spec.task == "semantic_segmentation"
+    assert deployed.labels == tuple(f"class{i}" for i in range(5))
+    classes = set()
+    for name, frame in _photo_frames().items():
+        pil = Image.fromarray(frame[..., ::-1].copy())
+        with torch.no_grad():
+            out = model(**processor(images=pil, return_tensors="pt"))
+        ref = processor.post_process_semantic_segmentation(out, target_sizes=[frame.shape[:2]])[0].numpy()
+        seg = deployed.predict(frame)
+        agree = np.mean(seg.class_map == ref)
+        assert agree >= 0.999, (name, agree)
+        classes |= set(np.unique(ref).tolist())
+    assert len(classes) >= 2
