@@ -17,6 +17,7 @@ import numpy as np
 from edgeinfer.errors import ImageError
 from edgeinfer.images import image_files
 from edgeinfer.postprocess import class_scores, to_probabilities
+from edgeinfer.reports import SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,16 @@ class ParityReport:
     images: int
     output_kind: str
     candidates: tuple[CandidateParity, ...]
+    device: str = "cpu"  # the profile the deployed candidates ran with
+    environment: dict[str, Any] | None = None  # edgeinfer.bench.environment() of the deployment's session
 
     def candidate(self, name: str) -> CandidateParity:
         return next(c for c in self.candidates if c.name == name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "edgeinfer.parity/1", "model": self.model, "images": self.images,
+        return {"schema": SCHEMAS["parity"], "model": self.model, "device": self.device, "images": self.images,
                 "output_kind": self.output_kind, "reference": "torch model on the user's transform",
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "candidates": [c.to_dict() for c in self.candidates], "environment": self.environment}
 
 
 def _named_images(images: Any) -> list[tuple[str, Any]]:
@@ -102,21 +105,24 @@ def _score(name: str, ref_raw: np.ndarray, got_raw: np.ndarray, kind: str, names
 
 def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, images: Any, *,
             variants: Sequence[str | os.PathLike] = (), batch: int = 16, n_worst: int = 5,
-            progress: bool = False) -> ParityReport:
+            progress: bool = False, device: str = "cpu") -> ParityReport:
     """Compare ``torch_model(transform(image))`` with the exported model and its deployment.
 
     ``images`` is a folder, or a list of paths, PIL images or RGB arrays. Images are loaded as the
     spec's loader did (PIL, ``convert('RGB')`` or ``'L'``). ``variants`` are further .onnx files (fp16,
-    int8, optimised) deployed through edgeinfer the same way. ``progress`` shows a tqdm bar.
+    int8, optimised) deployed through edgeinfer the same way. ``progress`` shows a tqdm bar. ``device`` is
+    the profile the deployed candidates load with (its providers, threads, preprocessing mode), as on the device.
     """
     import onnxruntime as ort
     import torch
 
     import edgeinfer
 
-    deployed = {"deployment": edgeinfer.load(onnx_path)}
+    from edgeinfer.bench import environment
+
+    deployed = {"deployment": edgeinfer.load(onnx_path, device=device)}
     for v in variants:
-        deployed[f"variant:{Path(v).name}"] = edgeinfer.load(v)
+        deployed[f"variant:{Path(v).name}"] = edgeinfer.load(v, device=device)
     spec = deployed["deployment"].spec
     mode = "RGB" if spec.decode.color == "rgb" else "L"
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -152,4 +158,72 @@ def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, imag
     kind = spec.output.kind
     candidates = [_score("export", ref_raw, np.concatenate(onnx_out), kind, names, n_worst)]
     candidates += [_score(key, ref_raw, np.concatenate(v), kind, names, n_worst) for key, v in dep.items()]
-    return ParityReport(model=str(onnx_path), images=len(named), output_kind=kind, candidates=tuple(candidates))
+    dep_model = deployed["deployment"]
+    return ParityReport(model=str(onnx_path), images=len(named), output_kind=kind, candidates=tuple(candidates),
+                        device=dep_model.device,
+                        environment=environment(dep_model.session, dep_model.requested_providers, None))
+
+
+class TorchReference:
+    """Agreement with training, computed on the workers of a distributed run (``edgeinfer predict --engine ray
+    --reference``): the torch model fed by its own transform, next to what the device pipeline predicted.
+
+    Plain names travel to the workers (the architecture, a weights file, the transform's ``module:attribute``),
+    never a live module: each worker builds the torch model once, on its first batch.
+    """
+
+    COLUMNS = ("reference_top1", "top1_agrees", "max_abs_diff")
+
+    def __init__(self, torch_model: str, *, weights: str | os.PathLike | None = None, num_classes: int | None = None,
+                 transform: str | None = None) -> None:
+        self.torch_model = torch_model
+        self.weights = None if weights is None else str(weights)
+        self.num_classes = num_classes
+        self.transform = transform
+        self._built: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_built": None}
+
+    def _build(self) -> tuple[Any, Any]:
+        if self._built is None:
+            from converters import zoo
+
+            model, transform = zoo.build(self.torch_model, num_classes=self.num_classes, weights=self.weights)
+            if self.transform:
+                transform = zoo.import_attr(self.transform)
+            model.eval()
+            self._built = (model, transform)
+        return self._built
+
+    def compare(self, model: Any, paths: Sequence[str], results: Sequence[Any]) -> list[dict[str, Any]]:
+        """Per image: the reference's top-1 class, whether the deployed top-1 agrees, max |probability diff|."""
+        import torch
+
+        scores = [getattr(r, "scores", None) for r in results]
+        if any(s is None for s in scores):
+            raise ImageError(f"--reference compares class scores; {model.path} gives {type(results[0]).__name__} "
+                             "results. Use it with a classifier.")
+        torch_model, transform = self._build()
+        mode = "RGB" if model.spec.decode.color == "rgb" else "L"
+        with torch.no_grad():
+            x = torch.stack([transform(load_like_training(p, mode)) for p in paths]).float()
+            raw = torch_model(x).detach().cpu().numpy()
+        ref = to_probabilities(class_scores(raw), model.spec.output.kind).astype(np.float64)
+        got = np.stack(scores).astype(np.float64)
+        return [{"reference_top1": int(r.argmax()), "top1_agrees": bool(r.argmax() == g.argmax()),
+                 "max_abs_diff": float(np.max(np.abs(r - g)))} for r, g in zip(ref, got)]
+
+    def summary(self, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Agreement over every image of a results file (one entry per image; failed images are not counted)."""
+        per_image: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row.get("top1_agrees") is not None:
+                per_image.setdefault(row["image"], row)
+        if not per_image:
+            return {"reference": self.torch_model, "images": 0, "top1_agreement": None, "max_abs_diff": None,
+                    "mean_max_abs_diff": None}
+        diffs = np.asarray([r["max_abs_diff"] for r in per_image.values()], np.float64)
+        return {"reference": self.torch_model, "images": len(per_image),
+                "top1_agreement": float(np.mean([bool(r["top1_agrees"]) for r in per_image.values()])),
+                "max_abs_diff": float(diffs.max()), "mean_max_abs_diff": float(diffs.mean())}

@@ -22,10 +22,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeinfer.bench import emulation
+from edgeinfer.bench import emulation, environment
 from edgeinfer.errors import ImageError
 from edgeinfer.files import write_text_atomic
 from edgeinfer.providers import Profile, ProviderRequest, read_profile
+from edgeinfer.reports import SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,11 @@ class TuneReport:
     profile_path: str | None
     variant_path: str | None
     emulated: str | None = None  # why this machine is known to be emulated (edgeinfer.bench.emulation)
+    environment: dict[str, Any] | None = None  # edgeinfer.bench.environment() of the fp32 reference session
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "device": self.device, "images": self.images, "min_agreement": self.min_agreement,
+        return {"schema": SCHEMAS["tune"], "model": self.model, "device": self.device, "images": self.images,
+                "min_agreement": self.min_agreement, "environment": self.environment,
                 "rows": [r.to_dict() for r in self.rows], "chosen": self.chosen.to_dict() if self.chosen else None,
                 "profile_path": self.profile_path, "variant_path": self.variant_path, "emulated": self.emulated}
 
@@ -149,4 +152,5 @@ def tune(model_path: str | os.PathLike, *, device: str | os.PathLike = "cpu", im
                 os.replace(variant_path + ".tmp", variant_path)
     return TuneReport(model=str(src), device=base.name, images=len(ref), min_agreement=min_agreement,
                       rows=tuple(rows), chosen=chosen, profile_path=profile_path, variant_path=variant_path,
-                      emulated=emulation())
+                      emulated=emulation(),
+                      environment=environment(reference.session, reference.requested_providers, None))

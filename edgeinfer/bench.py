@@ -26,14 +26,16 @@ from edgeinfer import postprocess
 from edgeinfer.errors import ImageError, SpecError
 from edgeinfer.images import IMAGE_SUFFIXES, decode, image_files
 from edgeinfer.model import load
+from edgeinfer.reports import SCHEMAS
 
-SCHEMA = "edgeinfer.bench/1"
+SCHEMA = SCHEMAS["bench"]
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 SCHEMA_DOC = """edgeinfer.bench/1
   schema: "edgeinfer.bench/1"
   model: path; device: profile name; preprocess: "exact" | "fast"
   environment: {providers_used[], providers_requested[], onnxruntime, edgeinfer, python, numpy, opencv,
                 cpu_model, cpu_count, intra_op_threads (0 = ONNX Runtime default), platform,
+                machine (the architecture, e.g. x86_64, aarch64), host (the machine's network name),
                 emulated (null, or why the process is known to run under an emulator: its timings
                 are not the device's)}
   images: {count, source ("folder" | "built-in"), skipped[] (undecodable files), mean_width, mean_height}
@@ -143,7 +145,8 @@ def environment(session: ort.InferenceSession, requested: Sequence[str], threads
             "onnxruntime": ort.__version__, "edgeinfer": edgeinfer.__version__,
             "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "intra_op_threads": int(threads or 0),
-            "platform": platform.platform(), "emulated": emulation()}
+            "platform": platform.platform(), "machine": platform.machine(), "host": platform.node(),
+            "emulated": emulation()}
 
 
 def builtin_images() -> list[bytes]:

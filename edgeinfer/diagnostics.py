@@ -18,6 +18,7 @@ import onnxruntime as ort
 from edgeinfer import sources
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.postprocess import class_scores, to_probabilities
+from edgeinfer.reports import SCHEMAS
 from edgeinfer.spec import METADATA_KEY
 
 SEVERITIES = ("error", "warning", "info")
@@ -46,6 +47,8 @@ class CheckReport:
     findings: tuple[Finding, ...]
     measured: dict[str, Any] = field(default_factory=dict)
     plots: tuple[str, ...] = ()
+    device: str = "cpu"  # the device profile the runtime checks ran with
+    environment: dict[str, Any] | None = None  # edgeinfer.bench.environment() of that session
 
     @property
     def ok(self) -> bool:
@@ -55,9 +58,9 @@ class CheckReport:
         return [f.code for f in self.findings]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "edgeinfer.check/1", "model": self.model, "ok": self.ok,
+        return {"schema": SCHEMAS["check"], "model": self.model, "device": self.device, "ok": self.ok,
                 "findings": [f.to_dict() for f in self.findings], "measured": self.measured,
-                "plots": list(self.plots)}
+                "plots": list(self.plots), "environment": self.environment}
 
     def to_markdown(self) -> str:
         lines = [f"# edgeinfer check: {Path(self.model).name}", "",
@@ -74,11 +77,11 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _load(path: Path, findings: list[Finding]) -> Any:
+def _load(path: Path, findings: list[Finding], device: str = "cpu") -> Any:
     from edgeinfer.model import load
 
     try:
-        return load(path)
+        return load(path, device=device)
     except SpecMissingError as exc:
         findings.append(Finding("spec_missing", "error", str(exc).split(". ")[0] + ".",
                                 "The runtime cannot guess preprocessing. " + sources.WAYS))
@@ -269,12 +272,12 @@ def _detector_checks(model: Any, items: Sequence[Any], findings: list[Finding], 
 
 def doctor(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
            reference_transform: Any = None, torch_model: Any = None, plots: str | os.PathLike | None = None,
-           max_images: int = 64) -> CheckReport:
+           max_images: int = 64, device: str = "cpu") -> CheckReport:
     """The deployment doctor (``edgeinfer.check``): the runtime checklist on the device; with the training
     ``reference_transform`` and/or ``torch_model``, or ``plots`` (a folder), also the reference checks and
     debug plots of the workstation side (``converters.doctor``, which needs torch and matplotlib)."""
     if reference_transform is None and torch_model is None and plots is None:
-        return check(model_path, images=images, max_images=max_images)
+        return check(model_path, images=images, max_images=max_images, device=device)
     try:
         from converters.doctor import doctor as reference_doctor
     except ImportError as exc:
@@ -286,16 +289,21 @@ def doctor(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pa
 
 
 def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
-          max_images: int = 64) -> CheckReport:
-    """Run the runtime checklist on a model file (and images, when given) and return the findings."""
+          max_images: int = 64, device: str = "cpu") -> CheckReport:
+    """Run the runtime checklist on a model file (and images, when given) and return the findings.
+
+    ``device`` is the profile the model is loaded with, as on the device (its providers, threads, precision)."""
+    from edgeinfer.bench import environment
     from edgeinfer.images import image_files
 
     path = Path(model_path)
     findings: list[Finding] = []
     measured: dict[str, Any] = {}
-    model = _load(path, findings)
+    model = _load(path, findings, device)
     if model is None:
-        return CheckReport(str(path), tuple(findings), measured)
+        return CheckReport(str(path), tuple(findings), measured, device=str(device))
+    env = environment(model.session, model.requested_providers, None)
+    device = model.device  # the profile's own name, also when a .toml path was given
     if model.spec.self_test is None:
         findings.append(Finding("selftest_missing", "info", "the spec carries no self-test vector.",
                                 "Re-export with converters.export(...) to record one."))
@@ -316,7 +324,7 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
     items = items[:max_images]
     if model.spec.postprocess is not None:
         _detector_checks(model, items, findings, measured)
-        return CheckReport(str(path), tuple(findings), measured)
+        return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)
     arrays = []
     for item in items:
         try:
@@ -325,11 +333,11 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
             continue
     measured["images"] = len(arrays)
     if not arrays:
-        return CheckReport(str(path), tuple(findings), measured)
+        return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)
     batch = np.stack(arrays)
     _input_stats(model, batch, findings, measured)
     raw = np.concatenate([model.run(batch[i:i + 16]) for i in range(0, len(batch), 16)])
     probs = _output_checks(model, raw, findings, measured)
     _collapse(probs, findings, measured)
     _determinism(model, batch[:8], findings, measured)
-    return CheckReport(str(path), tuple(findings), measured)
+    return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)

@@ -147,3 +147,58 @@ def plot_parity(reference: Any, deployed: Any, path: str | os.PathLike) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _fleet_colors(result: Any, rows: Any) -> list[str]:
+    flagged = {(o.device, o.model, o.candidate) for o in result.outliers if o.kind == "parity"}
+    return ["tab:red" if (r["device"], r["model"], r.get("candidate")) in flagged else "tab:blue" for r in rows]
+
+
+def plot_fleet_latency(result: Any, path: str | os.PathLike) -> None:
+    """Latency per device and model (the smallest batch of each benchmark): p50 bars, p90 ticks, whiskers to
+    p99, and the throughput beside them."""
+    plt = _pyplot()
+    smallest: dict[tuple[str, str], Any] = {}
+    for r in result.latency:
+        key = (r["device"], r["model"])
+        if key not in smallest or r["batch"] < smallest[key]["batch"]:
+            smallest[key] = r
+    rows = list(smallest.values())
+    names = [f"{r['device']}\n{r['model']} (batch {r['batch']})" for r in rows]
+    y = list(range(len(rows)))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 1.0 + 0.55 * len(rows)), sharey=True)
+    p50 = [r["p50"] for r in rows]
+    axes[0].barh(y, p50, color="tab:blue", alpha=0.8, label="p50")
+    axes[0].errorbar(p50, y, xerr=[[0] * len(rows), [r["p99"] - r["p50"] for r in rows]], fmt="none",
+                     ecolor="black", capsize=3, label="to p99")
+    axes[0].scatter([r["p90"] for r in rows], y, marker="|", s=200, color="black", label="p90")
+    axes[0].set(title="Latency per call (ms)", xlabel="ms")
+    axes[0].set_yticks(y, names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=8)
+    axes[1].barh(y, [r["throughput_ips"] for r in rows], color="tab:green", alpha=0.8)
+    axes[1].set(title="Throughput (images / s)", xlabel="images / s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_fleet_agreement(result: Any, path: str | os.PathLike) -> None:
+    """Agreement with the reference per device and model: top-1 agreement and the largest probability
+    difference (log scale); parity outliers (edgeinfer.fleet) in red."""
+    plt = _pyplot()
+    rows = list(result.agreement)
+    names = [f"{r['device']}\n{r['model']} ({r['candidate']})" for r in rows]
+    y = list(range(len(rows)))
+    colors = _fleet_colors(result, rows)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 1.0 + 0.55 * len(rows)), sharey=True)
+    axes[0].barh(y, [100 * r["top1_agreement"] for r in rows], color=colors, alpha=0.8)
+    axes[0].set(title="Top-1 agreement with the reference (%)", xlabel="% of images", xlim=(0, 100))
+    axes[0].set_yticks(y, names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[1].barh(y, [max(r["max_abs_diff"], 1e-9) for r in rows], color=colors, alpha=0.8)
+    axes[1].set_xscale("log")
+    axes[1].set(title="Largest |probability difference|", xlabel="max |dp| (log)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,338 @@
+"""The device pipeline over a folder too large for one machine: batch inference on a Ray cluster.
+
+Each worker of an actor pool loads the model once (``edgeinfer.load``, the device profile's session), reads
+and decodes its own files and runs them through ``Model.predict_batch`` -- the code path a device runs. The
+driver lists the paths and writes what comes back. Ray is the ``[ray]`` extra and is imported only here,
+inside the functions that use it: ``import edgeinfer`` never imports it.
+
+Output: ``.jsonl`` (one line per image: ``{"image", **result.to_dict(), "worker"}``) or ``.parquet`` (the
+task's rows, one per row of a result, each with its image; an image without any gets one row with the image
+alone). A file that cannot be read or predicted gets a row with its ``error``; the run goes on. Results
+stream into ``OUT.parts/`` (each part written whole, then renamed) while the run goes; at the end they are
+merged with an earlier ``OUT`` into a new file renamed over it. A rerun -- after an interruption too --
+skips every image already in ``OUT`` or its parts. Ray restarts a worker that dies and retries its batches;
+an image that comes back twice is kept once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from edgeinfer.errors import DependencyError, EdgeInferError, ImageError, ModelError
+from edgeinfer.files import write_bytes_atomic, write_text_atomic
+
+FORMATS = (".jsonl", ".parquet")
+# Columns every record carries besides the task's own: the file, why it failed (None when it did not), and
+# the worker (host:pid) that produced it.
+IMAGE, ERROR, WORKER = "image", "error", "worker"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a distributed run did: counts, the pool it ran on, its wall time and, with a reference, agreement."""
+
+    out: str
+    images: int          # files in the source
+    predicted: int       # predicted in this run
+    failed: int          # recorded with an error in this run
+    skipped: int         # already in the output (an earlier run)
+    duplicates_dropped: int  # results that came back twice (a retried batch) and were kept once
+    workers: int
+    threads_per_worker: int
+    cluster_cpus: float
+    nodes: int
+    seconds: float
+    reference: dict[str, Any] | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        done = self.predicted + self.failed
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": self.out, "images": self.images, "predicted": self.predicted, "failed": self.failed,
+                "skipped": self.skipped, "duplicates_dropped": self.duplicates_dropped, "workers": self.workers,
+                "threads_per_worker": self.threads_per_worker, "cluster_cpus": self.cluster_cpus,
+                "nodes": self.nodes, "seconds": self.seconds, "images_per_s": self.images_per_s,
+                "reference": self.reference}
+
+
+def _cell(value: Any) -> Any:
+    """A columnar cell: lists and dicts as JSON text, so one column keeps one type across tasks and rows."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return value
+
+
+class _Worker:
+    """One actor of the pool: the model loaded once, then batches of paths in, one record per path out."""
+
+    def __init__(self, model_path: str, device: str, threads: int, top_k: int, reference: Any) -> None:
+        from edgeinfer import tasks
+        from edgeinfer.model import load
+
+        self.model = load(model_path, device=device, threads=threads)
+        self.task = tasks.get(self.model.spec.task)
+        self.top_k = top_k
+        self.reference = reference
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _predict(self, frames: list[Any]) -> list[Any]:
+        # A dynamic-size model letterboxes a lone image to its own rectangle: one image a call, as the CLI does.
+        if self.model.spec.input.dynamic_size:
+            return [r for f in frames for r in self.model.predict_batch([f], top_k=self.top_k)]
+        return self.model.predict_batch(frames, top_k=self.top_k)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        from edgeinfer.images import read
+
+        paths = [str(p) for p in batch[IMAGE]]
+        frames: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for p in paths:
+            try:
+                frames[p] = read(p, exif_orientation=self.model.spec.decode.exif_orientation)
+            except EdgeInferError as exc:
+                errors[p] = f"{type(exc).__name__}: {exc}"
+        results: dict[str, Any] = {}
+        ok = list(frames)
+        if ok:
+            try:
+                results = dict(zip(ok, self._predict([frames[p] for p in ok])))
+            except EdgeInferError:  # one bad frame fails its batch: find it, keep the others
+                for p in ok:
+                    try:
+                        results[p] = self._predict([frames[p]])[0]
+                    except EdgeInferError as exc:
+                        errors[p] = f"{type(exc).__name__}: {exc}"
+        extra: dict[str, dict[str, Any]] = {}
+        if self.reference is not None and results:
+            good = list(results)
+            extra = dict(zip(good, self.reference.compare(self.model, good, [results[p] for p in good])))
+        out: dict[str, list[Any]] = {IMAGE: [], ERROR: [], "result": [], "rows": [], WORKER: [], "extra": []}
+        for p in paths:
+            r = results.get(p)
+            out[IMAGE].append(p)
+            out[ERROR].append(errors.get(p))
+            out["result"].append(json.dumps(r.to_dict()) if r is not None else None)
+            out["rows"].append(json.dumps([{k: _cell(v) for k, v in row.items()} for row in self.task.rows(r)])
+                               if r is not None else None)
+            out[WORKER].append(self.worker)
+            out["extra"].append(json.dumps(extra.get(p, {})))
+        return out
+
+
+def _text(value: Any) -> str | None:
+    """A record's cell back from Ray's columns: every one is text or missing (a missing one may come back NaN)."""
+    return value if isinstance(value, str) else None
+
+
+# -- output files ---------------------------------------------------------------------------------------
+def _lines(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSONL line of one record: the image, its result's to_dict() (or its error), the worker."""
+    head = {IMAGE: record[IMAGE]}
+    body = json.loads(record["result"]) if record["result"] is not None else {ERROR: record[ERROR]}
+    return [{**head, **body, **json.loads(record["extra"]), WORKER: record[WORKER]}]
+
+
+def _table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Parquet rows of one record: the task's rows, each with the image (one row with the image alone
+    when the result has none, so a rerun knows the image is done)."""
+    rows = json.loads(record["rows"]) if record["rows"] is not None else []
+    extra = json.loads(record["extra"])
+    return [{IMAGE: record[IMAGE], ERROR: record[ERROR], **row, **extra, WORKER: record[WORKER]}
+            for row in rows or [{}]]
+
+
+def _read_output(path: Path) -> list[dict[str, Any]]:
+    """The rows of an output file; a JSONL line cut by an interruption is dropped (its image is redone)."""
+    if not path.exists():
+        return []
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in rows if IMAGE in r]
+
+
+def _write_output(path: Path, rows: list[dict[str, Any]]) -> None:
+    if path.suffix == ".jsonl":
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, None] = {IMAGE: None, ERROR: None}
+    for r in rows:
+        columns.update(dict.fromkeys(r))
+    columns.pop(WORKER, None)
+    columns[WORKER] = None
+    table = pa.table({c: pa.array([r.get(c) for r in rows]) for c in columns}) if rows else pa.table(
+        {IMAGE: pa.array([], pa.string()), ERROR: pa.array([], pa.string())})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _read_parts(parts: Path) -> list[list[dict[str, Any]]]:
+    """The records of each finished part, oldest first (a part being written has another name)."""
+    if not parts.is_dir():
+        return []
+    return [[json.loads(line) for line in p.read_text().splitlines() if line]
+            for p in sorted(parts.glob("part-*.jsonl"))]
+
+
+def _merge(out: Path, done_rows: list[dict[str, Any]], parts: list[list[dict[str, Any]]]) -> tuple[list, int]:
+    """Earlier output rows, then each part's records as output rows; an image already seen is dropped."""
+    to_rows = _table_rows if out.suffix == ".parquet" else _lines
+    seen = {r[IMAGE] for r in done_rows}
+    rows, dropped = list(done_rows), 0
+    for records in parts:
+        added = set()
+        for rec in records:
+            if rec[IMAGE] in seen or rec[IMAGE] in added:
+                dropped += 1
+                continue
+            added.add(rec[IMAGE])
+            rows += to_rows(rec)
+        seen |= added
+    rows.sort(key=lambda r: r[IMAGE])  # stable: a detector's rows keep their order within an image
+    return rows, dropped
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise DependencyError("the ray engine needs Ray Data: pip install 'edgeinfer[ray]' (on every node of the "
+                              f"cluster), found none ({exc}).") from exc
+    return ray
+
+
+def _source_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    from edgeinfer.images import image_files
+
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        files = image_files(p) if p.is_dir() else [p]
+    else:
+        files = [Path(s) for s in source]
+    if not files:
+        raise ImageError(f"{source}: expected a folder with images or a list of files, found none.")
+    return [str(f) for f in files]
+
+
+def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[str | os.PathLike], *,
+            out: str | os.PathLike, device: str = "cpu", address: str | None = None, threads: int | None = None,
+            workers: int | None = None, batch: int = 8, top_k: int = 5, reference: Any = None,
+            progress: Callable[[int, int], None] | None = None,
+            on_records: Callable[[list[dict[str, Any]]], None] | None = None) -> RunReport:
+    """Predict every image of ``source`` (a folder, a file or a list of paths) on a Ray cluster into ``out``.
+
+    ``address`` is the cluster's (``ray start --head`` prints it; ``"auto"`` finds a local one); without it a
+    Ray already initialised in this process is used, else a local one is started for the run. The paths must
+    be readable on every node (a shared or copied folder). Each worker holds one model loaded with ``device``'s
+    profile and ``threads`` ONNX Runtime threads (default: the profile's, or 1 where it leaves it to ONNX
+    Runtime); ``workers`` defaults to the cluster's CPUs divided by the threads. ``batch`` images go through
+    ``predict_batch`` at a time. ``reference`` (from the workstation side: ``converters.compare.TorchReference``)
+    adds agreement columns per image and a summary to the report. ``progress(done, total)`` is called as
+    results arrive; ``on_records`` gets each arriving batch of records (image, error, worker) as they are
+    committed.
+    """
+    from edgeinfer.providers import read_profile
+
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ImageError(f"{out}: expected an output file ending in {' or '.join(FORMATS)}, found "
+                         f"{out.suffix or 'no suffix'}. Name it results.parquet or results.jsonl.")
+    if not Path(model_path).is_file():
+        raise ModelError(f"{model_path}: expected an .onnx file, found nothing.")
+    files = _source_files(source)
+    profile = read_profile(device)
+    threads = threads or profile.intra_op_threads or 1
+    parts = _parts_dir(out)
+    done_rows = _read_output(out)
+    finished_parts = _read_parts(parts)
+    done = {r[IMAGE] for r in done_rows} | {rec[IMAGE] for part in finished_parts for rec in part}
+    todo = [f for f in files if f not in done]
+
+    ray = _ray()
+    started = False
+    if address is not None:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True)
+    elif not ray.is_initialized():
+        ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+        started = True
+    t0 = time.perf_counter()
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        pool = workers or max(1, int(cpus // threads))
+        arrived = 0
+        if todo:
+            import ray.data
+
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False
+            ctx.print_on_execution_start = False
+            ds = ray.data.from_items([{IMAGE: f} for f in todo], override_num_blocks=max(1, -(-len(todo) // batch)))
+            ds = ds.map_batches(_Worker, batch_size=batch, batch_format="numpy", num_cpus=threads,
+                                compute=ray.data.ActorPoolStrategy(size=pool),
+                                fn_constructor_args=(str(model_path), str(device), threads, top_k, reference))
+            parts.mkdir(parents=True, exist_ok=True)
+            n = len(list(parts.glob("part-*.jsonl")))
+            for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                records = [{k: _text(v) for k, v in zip(cols, values)} for values in zip(*(cols[k].tolist() for k in cols))]
+                write_text_atomic(parts / f"part-{n:06d}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+                n += 1
+                arrived += len(records)
+                if on_records is not None:
+                    on_records(records)
+                if progress is not None:
+                    progress(arrived, len(todo))
+    finally:
+        if started:
+            ray.shutdown()
+    seconds = time.perf_counter() - t0
+    new = _read_parts(parts)
+    rows, dropped = _merge(out, done_rows, new)
+    _write_output(out, rows)
+    shutil.rmtree(parts, ignore_errors=True)
+    # Counts of this run: what the parts held beyond what was in them before it began.
+    fresh = {}
+    for part in new[len(finished_parts):]:
+        for rec in part:
+            fresh.setdefault(rec[IMAGE], rec)
+    summary = None
+    if reference is not None:
+        summary = reference.summary(_read_output(out))
+    return RunReport(out=str(out), images=len(files), failed=sum(r[ERROR] is not None for r in fresh.values()),
+                     predicted=sum(r[ERROR] is None for r in fresh.values()), skipped=len(files) - len(todo),
+                     duplicates_dropped=dropped, workers=pool, threads_per_worker=threads, cluster_cpus=cpus,
+                     nodes=nodes, seconds=seconds, reference=summary)
+
+
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a results file written by :func:`predict` (JSONL or Parquet)."""
+    return _read_output(Path(path))
+
+
+__all__: Sequence[str] = ("FORMATS", "RunReport", "predict", "read_results")
