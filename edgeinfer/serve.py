@@ -374,6 +374,7 @@ class Camera:
         self._changed: asyncio.Event | None = None
         self._totals = {"frames": 0, "dropped": 0, "reconnects": 0, "errors": 0}
         self._stats: Any = None
+        self._lock = threading.Lock()  # totals and the running stream's stats change together (monotonic counters)
 
     # -- lifecycle (called from the event loop) ---------------------------------------------------------
     def start(self) -> None:
@@ -404,14 +405,15 @@ class Camera:
 
     # -- figures ------------------------------------------------------------------------------------
     def figures(self) -> dict[str, Any]:
-        st = self._stats
-        live = {"frames": st.frames, "dropped": st.dropped, "reconnects": st.reconnects,
-                "errors": st.error_count} if st is not None else dict.fromkeys(self._totals, 0)
+        with self._lock:
+            st, totals = self._stats, dict(self._totals)
+            live = {"frames": st.frames, "dropped": st.dropped, "reconnects": st.reconnects,
+                    "errors": st.error_count} if st is not None else dict.fromkeys(totals, 0)
         recent = list(self._recent)
         fps = 0.0
         if len(recent) >= 2 and time.perf_counter() - recent[-1] < 2.0:
             fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
-        return {**{k: self._totals[k] + live[k] for k in self._totals}, "fps": round(fps, 2),
+        return {**{k: totals[k] + live[k] for k in totals}, "fps": round(fps, 2),
                 "state": self.state, "message": self.message, "source": str(self.source)}
 
     # -- the thread ---------------------------------------------------------------------------------
@@ -459,7 +461,8 @@ class Camera:
         opener: dict[str, Any] = {} if self.live else {"opener": _open_paced}
         delay = 1.0
         while not self._stop.is_set():
-            self._stats = StreamStats()
+            with self._lock:
+                self._stats = StreamStats()
             try:
                 for frame, result, timing in stream(self.model, self.source, live=True, top_k=self.top_k,
                                                     stats=self._stats, **opener):
@@ -479,10 +482,11 @@ class Camera:
                 log.exception("camera loop failed")
                 self._state("error", f"{type(exc).__name__}: {exc}")
             finally:
-                st, self._stats = self._stats, None
-                for key, value in (("frames", st.frames), ("dropped", st.dropped), ("reconnects", st.reconnects),
-                                   ("errors", st.error_count)):
-                    self._totals[key] += value
+                with self._lock:
+                    st, self._stats = self._stats, None
+                    for key, value in (("frames", st.frames), ("dropped", st.dropped),
+                                       ("reconnects", st.reconnects), ("errors", st.error_count)):
+                        self._totals[key] += value
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, 30.0)
@@ -609,14 +613,23 @@ class Server:
         return None
 
     # -- images -------------------------------------------------------------------------------------
+    def check_sizes(self, uploads: list[tuple[str, bytes]]) -> None:
+        """Refuse, from their headers alone, images with a side over ``max_side`` and batches whose pixels
+        add up to more than one such image (so a batch never decodes more than a single large image)."""
+        side, total = self.limits.max_side, 0
+        for source, data in uploads:
+            fmt, w, h = image_header(data, source=source)
+            if w > side or h > side:
+                raise RequestError(413, f"{source}: expected an image of at most {side} x {side} pixels, found a "
+                                        f"{fmt} of {w} x {h}. Resize it first (or start the server with a larger "
+                                        f"--max-side, up to {ops.MAX_SIDE}).")
+            total += w * h
+        if total > side * side:
+            raise RequestError(413, f"batch: expected at most {side * side} pixels in all ({side} x {side}), found "
+                                    f"{total} in {len(uploads)} images. Send fewer or smaller images per request.")
+
     def decode(self, data: bytes, source: str) -> np.ndarray:
-        """The BGR frame of one uploaded image: its sides checked from the header, then decoded."""
-        fmt, w, h = image_header(data, source=source)
-        side = self.limits.max_side
-        if w > side or h > side:
-            raise RequestError(413, f"{source}: expected an image of at most {side} x {side} pixels, found a "
-                                    f"{fmt} of {w} x {h}. Resize it first (or start the server with a larger "
-                                    f"--max-side, up to {ops.MAX_SIDE}).")
+        """The BGR frame of one uploaded image (sizes already checked by :meth:`check_sizes`)."""
         return images.decode(data, exif_orientation=self.model.spec.decode.exif_orientation, source=source)
 
     async def uploads(self, request: Request, *, many: bool) -> list[tuple[str, bytes]]:
@@ -655,6 +668,7 @@ class Server:
         """Results of the uploaded images (decoded and predicted in a worker thread) and stage times."""
         def work() -> tuple[list[Any], dict[str, float]]:
             t0 = time.perf_counter()
+            self.check_sizes(uploads)
             frames = [self.decode(data, name) for name, data in uploads]
             t1 = time.perf_counter()
             if len(frames) == 1:  # exactly Model.predict

@@ -364,6 +364,10 @@ def test_every_bad_request_gets_its_4xx_and_the_edgeinfer_message(live_server, p
     tall = cv2.imencode(".png", np.zeros((30, 4001, 3), np.uint8))[1].tobytes()
     got = expect(413, "found a PNG of 4001 x 30", "POST", "/predict", tall, {"Content-Type": "image/png"})
     assert got["error"] == "RequestError"
+    # a batch may not decode more pixels than one largest image: five 2000 x 2000 images > 4000 x 4000
+    square = cv2.imencode(".png", np.zeros((2000, 2000, 3), np.uint8))[1].tobytes()
+    expect(413, "found 20000000 in 5 images", "POST", "/predict/batch",
+           *multipart([(f"{i}.png", square, "image/png") for i in range(5)]))
     # too many bytes: refused by its Content-Length before the body is read, or counted as a chunked body arrives
     status, got = _raw(s.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                                b"Content-Length: 5000000\r\n\r\n", [])
