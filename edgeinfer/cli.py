@@ -383,9 +383,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     where = f"http://{args.host}:{args.port}/"
     print(f"serving {model.path} ({model.spec.task}, {model.providers[0]}) on {where}"
           + (f"; live view of {args.source} at {where}" if source is not None else ""), file=sys.stderr)
-    serve.serve(model, host=args.host, port=args.port, source=source, token=token, allow_no_token=args.no_token,
-                limits=limits, top_k=args.top_k, workers=args.workers, log_level=args.log_level,
-                access_log=args.access_log)
+    try:
+        serve.serve(model, host=args.host, port=args.port, source=source, token=token, allow_no_token=args.no_token,
+                    limits=limits, top_k=args.top_k, workers=args.workers, log_level=args.log_level,
+                    access_log=args.access_log)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once its graceful shutdown is done
+        pass
     return 0
 
 
