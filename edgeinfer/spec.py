@@ -91,6 +91,10 @@ class Decode:
         _expect(self.alpha in ALPHA, "decode.alpha", f"one of {ALPHA}", self.alpha, _REEXPORT)
         _expect(self.loader in LOADERS, "decode.loader", f"one of {LOADERS}", self.loader,
                 "Upgrade edgeinfer on the device, or re-export naming a loader it knows.")
+        # color "l" is PIL's convert('L'); OpenCV's grayscale (IMREAD_GRAYSCALE, cvtColor) rounds otherwise
+        _expect(not (self.loader == "opencv" and self.color == "l"), "decode.color",
+                "'rgb' with loader 'opencv' ('l' is PIL's convert('L'))", self.color,
+                "Record the grayscale step as a preprocessing step after an 'rgb' decode.")
 
     def to_dict(self) -> dict[str, Any]:
         # "pil" is left out, so that runtimes older than the field still read the specs that need no other

@@ -284,6 +284,8 @@ def test_decode_loader_field_round_trips_and_old_specs_still_load():
     assert Decode(loader="keras").to_dict()["loader"] == "keras"
     with pytest.raises(SpecError, match="decode.loader"):
         Decode(loader="tensorflow").validate()
+    with pytest.raises(SpecError, match="decode.color.*opencv"):
+        Decode(loader="opencv", color="l").validate()  # 'l' is PIL's convert('L'), not OpenCV's gray
     spec = {"schema": "edgeinfer.spec/1", "decode": {"color": "rgb", "exif_orientation": False, "alpha": "drop"},
             "steps": [{"op": "to_float", "scale": "div255"}],
             "input": {"name": "x", "shape": [1, 3, 8, 8], "layout": "NCHW", "dtype": "float32"},
