@@ -123,5 +123,9 @@ def test_scenes(n: int = 4, seed: int = 99) -> list[tuple[np.ndarray, np.ndarray
     out = []
     for i in range(n):
         _, img, drawn = shapes.scene(seed, i, task="segment", split="val", photos=photos)
+        if img.ndim == 2:  # a grey photo (skimage's camera): the frame a camera would give is still BGR
+            import cv2
+
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         out.append((img, class_mask(img.shape[:2], drawn)))
     return out

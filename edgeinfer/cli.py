@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -136,6 +137,10 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
 
     task = tasks.get(model.spec.task)
     out = Path(args.out)
+    masks = Path(args.masks) if getattr(args, "masks", None) else None
+    if masks is not None and task.mask is None:
+        raise SpecError(f"--masks: a {model.spec.task} model gives no masks; drop --masks.")
+    root = Path(os.path.commonpath([str(f.parent.resolve()) for f in files])) if files else Path(".")
     if out.exists():
         data = out.read_bytes()
         if data and not data.endswith(b"\n"):  # a line cut by an interruption: drop it, it is redone
@@ -165,6 +170,8 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
                         print(f"skipped: {exc}", file=sys.stderr)
                 if frames:
                     for f, result in zip(ok_files, model.predict_batch(frames, top_k=args.top_k)):
+                        if masks is not None:
+                            _write_mask(task, result, masks / f.resolve().relative_to(root).with_suffix(".png"))
                         if writer is not None:
                             for row in task.rows(result) or [{}]:
                                 writer.writerow({"image": str(f), **{k: _cell(v) for k, v in row.items()}})
@@ -178,6 +185,14 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
     print(f"{len(todo) - failed} predicted, {len(done)} already in {out}, {failed} skipped as unreadable",
           file=sys.stderr)
     return 0
+
+
+def _write_mask(task: Any, result: Any, path: Path) -> None:
+    """The result's mask image (a class map, or an instance-id map) as a lossless PNG, written atomically."""
+    from edgeinfer.segmentation import save_label_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_label_png(task.mask(result), path)
 
 
 def _cell(value: Any) -> Any:
@@ -600,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", help="append results to a .csv or .jsonl file as they come; a rerun resumes")
     p.add_argument("--batch", type=int, default=8, help="images per model call with --out")
+    p.add_argument("--masks", help="with --out, also write each image's mask as a lossless PNG in this folder "
+                                   "(subfolders mirror the inputs): the class map of a semantic segmenter (pixel = "
+                                   "class id), the instances of a segment model (pixel = 1 + detection index, 0 none)")
     g = p.add_argument_group("distributed (--engine ray; needs edgeinfer[ray])")
     g.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="ray: a Ray cluster reads, decodes and predicts the files; results go to --out "

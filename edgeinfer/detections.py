@@ -111,6 +111,16 @@ class Detections:
             out.append([c.reshape(-1, 2).astype(np.float32) for c in contours])
         return out
 
+    def instance_map(self) -> np.ndarray:
+        """(H, W) int32: 1 + the index of the detection whose mask covers each pixel, 0 where none does (where
+        masks overlap, the more confident detection, which comes first, wins)."""
+        if self.mask is None:
+            raise ValueError("instance_map: these detections have no masks (not a segment model).")
+        out = np.zeros(self.mask.shape[1:], np.int32)
+        for i in range(len(self) - 1, -1, -1):  # least confident first, so the most confident is painted last
+            out[self.mask[i]] = i + 1
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: one entry per detection; a mask is given as its area in pixels and its polygons."""
         polygons = self.polygons

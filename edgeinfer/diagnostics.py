@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer import sources
+from edgeinfer import sources, tasks
+from edgeinfer.detections import Detections
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.postprocess import class_scores, to_probabilities
 from edgeinfer.reports import SCHEMAS
@@ -221,7 +222,8 @@ def _tool_rule(model: Any, findings: list[Finding]) -> None:
             {"spec_auto": bool(lb_have.get("auto")), "tool_auto": bool(lb_want.get("auto"))}))
 
 
-def _detector_checks(model: Any, items: Sequence[Any], findings: list[Finding], measured: dict[str, Any]) -> None:
+def _task_checks(model: Any, items: Sequence[Any], findings: list[Finding], measured: dict[str, Any]) -> None:
+    """Detectors and segmenters: the results on the images, checked by the task's own rules (the task table)."""
     _tool_rule(model, findings)
     results, inputs = [], []
     for item in items:
@@ -236,30 +238,12 @@ def _detector_checks(model: Any, items: Sequence[Any], findings: list[Finding], 
         return
     flat = np.concatenate([b.reshape(b.shape[1], -1) for b in inputs], axis=1)[None, :, :, None]
     _input_stats(model, flat, findings, measured)
-    boxes = sum(len(d) for d, _ in results)
-    measured["detections"] = boxes
-    measured["detections_per_image"] = [len(d) for d, _ in results]
-    post = model.spec.postprocess
-    if boxes == 0:
-        findings.append(Finding(
-            "boxes_empty", "warning", f"no detection on any of {len(results)} images (confidence threshold "
-            f"{post.conf}).", "If the images show the model's classes, the preprocessing or the decoder is wrong "
-            "(compare with the training tool's predictor), or the threshold is too high for these images.",
-            {"conf": post.conf}))
-        return
-    edge = 0
-    for det, (h, w) in results:
-        x1, y1, x2, y2 = det.xyxy.T
-        tol = 0.5
-        edge += int(np.sum((x1 <= tol) & (y1 <= tol) | (x2 >= w - tol) & (y2 >= h - tol)
-                           | ((x2 - x1) >= w - tol) & ((y2 - y1) >= h - tol)))
-    measured["boxes_at_frame_corners"] = edge
-    if boxes >= 3 and edge == boxes:
-        findings.append(Finding(
-            "boxes_clipped", "error", f"all {boxes} boxes run into a corner of the frame or cover it whole: the "
-            "coordinates are not in the unit the decoder assumes (normalised vs pixels) or not mapped back "
-            "through the letterbox.", "Check the spec's postprocess decoder against the model's outputs (edgeinfer "
-            "inspect shows both) and re-attach the spec.", {"boxes": boxes}))
+    if isinstance(results[0][0], Detections):
+        measured["detections"] = sum(len(d) for d, _ in results)
+        measured["detections_per_image"] = [len(d) for d, _ in results]
+    for found in tasks.get(model.spec.task).checks(model.spec, results):
+        measured.update({k: v for k, v in found["details"].items() if k not in measured})
+        findings.append(Finding(**found))
     first = inputs[0]
     a, b = model.infer(first), model.infer(first)
     nondet = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(a, b))
@@ -322,8 +306,8 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
     else:
         items = list(images or [])
     items = items[:max_images]
-    if model.spec.postprocess is not None:
-        _detector_checks(model, items, findings, measured)
+    if tasks.get(model.spec.task).checks is not None:
+        _task_checks(model, items, findings, measured)
         return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)
     arrays = []
     for item in items:

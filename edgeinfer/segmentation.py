@@ -90,6 +90,28 @@ def palette(n: int) -> np.ndarray:
     return out[:, ::-1].astype(np.uint8)  # RGB -> BGR
 
 
+def label_png(labels: np.ndarray) -> bytes:
+    """A map of non-negative integer labels (H, W) as a lossless PNG: 8-bit grey when they fit, else 16-bit."""
+    m = np.asarray(labels)
+    top = int(m.max(initial=0))
+    if m.ndim != 2 or (m.size and (int(m.min()) < 0 or top > 65535)):
+        raise ImageError(f"label map: expected (H, W) ids in [0, 65535] for a PNG, found shape {m.shape}"
+                         f"{f', range [{m.min()}, {top}]' if m.size else ''}.")
+    ok, buf = cv2.imencode(".png", m.astype(np.uint8 if top < 256 else np.uint16))
+    if not ok:
+        raise ImageError("label map: OpenCV could not encode it as PNG.")
+    return buf.tobytes()
+
+
+def save_label_png(labels: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write :func:`label_png` to ``path`` atomically: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(label_png(labels))
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass(frozen=True, eq=False)
 class Segmentation:
     """Per-pixel classes of one image, in its own pixels.
@@ -130,22 +152,12 @@ class Segmentation:
         return self.class_map == class_id
 
     def png(self) -> bytes:
-        """The class map as a lossless PNG: 8-bit grey when the ids fit, else 16-bit."""
-        m = self.class_map
-        if m.size and (m.min() < 0 or m.max() > 65535):
-            raise ImageError(f"class map: ids must be in [0, 65535] for a PNG, found [{m.min()}, {m.max()}].")
-        ok, buf = cv2.imencode(".png", m.astype(np.uint8 if (m.max(initial=0) < 256) else np.uint16))
-        if not ok:
-            raise ImageError("class map: OpenCV could not encode it as PNG.")
-        return buf.tobytes()
+        """The class map as a lossless PNG (see :func:`label_png`)."""
+        return label_png(self.class_map)
 
     def save_png(self, path: str | os.PathLike) -> Path:
         """Write :meth:`png` to ``path`` atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(self.png())
-        os.replace(tmp, path)
-        return path
+        return save_label_png(self.class_map, path)
 
     @staticmethod
     def read_png(data: bytes | str | os.PathLike, labels: Sequence[str] | None = None) -> "Segmentation":

@@ -40,6 +40,11 @@ class Task:
     # raw output of the self-test image -> the vector the spec records (None: the task has no self-test)
     selftest: Callable[[np.ndarray], np.ndarray] | None = None
     tta: bool = False  # whether predict's test-time augmentation applies
+    # result -> (H, W) label map to save as a mask image (None: the task has no masks)
+    mask: Callable[[Result], np.ndarray] | None = None
+    # the doctor's checks of results on real images: (spec, [(result, (h, w))]) -> findings as dicts with
+    # code, severity, message, fix, details (classifiers have their own checks on raw scores)
+    checks: Callable[[Spec, list[tuple[Result, tuple[int, int]]]], list[dict[str, Any]]] | None = None
 
 
 # -- classification ----------------------------------------------------------------------------------
@@ -138,6 +143,68 @@ def batch_spec(spec: Spec, images_hw: Sequence[tuple[int, int]]) -> Spec:
     return dataclasses.replace(spec, steps=steps)
 
 
+def _finding(code: str, severity: str, message: str, fix: str, **details: Any) -> dict[str, Any]:
+    return {"code": code, "severity": severity, "message": message, "fix": fix, "details": details}
+
+
+def _detection_checks(spec: Spec, results: list[tuple[Detections, tuple[int, int]]]) -> list[dict[str, Any]]:
+    post = spec.postprocess
+    boxes = sum(len(d) for d, _ in results)
+    if boxes == 0:
+        return [_finding(
+            "boxes_empty", "warning", f"no detection on any of {len(results)} images (confidence threshold "
+            f"{post.conf}).", "If the images show the model's classes, the preprocessing or the decoder is wrong "
+            "(compare with the training tool's predictor), or the threshold is too high for these images.",
+            conf=post.conf, detections=0)]
+    out = []
+    edge = 0
+    for det, (h, w) in results:
+        x1, y1, x2, y2 = det.xyxy.T
+        tol = 0.5
+        edge += int(np.sum((x1 <= tol) & (y1 <= tol) | (x2 >= w - tol) & (y2 >= h - tol)
+                           | ((x2 - x1) >= w - tol) & ((y2 - y1) >= h - tol)))
+    if boxes >= 3 and edge == boxes:
+        out.append(_finding(
+            "boxes_clipped", "error", f"all {boxes} boxes run into a corner of the frame or cover it whole: the "
+            "coordinates are not in the unit the decoder assumes (normalised vs pixels) or not mapped back "
+            "through the letterbox.", "Check the spec's postprocess decoder against the model's outputs (edgeinfer "
+            "inspect shows both) and re-attach the spec.", boxes=boxes, boxes_at_frame_corners=edge))
+    masked = [(det, hw) for det, hw in results if det.mask is not None and len(det)]
+    if masked:  # each mask should lie inside its own box (the tool crops it there): the share outside says
+        inside, total = 0, 0
+        for det, _ in masked:
+            for m, (x1, y1, x2, y2) in zip(det.mask, det.xyxy):
+                area = int(m.sum())
+                if area:
+                    r0, r1 = max(int(np.floor(y1)) - 2, 0), int(np.ceil(y2)) + 2
+                    c0, c1 = max(int(np.floor(x1)) - 2, 0), int(np.ceil(x2)) + 2
+                    inside += int(m[r0:r1, c0:c1].sum())
+                    total += area
+        share = inside / total if total else 1.0
+        if share < 0.9:
+            out.append(_finding(
+                "masks_misaligned", "error", f"only {share:.0%} of the mask pixels lie inside their own boxes: the "
+                "masks are not mapped back to the frame the way the boxes are (a letterbox window not cut out, "
+                "or the prototypes read at the wrong scale).", "Use the spec's segment decoder (edgeinfer maps "
+                "masks and boxes through the same inverse); if masks come from your own code, cut the letterbox "
+                "window out before resizing them to the frame.", mask_pixels_in_boxes=round(share, 4)))
+    return out
+
+
+def _semantic_checks(spec: Spec, results: list[tuple[Segmentation, tuple[int, int]]]) -> list[dict[str, Any]]:
+    classes = [np.unique(seg.class_map) for seg, _ in results]
+    if len(results) >= 2 and all(len(c) == 1 for c in classes) and len({int(c[0]) for c in classes}) == 1:
+        only = int(classes[0][0])
+        name = results[0][0].label(only)
+        return [_finding(
+            "class_map_constant", "error", f"every pixel of all {len(results)} images is class {only} ({name}): "
+            "the model sees nothing it can segment.", "Compare the preprocessing with the training transform "
+            "(normalisation, size), make sure the export read the main output (not an auxiliary head) and that "
+            "BatchNorm statistics are real (model.eval(); recalibrate after short training).", class_id=only,
+            images=len(results))]
+    return []
+
+
 # -- semantic segmentation ------------------------------------------------------------------------------
 def _semantic(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int],
               *, scores: bool = False, **_: Any) -> list[Segmentation]:
@@ -175,17 +242,18 @@ TABLE: dict[str, Task] = {
                            _draw_prediction, _prediction_rows, ("index", "label", "score", "top_k"),
                            _prediction_summary, selftest=lambda raw: postprocess.class_scores(raw)[0], tta=True),
     "detection": Task("detection", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
-                      BOX_COLUMNS, _detections_summary),
+                      BOX_COLUMNS, _detections_summary, checks=_detection_checks),
     "pose": Task("pose", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
-                 BOX_COLUMNS + ("keypoints",), _detections_summary),
+                 BOX_COLUMNS + ("keypoints",), _detections_summary, checks=_detection_checks),
     "obb": Task("obb", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
-                BOX_COLUMNS + ("cx", "cy", "w", "h", "angle"), _detections_summary),
+                BOX_COLUMNS + ("cx", "cy", "w", "h", "angle"), _detections_summary, checks=_detection_checks),
     "segment": Task("segment", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
-                    BOX_COLUMNS + ("area",), _detections_summary),
+                    BOX_COLUMNS + ("area",), _detections_summary, mask=lambda det: det.instance_map(), checks=_detection_checks),
     # the self-test records each class's mean logit over the map: the whole map would not fit in a spec
     "semantic_segmentation": Task("semantic_segmentation", Segmentation, lambda spec: [spec.output.name], _semantic,
                                   _draw_segmentation, Segmentation.rows, ("class_id", "label", "area", "fraction"),
-                                  _segmentation_summary, selftest=lambda raw: raw[0].mean(axis=(1, 2))),
+                                  _segmentation_summary, selftest=lambda raw: raw[0].mean(axis=(1, 2)),
+                                  mask=lambda seg: seg.class_map, checks=_semantic_checks),
 }
 assert set(TABLE) == set(TASKS), "the task table and the spec's task names must agree"
 

@@ -127,6 +127,8 @@ def test_torchvision_segmenter_matches_torch_on_photos_of_every_size(lraspp):
     # the held-out scenes: the model really segments the shapes
     for img, truth in semseg.test_scenes(3):
         assert np.mean(deployed.predict(img).class_map == truth) > 0.9
+    report = edgeinfer.check(path, images=scenes)
+    assert "class_map_constant" not in report.codes() and report.measured["images"] == len(scenes)
 
 
 @pytest.mark.slow
@@ -197,3 +199,63 @@ def test_segformer_with_its_processor_config_matches_post_process_semantic_segme
         assert agree >= 0.999, (name, agree)
         classes |= set(np.unique(ref).tolist())
     assert len(classes) >= 2
+
+
+# -- the doctor and the mask files ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_doctor_finds_a_constant_class_map(tmp_path, photo_files):
+    """A segmenter whose map is one class on every photo (what a dead BatchNorm or the wrong head gives)."""
+    from converters import export_segmenter, semseg
+
+    net = torch.nn.Conv2d(3, 4, 1)
+    with torch.no_grad():
+        net.weight.mul_(1e-3)
+        net.bias.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0]))
+    path = tmp_path / "constant.onnx"
+    export_segmenter(net.eval(), path, transform=semseg.transform(), labels=semseg.LABELS, output=None)
+    report = edgeinfer.check(path, images=photo_files[:3])
+    found = {f.code: f for f in report.findings}
+    assert "class_map_constant" in found, report.codes()
+    assert "square" in found["class_map_constant"].message and "BatchNorm" in found["class_map_constant"].fix
+
+
+@pytest.mark.slow
+def test_doctor_finds_masks_misaligned_with_their_boxes_and_masks_are_written(tmp_path):
+    """Instance masks from the trained segment model: aligned as edgeinfer maps them; shifted by the
+    letterbox padding (masks not cut out of the letterbox, the fault of ultralytics#4344) they are caught."""
+    import dataclasses
+
+    from converters import shapes
+    from edgeinfer import tasks
+    from edgeinfer.detections import Detections
+
+    weights = shapes.train("segment")
+    onnx = shapes.export(weights, tmp_path, variants=("raw",))["raw"]
+    model = edgeinfer.load(onnx)
+    frames = {n: f.image for n, f in shapes.test_frames("segment").items()}
+    results = [(model.predict(f), f.shape[:2]) for f in frames.values()]
+    assert sum(len(d) for d, _ in results) >= 3
+    check = tasks.get("segment").checks
+    assert not [f for f in check(model.spec, results) if f["code"] == "masks_misaligned"]
+    shifted = []
+    for det, hw in results:
+        moved = np.roll(det.mask, shift=(hw[0] // 3, hw[1] // 3), axis=(1, 2))
+        shifted.append((dataclasses.replace(det, mask=moved), hw))
+    codes = {f["code"]: f for f in check(model.spec, shifted)}
+    assert "masks_misaligned" in codes and codes["masks_misaligned"]["details"]["mask_pixels_in_boxes"] < 0.9
+    # the instance map written by `predict --masks`: pixel = 1 + detection index, the most confident on top
+    det = next(d for d, _ in results if len(d) >= 1)
+    inst = det.instance_map()
+    assert isinstance(det, Detections) and inst.max() == len(det)
+    for i in range(len(det)):
+        assert np.all(det.mask[i][inst == i + 1])
+    folder, out, masks = tmp_path / "frames", tmp_path / "out.jsonl", tmp_path / "masks"
+    (folder / "sub").mkdir(parents=True)
+    for n, f in frames.items():
+        cv2.imwrite(str(folder / "sub" / f"{n}.png"), f)
+    subprocess.run([sys.executable, "-m", "edgeinfer", "predict", str(onnx), str(folder), "--out", str(out),
+                    "--masks", str(masks)], check=True, capture_output=True, text=True)
+    for n in frames:
+        saved = Segmentation.read_png(masks / f"{n}.png").class_map
+        again = model.predict(str(folder / "sub" / f"{n}.png"))
+        assert np.array_equal(saved, again.instance_map())
