@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("EDGEINFER_CACHE", str(Path(__file__).resolve().parent.parent / "tests" / "data" / "detectors"
-                                            / "shapes"))
+# the cache the tests train the segmenter into (tests/conftest.py)
+os.environ.setdefault("EDGEINFER_CACHE", str(Path(__file__).resolve().parent.parent / "tests" / "data" / "detectors"))
 
 
 def _median_ratio(a: list[float], b: list[float]) -> float:
