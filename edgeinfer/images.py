@@ -228,6 +228,12 @@ def read(path: str | os.PathLike, *, exif_orientation: bool, loader: str = "pil"
     return decode(data, exif_orientation=exif_orientation, source=str(p), loader=loader, color=color)
 
 
+def loader_options(decode_spec: Decode) -> dict:
+    """The keyword arguments of :func:`read` and :func:`decode` that reproduce ``decode_spec``'s loader:
+    ``read(path, **loader_options(model.spec.decode))``."""
+    return dict(exif_orientation=decode_spec.exif_orientation, loader=decode_spec.loader, color=decode_spec.color)
+
+
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted by path."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -256,7 +262,7 @@ def to_model_layout(image: ImageInput, decode_spec: Decode, *,
     if color not in COLOR_ORDERS:
         raise ImageError(f"color: expected one of {COLOR_ORDERS}, found {color!r}. OpenCV frames are 'bgr'.")
     if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
-        how = dict(exif_orientation=decode_spec.exif_orientation, loader=decode_spec.loader, color=decode_spec.color)
+        how = loader_options(decode_spec)
         image = read(image, **how) if isinstance(image, (str, os.PathLike)) else decode(image, **how)
         color = "bgr"
     elif not isinstance(image, np.ndarray):
