@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from edgeinfer.contract import feeds
 from edgeinfer.errors import ImageError
 from edgeinfer.images import image_files
 from edgeinfer.postprocess import class_scores, to_probabilities
@@ -143,7 +144,7 @@ def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, imag
             with torch.no_grad():
                 x = torch.stack([transform(load_like_training(item, mode)) for _, item in chunk]).float()
                 ref.append(torch_model(x).detach().cpu().numpy())
-            onnx_out.append(session.run([spec.output.name], {spec.input.name: x.numpy()})[0])
+            onnx_out.append(session.run([spec.output.name], feeds(spec.input, x.numpy().astype(np.float32), None))[0])
             for key, model in deployed.items():
                 for _, item in chunk:
                     raw, color = _raw_input(item)

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer import postprocess, providers, sources, tasks
+from edgeinfer import contract, postprocess, providers, sources, tasks
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.detections import Detections
 from edgeinfer.images import ImageInput, decode, to_model_layout
@@ -119,12 +119,12 @@ class Model:
         ``options`` go to the task (see :meth:`finish`)."""
         arrays, sizes = self._inputs(images, color=color)
         if isinstance(arrays, np.ndarray):
-            return self.finish(self.infer(arrays), sizes, arrays.shape[2:], **options)
+            return self.finish(self.infer(arrays, sizes), sizes, arrays.shape[2:], **options)
         out: list[Any] = [None] * len(arrays)
         for shape in dict.fromkeys(a.shape for a in arrays):  # one run per input size, in first-seen order
             idx = [i for i, a in enumerate(arrays) if a.shape == shape]
-            got = self.finish(self.infer(np.stack([arrays[i] for i in idx])), [sizes[i] for i in idx], shape[1:],
-                              **options)
+            part = [sizes[i] for i in idx]
+            got = self.finish(self.infer(np.stack([arrays[i] for i in idx]), part), part, shape[1:], **options)
             for i, r in zip(idx, got):
                 out[i] = r
         return out
@@ -155,9 +155,10 @@ class Model:
             pre.check(pre.from_layout(px, ch, out=batch[i]))
         return batch, sizes
 
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The outputs this model's task reads, for a prepared batch."""
-        return self._run_outputs(batch, tasks.get(self.spec.task).outputs(self.spec))
+    def infer(self, batch: np.ndarray, sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """The outputs this model's task reads, for a prepared batch (``sizes``, the images' (h, w) from
+        :meth:`prepare`, feed the extra inputs of a model that has them)."""
+        return self._run_outputs(batch, tasks.get(self.spec.task).outputs(self.spec), sizes)
 
     def finish(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: Sequence[int],
                **options: Any) -> list[Any]:
@@ -175,16 +176,20 @@ class Model:
             self._square = Preprocessor(variant, mode=self.preprocessor.mode)
         return self._square
 
-    def _run_outputs(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
-        """The named outputs for a batch; a model with a fixed batch of 1 is run image by image."""
-        feed = self.spec.input.name
+    def _run_outputs(self, batch: np.ndarray, names: Sequence[str],
+                     sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """The named outputs for a (N, C, H, W) float32 RGB batch, fed as the model's input contract says
+        (layout, dtype, channel order, extra inputs from ``sizes``); a model with a fixed batch of 1 is run
+        image by image."""
+        feed = contract.feeds(self.spec.input, batch, sizes, self.path)
         if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
             if self.fixed_batch != 1:
                 raise ModelError(f"{self.path}: the model has a fixed batch of {self.fixed_batch}; found "
                                  f"{batch.shape[0]}.")
-            per = [self.session.run(list(names), {feed: batch[i:i + 1]}) for i in range(batch.shape[0])]
+            per = [self.session.run(list(names), {k: v[i:i + 1] for k, v in feed.items()})
+                   for i in range(batch.shape[0])]
             return [np.concatenate(parts) for parts in zip(*per)]
-        return self.session.run(list(names), {feed: batch})
+        return self.session.run(list(names), feed)
 
     def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5, tta: str | None = "spec",
                 merge: str | None = None) -> Prediction:
@@ -200,6 +205,9 @@ class Model:
         if not tasks.get(self.spec.task).tta:  # a detector or segmenter: the task's result
             self._no_tta(tta)
             return self.results([image], color=color)[0]
+        if self.spec.input.extra:  # inputs fed from the image's size: through the staged path, which knows it
+            self._no_tta(tta)
+            return self.results([image], color=color, top_k=top_k)[0]
         if tta is None or (tta == "spec" and self.spec.tta is None):  # the common case, without detours
             raw = self.run(self.preprocessor.batch((image,), color=color))
             return postprocess.predictions(raw, kind=self.spec.output.kind, labels=self.spec.labels, top_k=top_k)[0]
@@ -209,9 +217,9 @@ class Model:
                       tta: str | None = "spec", merge: str | None = None) -> list[Prediction]:
         """Predict several images in one model call (two with ``tta="hflip"``)."""
         images = list(images)
-        if not tasks.get(self.spec.task).tta:
+        if not tasks.get(self.spec.task).tta or self.spec.input.extra:
             self._no_tta(tta)
-            return self.results(images, color=color)
+            return self.results(images, color=color, top_k=top_k)
         kind = self.spec.output.kind
         if tta == "spec":
             tta = self.spec.tta.mode if self.spec.tta is not None else None

@@ -42,8 +42,9 @@ WAYS = (
     "dst, SOURCE); or pass it beside a read-only file with edgeinfer.load(path, spec=SOURCE). SOURCE is an "
     "edgeinfer spec (object, dict or JSON file), a plain {size, mean, std, interpolation} dict (or the "
     "--size/--mean/--std/--interpolation flags), a Hugging Face preprocessor_config.json, a torchvision/timm "
-    "transform or 'timm:MODEL_NAME' (on a machine with torch). Ultralytics ONNX exports need none of this: "
-    "their own metadata is read directly."
+    "transform or 'timm:MODEL_NAME' (on a machine with torch), or a Keras description ('keras:ResNet50', or "
+    "{'mode': 'caffe', 'size': [h, w]}). Ultralytics ONNX exports need none of this: their own metadata is read "
+    "directly."
 )
 
 
@@ -62,6 +63,9 @@ class Preprocessing:
     task: str = "classification"
     # Detectors: how their outputs are read (output names are filled in from the model when empty).
     postprocess: Postprocess | None = None
+    # The input contract, where the source says it (keys of InputSpec: layout, dtype, channel_order, extra);
+    # what it leaves out is read from the graph (element type, channel axis) or defaults (RGB, no extras).
+    contract: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -72,7 +76,8 @@ class Preprocessing:
 
 # -- plain dictionaries -----------------------------------------------------------------------------
 PLAIN_KEYS = ("size", "mean", "std", "interpolation", "resize", "crop_pct", "backend", "scale", "letterbox", "task",
-              "postprocess")
+              "postprocess", "layout", "dtype", "channel_order", "extra_inputs")
+CONTRACT_KEYS = {"layout": "layout", "dtype": "dtype", "channel_order": "channel_order", "extra_inputs": "extra"}
 _PLAIN_HELP = ("A plain source is {'size': 224 or [h, w], 'mean': [...], 'std': [...], 'interpolation': "
                "'bilinear'} with optional 'resize' (shorter side before a centre crop, torchvision's "
                "Resize(256) + CenterCrop(224)), 'crop_pct' (timm: shorter side to size / crop_pct, then crop), "
@@ -81,7 +86,11 @@ _PLAIN_HELP = ("A plain source is {'size': 224 or [h, w], 'mean': [...], 'std': 
                "adds 'task' (detection | pose | obb), 'postprocess' ({'decoder': ..., 'conf': ..., ...}, see "
                "edgeinfer.spec.Postprocess) and, for a YOLO-style input, 'letterbox' (true, or {'auto', 'stride', "
                "'fill', 'scaleup', 'center'}) instead of the resize. A semantic segmenter adds 'task': "
-               "'semantic_segmentation' (no postprocess: its class logits are upsampled to the frame, then argmax).")
+               "'semantic_segmentation' (no postprocess: its class logits are upsampled to the frame, then argmax). The "
+               "input contract, when the graph does not say it: 'layout' (NCHW | NHWC), 'dtype' (float32 | float16 | "
+               "uint8: with 'scale': 'none' and no mean/std, the graph scales), 'channel_order' (rgb | bgr: what the "
+               "model expects) and 'extra_inputs' ([{'name', 'rule': orig_hw | orig_wh | input_hw | input_wh | "
+               "scale_hw | scale_wh | constant, 'dtype', 'value'}]).")
 
 
 def _pair(where: str, v: Any) -> list[int]:
@@ -166,9 +175,10 @@ def from_plain(source: Mapping[str, Any]) -> Preprocessing:
         steps.append(Step("resize", _resize_params(interpolation, backend, rule="exact", size=size)))
     steps += _normalize_steps(scale, _triple("mean", source.get("mean"), 0.0), _triple("std", source.get("std"), 1.0))
     provenance = {"source": "plain", "plain": json.dumps(dict(source))}
+    contract = {CONTRACT_KEYS[k]: source[k] for k in CONTRACT_KEYS if k in source}
     task = source.get("task", "classification")
     if task in SECTIONLESS_TASKS and "postprocess" not in source:
-        return Preprocessing(steps=tuple(steps), provenance=provenance, task=task)
+        return Preprocessing(steps=tuple(steps), provenance=provenance, task=task, contract=contract)
     post = source.get("postprocess")
     if task not in TASKS or task in SECTIONLESS_TASKS or not isinstance(post, Mapping) or "decoder" not in post:
         raise SpecError(f"plain source: a detector needs 'task' (one of "
@@ -179,7 +189,7 @@ def from_plain(source: Mapping[str, Any]) -> Preprocessing:
         raise SpecError(f"postprocess: unknown key(s) {unknown}; allowed: "
                         f"{[f.name for f in dataclasses.fields(Postprocess)]}.")
     return Preprocessing(steps=tuple(steps), provenance=provenance, task=task, output_kind="raw",
-                         postprocess=Postprocess(**post))
+                         postprocess=Postprocess(**post), contract=contract)
 
 
 # -- Hugging Face image processors ------------------------------------------------------------------
@@ -333,6 +343,81 @@ def _hf_labels(path: Path) -> tuple[str, ...] | None:
     return tuple(str(id2label.get(str(k), id2label.get(k))) for k in keys)
 
 
+# -- Keras ------------------------------------------------------------------------------------------
+# keras.applications: the preprocess_input mode of each architecture family and its default input size.
+# "none": the graph preprocesses itself (EfficientNet, MobileNetV3, ConvNeXt, RegNet take 0-255 RGB).
+KERAS_MODES = ("caffe", "tf", "torch", "none")
+_KERAS_APPS: dict[str, tuple[str, int]] = {
+    **{n: ("caffe", 224) for n in ("VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152")},
+    **{n: ("tf", 224) for n in ("MobileNet", "MobileNetV2", "ResNet50V2", "ResNet101V2", "ResNet152V2", "NASNetMobile")},
+    **{n: ("tf", 299) for n in ("InceptionV3", "Xception", "InceptionResNetV2")}, "NASNetLarge": ("tf", 331),
+    **{n: ("torch", 224) for n in ("DenseNet121", "DenseNet169", "DenseNet201")},
+    **{f"EfficientNetB{i}": ("none", s) for i, s in enumerate((224, 240, 260, 300, 380, 456, 528, 600))},
+    **{f"EfficientNetV2{k}": ("none", s) for k, s in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300),
+                                                      ("S", 384), ("M", 480), ("L", 480))},
+    **{n: ("none", 224) for n in ("MobileNetV3Small", "MobileNetV3Large", "ConvNeXtTiny", "ConvNeXtSmall",
+                                  "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge")},
+}
+KERAS_KEYS = ("mode", "size", "interpolation", "keep_aspect_ratio", "loader")
+# ImageNet statistics as keras.applications.imagenet_utils applies them
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def from_keras(source: Mapping[str, Any] | str) -> Preprocessing:
+    """A preprocessing as a Keras user trains: ``keras.utils.load_img(path, target_size=size,
+    interpolation=...)`` (PIL ``convert("RGB")``, then a PIL resize of the whole image to the size, nearest by
+    default, no crop), ``img_to_array`` (float32 0-255) and ``preprocess_input`` of the ``mode``: "caffe"
+    (RGB to BGR, the ImageNet mean subtracted in BGR, no scaling), "tf" (x / 127.5 - 1), "torch" (x / 255,
+    ImageNet mean and std), "none" (the graph preprocesses: EfficientNet, MobileNetV3, ConvNeXt). The input
+    is channels-last (NHWC), as Keras models are. ``source``: ``"keras:ResNet50"`` (a keras.applications
+    name: its mode and default size) or ``{"mode": ..., "size": 224 or [h, w], "interpolation": "nearest"}``.
+    ``image_dataset_from_directory`` (TensorFlow's decoder and a float, non-antialiased bilinear resize) and
+    ``keep_aspect_ratio=True`` (a crop that depends on the image) are refused by name."""
+    if isinstance(source, str):
+        name = source.split(":", 1)[1]
+        if name not in _KERAS_APPS:
+            raise SpecError(f"{source}: expected a keras.applications name, one of {sorted(_KERAS_APPS)}. For another "
+                            "Keras model give {'mode': 'caffe' | 'tf' | 'torch' | 'none', 'size': [h, w]}.")
+        mode, size = _KERAS_APPS[name]
+        source = {"mode": mode, "size": size}
+    unknown = sorted(set(source) - set(KERAS_KEYS))
+    if unknown:
+        raise SpecError(f"Keras source: unknown key(s) {unknown}; allowed: {list(KERAS_KEYS)}.")
+    if source.get("loader", "load_img") != "load_img":
+        raise SpecError(f"Keras source: loader {source['loader']!r} is not reproduced. image_dataset_from_directory "
+                        "decodes with TensorFlow and resizes in float32 without antialiasing (not PIL's rounded "
+                        "resize). Evaluate the model with keras.utils.load_img (loader 'load_img'), or export "
+                        "with a torch transform edgeinfer reads.")
+    if source.get("keep_aspect_ratio", False):
+        raise SpecError("Keras source: load_img(keep_aspect_ratio=True) crops to the target's aspect ratio with a box "
+                        "that depends on each image; not reproduced. Use keep_aspect_ratio=False (the default).")
+    mode = source.get("mode")
+    if mode not in KERAS_MODES:
+        raise SpecError(f"Keras source: mode {mode!r}; expected one of {KERAS_MODES} (preprocess_input's mode, "
+                        "'none' when the model preprocesses inside its graph).")
+    if "size" not in source:
+        raise SpecError("Keras source: expected 'size' (load_img's target_size, [height, width]).")
+    size = _pair("size", source["size"])
+    interpolation = str(source.get("interpolation", "nearest")).lower()
+    if interpolation not in ops.BACKENDS["pil"]:
+        raise SpecError(f"Keras source: interpolation {interpolation!r}; load_img maps "
+                        f"{list(ops.BACKENDS['pil'])} to PIL's filters.")
+    steps = [Step("resize", _resize_params(interpolation, "pil", rule="exact", size=size))]
+    contract: dict[str, Any] = {"layout": "NHWC"}
+    if mode == "caffe":  # x[..., ::-1] - mean_bgr  ==  (x_rgb - mean_rgb), then the channels reversed
+        steps += _normalize_steps("none", list(_CAFFE_MEAN_BGR[::-1]), [1.0, 1.0, 1.0])
+        contract["channel_order"] = "bgr"
+    elif mode == "tf":
+        steps += _normalize_steps("none", [127.5] * 3, [127.5] * 3)
+    elif mode == "torch":
+        steps += _normalize_steps("div255", list(_TORCH_MEAN), list(_TORCH_STD))
+    else:
+        steps += _normalize_steps("none", [0.0] * 3, [1.0] * 3)
+    return Preprocessing(steps=tuple(steps), contract=contract,
+                         provenance={"source": "keras", "keras": json.dumps(dict(source))})
+
+
 # -- Ultralytics ------------------------------------------------------------------------------------
 # Ultralytics' task names -> ours.
 ULTRALYTICS_TASKS = {"classify": "classification", "detect": "detection", "pose": "pose", "obb": "obb",
@@ -435,6 +520,8 @@ def _from_mapping(data: Mapping[str, Any], *, hf_backend: str | None, path: Path
         return Spec.from_dict(data)
     if "image_processor_type" in data or "image_mean" in data or "do_resize" in data:
         return _huggingface(data, backend=hf_backend, **({"where": str(path)} if path is not None else {}))
+    if "mode" in data:
+        return from_keras(data)
     return from_plain(data)
 
 
@@ -444,6 +531,8 @@ def to_preprocessing(source: Any, *, hf_backend: str | None = None, loader_color
         return source
     if isinstance(source, Mapping):
         return _from_mapping(source, hf_backend=hf_backend)
+    if isinstance(source, str) and source.startswith("keras:"):
+        return from_keras(source)
     if (isinstance(source, str) and source.startswith("timm:")) or not isinstance(source, (str, os.PathLike)):
         return _from_torch(source, loader_color=loader_color)
     path = Path(source)
@@ -495,15 +584,38 @@ def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", lab
     return spec
 
 
+_GRAPH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
+
+
 def _image_input(session: Any, path: str | os.PathLike) -> Any:
     inputs = [i for i in session.get_inputs() if len(i.shape) == 4]
     if len(inputs) != 1:
         raise ModelError(f"{path}: expected one 4-D image input, found "
                          f"{[(i.name, i.shape) for i in session.get_inputs()]}.")
     inp = inputs[0]
-    if inp.type != "tensor(float)":
-        raise ModelError(f"{path}: input {inp.name!r} is {inp.type}; edgeinfer feeds float32 images.")
+    if inp.type not in _GRAPH_DTYPES:
+        raise ModelError(f"{path}: input {inp.name!r} is {inp.type}; edgeinfer feeds float32, float16 or uint8 "
+                         "images.")
     return inp
+
+
+def _input_spec(pre: Preprocessing, session: Any, path: str | os.PathLike, channels: int | None = None) -> InputSpec:
+    """The image input's contract: what the source says, the rest from the graph -- its element type, and
+    the channel axis (NHWC when the last axis, not the second, holds 1 or 3 channels); dynamic axes None."""
+    inp = _image_input(session, path)
+    shape = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
+    given = dict(pre.contract)
+    layout = given.pop("layout", None)
+    if layout is None:
+        layout = "NHWC" if shape[1] not in (1, 3) and shape[3] in (1, 3) else "NCHW"
+    at = 1 if layout == "NCHW" else 3
+    if shape[at] is None:
+        shape[at] = channels or 3
+    dtype = given.pop("dtype", _GRAPH_DTYPES[inp.type])
+    unknown = sorted(set(given) - {"channel_order", "extra"})
+    if unknown:
+        raise SpecError(f"input contract: unknown key(s) {unknown}; allowed: layout, dtype, channel_order, extra.")
+    return InputSpec(name=inp.name, shape=tuple(shape), layout=layout, dtype=dtype, **given)
 
 
 def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike) -> Spec:
@@ -511,23 +623,24 @@ def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike
     per image), the outputs its decoder reads, checked on probe images."""
     from edgeinfer.preprocess import Preprocessor
 
-    inp = _image_input(session, path)
-    n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
+    ispec = _input_spec(pre, session, path)
+    h, w = ispec.height_width
     post = pre.postprocess
     if not post.outputs:
         names = [o.name for o in session.get_outputs()]
         both = post.decoder == "dets_labels" or pre.task == "segment"  # + labels, or + mask prototypes
         post = dataclasses.replace(post, outputs=tuple(names[:2] if both else names[:1]))
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
-                input=InputSpec(name=inp.name, shape=(n, c or 3, h, w)), postprocess=post,
+                input=ispec, postprocess=post,
                 output=OutputSpec(name=post.outputs[0], kind="raw"),
                 provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
     runner = Preprocessor(spec)
     for seed, hw in enumerate(((333, 517), (401, 263))):
         got = runner.unchecked(probe_image(*hw, seed), color="rgb").shape
         if got[0] != spec.input.channels or (h is not None and got[1] != h) or (w is not None and got[2] != w):
-            raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
-                             f"{list(got)} for a {hw[0]}x{hw[1]} image. Check the source belongs to this model.")
+            raise ModelError(f"{path}: input {ispec.name!r} is {list(ispec.shape)} ({ispec.layout}) but the "
+                             f"preprocessing makes {list(got)} (C, H, W) for a {hw[0]}x{hw[1]} image. Check the "
+                             "source belongs to this model.")
     return spec
 
 
@@ -540,11 +653,11 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
         return _complete_detector(pre, session, path)
     if pre.task == "semantic_segmentation":
         return _complete_segmenter(pre, session, path, output_kind)
-    inp = _image_input(session, path)
-    n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
+    ispec = _input_spec(pre, session, path)
+    n, c, h, w = ispec.nchw
     out_name = session.get_outputs()[0].name
-    draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels,
-                 input=InputSpec(name=inp.name, shape=(n, c if c in (1, 3) else 3, h or 1, w or 1)),
+    draft_input = _with_nchw(ispec, (n, c, h or 1, w or 1))
+    draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, input=draft_input,
                  output=OutputSpec(name=out_name), provenance={"exporter": "edgeinfer.sources", **pre.provenance})
     runner = Preprocessor(draft)
     shapes = {runner.unchecked(probe_image(*hw, seed), color="rgb").shape
@@ -554,12 +667,12 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
                          f"{sorted(shapes)}; a model input needs one. Add a centre crop or an exact size.")
     pc, ph, pw = shapes.pop()
     if c is not None and c != pc:
-        raise ModelError(f"{path}: input {inp.name!r} has {c} channels, the preprocessing makes {pc}. "
+        raise ModelError(f"{path}: input {ispec.name!r} has {c} channels, the preprocessing makes {pc}. "
                          "Check the source belongs to this model.")
     if (h is not None and h != ph) or (w is not None and w != pw):
-        raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
-                         f"{ph}x{pw}. Check the source's size belongs to this model.")
-    spec = dataclasses.replace(draft, input=InputSpec(name=inp.name, shape=(n, pc, ph, pw)))
+        raise ModelError(f"{path}: input {ispec.name!r} is {list(ispec.shape)} ({ispec.layout}) but the "
+                         f"preprocessing makes {ph}x{pw}. Check the source's size belongs to this model.")
+    spec = dataclasses.replace(draft, input=_with_nchw(ispec, (n, pc, ph, pw)))
     kind = output_kind or pre.output_kind
     if kind is None:
         kind = _measure_kind(session, runner, spec)
@@ -572,23 +685,29 @@ def _complete_segmenter(pre: Preprocessing, session: Any, path: str | os.PathLik
     so: the preprocessing then decides them per image), its first output read as class logits (B, C, h, w)."""
     from edgeinfer.preprocess import Preprocessor
 
-    inp = _image_input(session, path)
-    n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in inp.shape)
+    ispec = _input_spec(pre, session, path)
+    h, w = ispec.height_width
     out = session.get_outputs()[0]
     if len(out.shape) != 4:
         raise ModelError(f"{path}: output {out.name!r} has shape {out.shape}; a semantic segmenter gives class "
                          "logits (batch, classes, height, width).")
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
-                input=InputSpec(name=inp.name, shape=(n, c or 3, h, w)),
-                output=OutputSpec(name=out.name, kind=output_kind or pre.output_kind or "logits"),
+                input=ispec, output=OutputSpec(name=out.name, kind=output_kind or pre.output_kind or "logits"),
                 provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
     runner = Preprocessor(spec)
     for seed, hw in enumerate(((333, 517), (401, 263))):
         got = runner.unchecked(probe_image(*hw, seed), color="rgb").shape
         if got[0] != spec.input.channels or (h is not None and got[1] != h) or (w is not None and got[2] != w):
-            raise ModelError(f"{path}: input {inp.name!r} is {list(inp.shape)} but the preprocessing makes "
-                             f"{list(got)} for a {hw[0]}x{hw[1]} image. Check the source belongs to this model.")
+            raise ModelError(f"{path}: input {ispec.name!r} is {list(ispec.shape)} ({ispec.layout}) but the "
+                             f"preprocessing makes {list(got)} (C, H, W) for a {hw[0]}x{hw[1]} image. Check the "
+                             "source belongs to this model.")
     return spec
+
+
+def _with_nchw(inp: InputSpec, nchw: tuple[int | None, ...]) -> InputSpec:
+    """``inp`` with its shape set from (N, C, H, W) values, in its own layout."""
+    n, c, h, w = nchw
+    return dataclasses.replace(inp, shape=(n, c, h, w) if inp.layout == "NCHW" else (n, h, w, c))
 
 
 def _labels(labels: Any) -> tuple[str, ...]:
@@ -601,12 +720,12 @@ def _labels(labels: Any) -> tuple[str, ...]:
 
 
 def _measure_kind(session: Any, runner: Any, spec: Spec) -> str:
-    from edgeinfer import postprocess
+    from edgeinfer import contract, postprocess
 
     rows = []
     for seed, hw in enumerate(((333, 517), (401, 263), (224, 224))):
         x = runner.unchecked(probe_image(*hw, seed + 10), color="rgb")[None]
-        out = session.run([spec.output.name], {spec.input.name: x})[0]
+        out = session.run([spec.output.name], contract.feeds(spec.input, x, [hw], "probe"))[0]
         try:
             rows.append(postprocess.class_scores(out))
         except ModelError as exc:
@@ -628,9 +747,9 @@ def check_io(spec: Spec, session: Any, path: str | os.PathLike = "model") -> Non
     if not ok:
         raise ModelError(f"{path}: input {name!r} has shape {model_shape} in the model but {want} in "
                          "the spec. Re-export the model so both agree.")
-    if inputs[name].type != "tensor(float)":
-        raise ModelError(f"{path}: input {name!r} has type {inputs[name].type}, the spec says "
-                         f"{spec.input.dtype}. Re-export with a float32 input.")
+    from edgeinfer import contract
+
+    contract.check(spec.input, session, str(path))
     outputs = [o.name for o in session.get_outputs()]
     wanted = spec.postprocess.outputs if spec.postprocess is not None else (spec.output.name,)
     missing = [o for o in wanted if o not in outputs]

@@ -41,8 +41,21 @@ DECODERS = ("ultralytics_raw", "ultralytics_nms", "detr", "dets_labels")
 TTA_MODES = ("hflip", "five_crop", "ten_crop", "multiscale")
 TTA_MERGES = ("probabilities", "logits")
 OUTPUT_KINDS = ("logits", "probabilities", "multilabel_logits", "multilabel_probabilities", "raw")
-LAYOUTS = ("NCHW",)
-DTYPES = ("float32",)
+# The model input's contract: where the channel axis is, the element type it takes (uint8: the graph scales
+# itself, so the steps end without scaling; the values are rounded and clipped to 0-255), and the channel
+# order the model expects after preprocessing (the steps always produce RGB; "bgr" reverses the channels,
+# as Caffe-era models and Keras' "caffe" mode expect).
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "float16", "uint8")
+CHANNEL_ORDERS = ("rgb", "bgr")
+# ONNX tensor types of each dtype
+ONNX_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)"}
+# Rules for a model's other inputs, fed per image (or per batch for "constant"):
+#   orig_hw / orig_wh     the original image's size, [h, w] or [w, h]
+#   input_hw / input_wh   the model input's size after preprocessing
+#   scale_hw / scale_wh   model input size / original size per axis (PaddleDetection's scale_factor)
+#   constant              ``value`` as given, the same for every image
+EXTRA_RULES = ("orig_hw", "orig_wh", "input_hw", "input_wh", "scale_hw", "scale_wh", "constant")
 
 # Untrusted model files must not make us allocate without bound.
 MAX_SPEC_BYTES = 16 * 1024 * 1024
@@ -129,40 +142,93 @@ class Step:
 
 
 @dataclass(frozen=True)
+class ExtraInput:
+    """A model input besides the image, with the rule for its value (see :data:`EXTRA_RULES`). ``dtype`` is
+    the graph's element type ("float32", "float16", "int64" or "int32"); ``value`` only for "constant"."""
+
+    name: str
+    rule: str
+    dtype: str = "float32"
+    value: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is not None:
+            object.__setattr__(self, "value", tuple(float(v) for v in self.value))
+
+    def validate(self) -> None:
+        _expect(isinstance(self.name, str) and self.name != "", "input.extra.name", "a non-empty string", self.name,
+                _REEXPORT)
+        _expect(self.rule in EXTRA_RULES, f"input.extra[{self.name}].rule", f"one of {EXTRA_RULES}", self.rule,
+                _REEXPORT)
+        _expect(self.dtype in ("float32", "float16", "int64", "int32"), f"input.extra[{self.name}].dtype",
+                "float32, float16, int64 or int32", self.dtype, _REEXPORT)
+        _expect((self.value is not None) == (self.rule == "constant") and
+                (self.value is None or (0 < len(self.value) <= 64 and all(math.isfinite(v) for v in self.value))),
+                f"input.extra[{self.name}].value", "1 to 64 finite numbers for a constant and none otherwise",
+                self.value, _REEXPORT)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "rule": self.rule, "dtype": self.dtype,
+                "value": None if self.value is None else list(self.value)}
+
+
+@dataclass(frozen=True)
 class InputSpec:
-    """The model input the pipeline produces: name, layout, dtype and shape (None = dynamic axis)."""
+    """The model input the pipeline produces: name, layout, dtype, channel order and shape in the model's own
+    layout (None = dynamic axis), and the rules for the model's other inputs (``extra``)."""
 
     name: str
     shape: tuple[int | None, ...]
     layout: str = "NCHW"
     dtype: str = "float32"
+    channel_order: str = "rgb"
+    extra: tuple[ExtraInput, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "extra", tuple(e if isinstance(e, ExtraInput) else ExtraInput(**e)
+                                                for e in self.extra))
+
+    @property
+    def nchw(self) -> tuple[int | None, ...]:
+        """The shape as (N, C, H, W), whatever the layout."""
+        s = self.shape
+        return s if self.layout == "NCHW" else (s[0], s[3], s[1], s[2])
 
     @property
     def channels(self) -> int:
-        return int(self.shape[1])
+        return int(self.nchw[1])
 
     @property
     def height_width(self) -> tuple[int | None, int | None]:
         """The fixed input height and width; None for a dynamic axis (the letterbox decides it per image)."""
-        return tuple(None if d is None else int(d) for d in self.shape[2:4])
+        return tuple(None if d is None else int(d) for d in self.nchw[2:4])
 
     @property
     def dynamic_size(self) -> bool:
-        return self.shape[2] is None or self.shape[3] is None
+        return None in self.height_width
 
     def validate(self) -> None:
         _expect(isinstance(self.name, str) and self.name != "", "input.name", "a non-empty string",
                 self.name, _REEXPORT)
         _expect(self.layout in LAYOUTS, "input.layout", f"one of {LAYOUTS}", self.layout, _REEXPORT)
         _expect(self.dtype in DTYPES, "input.dtype", f"one of {DTYPES}", self.dtype, _REEXPORT)
+        _expect(self.channel_order in CHANNEL_ORDERS, "input.channel_order", f"one of {CHANNEL_ORDERS}",
+                self.channel_order, _REEXPORT)
         ok = len(self.shape) == 4 and (self.shape[0] is None or _is_size(self.shape[0]))
-        ok = ok and _is_size(self.shape[1]) and all(d is None or _is_size(d) for d in self.shape[2:])
-        _expect(ok, "input.shape", "[batch or null, channels, height or null, width or null] with positive ints",
+        ok = ok and all(d is None or _is_size(d) for d in self.shape[1:])
+        nchw = self.nchw if len(self.shape) == 4 else (None,) * 4
+        ok = ok and _is_size(nchw[1])
+        axes = "[batch, channels, height, width]" if self.layout == "NCHW" else "[batch, height, width, channels]"
+        _expect(ok, "input.shape", f"{axes} with positive ints (null for a dynamic batch, height or width)",
                 list(self.shape), _REEXPORT)
-        _expect(self.shape[1] in (1, 3), "input.shape[1] (channels)", "1 or 3", self.shape[1], _REEXPORT)
+        _expect(nchw[1] in (1, 3), "input channels", "1 or 3", nchw[1], _REEXPORT)
+        _expect(len(self.extra) <= 8, "input.extra", "at most 8 extra inputs", len(self.extra), _REEXPORT)
+        for e in self.extra:
+            e.validate()
+        names = [self.name] + [e.name for e in self.extra]
+        _expect(len(set(names)) == len(names), "input.extra", "names distinct from each other and the image input",
+                names, _REEXPORT)
 
 
 @dataclass(frozen=True)
@@ -347,6 +413,11 @@ class Spec:
             bad = [i for i, s in enumerate(self.labels) if not isinstance(s, str) or len(s) > MAX_LABEL_CHARS]
             _expect(not bad, f"labels[{bad[0] if bad else 0}]", f"a string of at most {MAX_LABEL_CHARS} chars",
                     self.labels[bad[0]] if bad else None, _REEXPORT)
+        if self.input.dtype == "uint8":
+            scaled = [s.op for s in self.steps if s.op == "normalize" or (s.op == "to_float" and
+                                                                         s.params.get("scale") != "none")]
+            _expect(not scaled, "steps", "no scaling or normalising for a uint8 input (the graph does it: the steps "
+                    "end with to_float(scale='none'), values 0-255)", scaled, _REEXPORT)
         if self.self_test is not None:
             self.self_test.validate()
         if self.tta is not None:
@@ -361,7 +432,8 @@ class Spec:
             "decode": self.decode.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
             "input": {"name": self.input.name, "shape": list(self.input.shape), "layout": self.input.layout,
-                      "dtype": self.input.dtype},
+                      "dtype": self.input.dtype, "channel_order": self.input.channel_order,
+                      "extra": [e.to_dict() for e in self.input.extra]},
             "output": {"name": self.output.name, "kind": self.output.kind},
             "labels": list(self.labels) if self.labels is not None else None,
             "provenance": dict(self.provenance),
@@ -391,6 +463,8 @@ class Spec:
         decode = data.get("decode") or {}
         _check_keys("spec.decode", decode, Decode)
         _check_keys("spec.input", data["input"], InputSpec)
+        for e in data["input"].get("extra") or ():
+            _check_keys("spec.input.extra", e, ExtraInput)
         _check_keys("spec.output", data["output"], OutputSpec)
         self_test = data.get("self_test")
         if self_test is not None:
@@ -444,8 +518,14 @@ class Spec:
         lines = [f"decode: color={self.decode.color} exif_orientation={self.decode.exif_orientation} "
                  f"alpha={self.decode.alpha}"]
         lines += [f"  {i}. {s!r}" for i, s in enumerate(self.steps)]
-        lines.append(f"layout: {self.input.layout} {self.input.dtype} -> input '{self.input.name}' "
-                     f"{[n if d is None else d for n, d in zip(('batch', 'channels', 'height', 'width'), self.input.shape)]}")
+        axes = ("batch", "channels", "height", "width") if self.input.layout == "NCHW" else \
+            ("batch", "height", "width", "channels")
+        order = " BGR (channels reversed)" if self.input.channel_order == "bgr" else ""
+        lines.append(f"layout: {self.input.layout} {self.input.dtype}{order} -> input '{self.input.name}' "
+                     f"{[n if d is None else d for n, d in zip(axes, self.input.shape)]}")
+        for e in self.input.extra:
+            value = f" = {list(e.value)}" if e.value is not None else ""
+            lines.append(f"extra input '{e.name}' ({e.dtype}): {e.rule}{value}")
         if self.postprocess is not None:
             p = self.postprocess
             extra = f" kpt_shape={list(p.kpt_shape)}" if p.kpt_shape else ""
