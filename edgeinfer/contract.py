@@ -77,13 +77,12 @@ def check(inp: InputSpec, session: Any, where: str = "model") -> None:
         at = 1 if inp.layout == "NCHW" else 3
         other = 3 if at == 1 else 1
         c = shape[at]
-        if isinstance(c, int) and c != inp.channels:
+        if isinstance(c, int) and c not in (1, 3):
             hint = (f" The graph's axis {other} is {shape[other]}: the model looks "
                     f"{'channels-last (NHWC)' if at == 1 else 'channels-first (NCHW)'}; set input.layout."
-                    if shape[other] == inp.channels else "")
+                    if shape[other] in (1, 3) else "")
             raise ModelError(f"{where}: input {inp.name!r} has shape {shape} in the graph; the spec's layout "
-                             f"{inp.layout} puts the {inp.channels} channels at axis {at}, where the graph has {c}."
-                             + hint)
+                             f"{inp.layout} puts the 1 or 3 channels at axis {at}, where the graph has {c}." + hint)
     rules = {e.name: e for e in inp.extra}
     for name, node in inputs.items():
         if name == inp.name:

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgeinfer import ops
 from edgeinfer.errors import ModelError, SpecError
-from edgeinfer.spec import (DECODERS, OUTPUT_KINDS, SCHEMA, SECTIONLESS_TASKS, TASKS, Decode, InputSpec, OutputSpec,
+from edgeinfer.spec import (DECODERS, ONNX_TYPES, OUTPUT_KINDS, SCHEMA, SECTIONLESS_TASKS, TASKS, Decode, InputSpec, OutputSpec,
                             Postprocess, Spec, Step)
 
 WAYS = (
@@ -615,7 +615,16 @@ def _input_spec(pre: Preprocessing, session: Any, path: str | os.PathLike, chann
     unknown = sorted(set(given) - {"channel_order", "extra"})
     if unknown:
         raise SpecError(f"input contract: unknown key(s) {unknown}; allowed: layout, dtype, channel_order, extra.")
-    return InputSpec(name=inp.name, shape=tuple(shape), layout=layout, dtype=dtype, **given)
+    spec = InputSpec(name=inp.name, shape=tuple(shape), layout=layout, dtype=dtype, **given)
+    from edgeinfer import contract
+
+    if spec.layout in ("NCHW", "NHWC") and spec.dtype in ONNX_TYPES:
+        contract.check(spec, session, str(path))  # before any probe runs the graph with it
+    try:
+        spec.validate()
+    except SpecError as exc:
+        raise SpecError(f"input contract: {exc}") from None
+    return spec
 
 
 def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike) -> Spec:
