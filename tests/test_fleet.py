@@ -137,3 +137,13 @@ def test_cli_fleet_report_writes_the_comparison_and_names_the_outlier(reports, t
     assert (tmp_path / "plots" / "fleet_latency.png").is_file()
     assert main(["fleet", "report", str(tmp_path / "fleet.md")]) == 2  # not a report: refused, not guessed
     assert "SchemaVersionError" in capsys.readouterr().err
+
+
+def test_importing_the_runtime_with_its_distributed_and_fleet_modules_loads_no_ray_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeinfer, edgeinfer.distributed, edgeinfer.fleet, edgeinfer.reports; "
+            "print(sorted(m for m in ('ray', 'pyarrow', 'pandas', 'matplotlib', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
