@@ -79,15 +79,19 @@ class FleetReport:
         if self.latency:
             lines += ["## Latency and throughput (bench)", "",
                       "End to end per call (decode, preprocess, inference, postprocess), ms.", "",
-                      "| device | model | batch | p50 | p90 | p99 | mean | std | min | max | images/s | providers used "
-                      "| onnxruntime | CPU |", "|" + "---|" * 14]
+                      "| device | model | batch | p50 | p90 | p99 | mean | std | min | max | images/s | decode / "
+                      "preprocess / inference / postprocess | peak MB | cold start s | providers used | onnxruntime "
+                      "| CPU |", "|" + "---|" * 17]
             for r in self.latency:
                 emu = " (emulated)" if r["emulated"] else ""
+                stages = " / ".join(f"{r['stages_ms'][k]:.2f}" for k in ("decode", "preprocess", "inference",
+                                                                       "postprocess"))
+                cold = f"{r['cold_start_s']:.2f}" if r["cold_start_s"] is not None else "-"
                 lines.append(
                     f"| {r['device']}{emu} | `{r['model']}` | {r['batch']} | {r['p50']:.2f} | {r['p90']:.2f} | "
                     f"{r['p99']:.2f} | {r['mean']:.2f} | {r['std']:.2f} | {r['min']:.2f} | {r['max']:.2f} | "
-                    f"{r['throughput_ips']:.1f} | {', '.join(r['providers_used'])} | {r['onnxruntime']} | "
-                    f"{r['cpu_model']} x{r['cpu_count']} |")
+                    f"{r['throughput_ips']:.1f} | {stages} | {r['peak_rss_mb']:.0f} | {cold} | "
+                    f"{', '.join(r['providers_used'])} | {r['onnxruntime']} | {r['cpu_model']} x{r['cpu_count']} |")
             emulated = sorted({(r["device"], r["emulated"]) for r in self.latency if r["emulated"]})
             lines += [""] + [f"- `{d}` ran under emulation ({why}): its timings are not the device's." for d, why in
                              emulated] + ([""] if emulated else [])
@@ -96,11 +100,12 @@ class FleetReport:
                       "Reference: the torch model on the training transform. *export*: the ONNX graph fed the "
                       "reference's tensors; *deployment*: the device pipeline on the raw image files.", "",
                       "| device | model | candidate | images | top-1 | top-5 | max abs dp | mean abs dp | "
-                      "max abs dout | providers used |", "|" + "---|" * 10]
+                      "max abs dout | worst images (max abs dp) | providers used |", "|" + "---|" * 11]
             for r in self.agreement:
+                worst = ", ".join(f"{Path(w['image']).name} ({w['max_abs_diff']:.1e})" for w in r["worst"][:3])
                 lines.append(f"| {mark(r, ('parity',))}{r['device']} | `{r['model']}` | {r['candidate']} | {r['images']} | "
                              f"{r['top1_agreement']:.1%} | {r['top5_agreement']:.1%} | {r['max_abs_diff']:.2e} | "
-                             f"{r['mean_abs_diff']:.2e} | {r['max_abs_diff_raw']:.2e} | "
+                             f"{r['mean_abs_diff']:.2e} | {r['max_abs_diff_raw']:.2e} | {worst} | "
                              f"{', '.join(r['providers_used'])} |")
             lines.append("")
         if self.tuning:
@@ -114,12 +119,14 @@ class FleetReport:
             lines.append("")
         if self.checks:
             lines += ["## Self-test and checks", "", "| device | model | self-test | max abs diff | images checked | "
-                      "findings (error, warning) | providers used |", "|" + "---|" * 7]
+                      "findings (error, warning) | other figures measured | providers used |", "|" + "---|" * 8]
             for r in self.checks:
                 st = {True: "passes", False: "**fails**", None: "absent"}[r["self_test_passed"]]
                 diff = f"{r['self_test_max_abs_diff']:.2e}" if r["self_test_max_abs_diff"] is not None else "-"
-                lines.append(f"| {mark(r, ('self_test', 'findings'))}{r['device']} | `{r['model']}` | {st} | {diff} | {r['images']} | "
-                             f"{', '.join(r['problems']) or 'none'} | {', '.join(r['providers_used'])} |")
+                other = "; ".join(f"{k} {_figure(v)}" for k, v in r["measured"].items())
+                lines.append(f"| {mark(r, ('self_test', 'findings'))}{r['device']} | `{r['model']}` | {st} | {diff} | "
+                             f"{r['images']} | {', '.join(r['problems']) or 'none'} | {other} | "
+                             f"{', '.join(r['providers_used'])} |")
             lines.append("")
         if plots:
             lines += ["## Plots", ""]
@@ -131,6 +138,19 @@ class FleetReport:
         shown = lambda f: os.path.relpath(f, relative_to) if relative_to is not None else f  # noqa: E731
         lines += [f"| {shown(s['file'])} | {s['kind']} | {s['device']} | `{s['model']}` |" for s in self.sources]
         return "\n".join(lines) + "\n"
+
+
+def _figure(value: Any) -> str:
+    """A measured value as the report prints it: numbers to three significant digits, lists and dicts inline."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (int, float)):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} {_figure(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_figure(v) for v in value) + "]"
+    return str(value)
 
 
 def _machine(env: dict[str, Any]) -> str:
@@ -156,7 +176,9 @@ def _model(path: Any) -> str:
 def _bench_rows(data: dict[str, Any], device: str) -> list[dict[str, Any]]:
     env = data["environment"]
     return [{"device": device, "model": _model(data["model"]), "batch": b["batch"], **b["latency_ms"],
-             "throughput_ips": b["throughput_ips"], "providers_used": env["providers_used"],
+             "throughput_ips": b["throughput_ips"], "stages_ms": b["stages_ms"], "peak_rss_mb": data["peak_rss_mb"],
+             "cold_start_s": (data.get("cold_start_s") or {}).get("total"), "images": data["images"]["count"],
+             "providers_used": env["providers_used"],
              "onnxruntime": env["onnxruntime"], "cpu_model": env["cpu_model"], "cpu_count": env["cpu_count"],
              "emulated": env.get("emulated"),
              "preprocess": data.get("preprocess")} for b in data["batches"]]
@@ -170,7 +192,7 @@ def _parity_rows(data: dict[str, Any], device: str) -> list[dict[str, Any]]:
         model = name.split(":", 1)[1] if name.startswith("variant:") else _model(data["model"])
         rows.append({"device": device, "model": model, "candidate": name.split(":", 1)[0], "images": data["images"],
                      **{k: c[k] for k in ("top1_agreement", "top5_agreement", "max_abs_diff", "mean_abs_diff",
-                                          "max_abs_diff_raw")},
+                                          "max_abs_diff_raw")}, "worst": c.get("worst", []),
                      "providers_used": env.get("providers_used", []) if name != "export" else ["CPUExecutionProvider"]})
     return rows
 
@@ -189,6 +211,7 @@ def _check_row(data: dict[str, Any], device: str) -> dict[str, Any]:
     return {"device": device, "model": _model(data["model"]), "ok": data["ok"], "self_test_passed": passed,
             "self_test_max_abs_diff": measured.get("self_test_max_abs_diff"), "images": measured.get("images", 0),
             "problems": sorted({f["code"] for f in data["findings"] if f["severity"] in ("error", "warning")}),
+            "measured": {k: v for k, v in measured.items() if k not in ("self_test_max_abs_diff", "images")},
             "providers_used": (data.get("environment") or {}).get("providers_used", [])}
 
 
