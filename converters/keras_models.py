@@ -20,10 +20,11 @@ none      ``keras.applications.MobileNetV3Small(alpha=0.5,              nothing:
 
 Every model takes NHWC float32 RGB (``(batch, H, W, 3)``, batch dynamic) and returns softmax
 probabilities over the ten photos of :data:`PHOTOS` (the "which photo is this?" task of
-../shared/DATA.md): trained ``STEPS`` AdamW steps (label smoothing 0.3) on random resized crops, flips and
-brightness/contrast jitter of each photo, then the BatchNormalization statistics recomputed on the full photos and crops
-(Keras MobileNets use momentum 0.999: after a short training the moving statistics would make the
-outputs nearly constant).
+../shared/DATA.md): trained ``STEPS`` AdamW steps (label smoothing 0.3) on random resized crops, flips
+and brightness/contrast jitter of each photo, then the BatchNormalization statistics recomputed on the full
+photos and crops (Keras MobileNets use momentum 0.999: after a short training the moving statistics would
+make the outputs nearly constant). On the ten full photos through ``load_img`` (nearest) all four models
+are right 10/10 with top probabilities 0.40-0.93 (committed models, see each ``.json`` record).
 
 :func:`build` returns ``(onnx_path, reference_fn, meta)``; the reference is what a Keras user runs::
 
