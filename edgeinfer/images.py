@@ -51,7 +51,7 @@ def decode(data: bytes | bytearray | memoryview, *, exif_orientation: bool, sour
                                  "its colours by alpha, PIL's convert('RGB') keeps them, so the pixels would "
                                  f"differ. {_CONVERT_FIX}")
             return np.ascontiguousarray(img[..., :3])
-    # 16-bit grayscale PNG, TIFF: decoded at their own depth, then converted as PIL's convert() does
+    # 16-bit grayscale PNG, TIFF, PNM: decoded at their own depth, then converted as PIL's convert() does
     img = _imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | orient, source)
     return _pil_convert(img, kind, source, loader=loader, color=color)
 
@@ -73,7 +73,8 @@ _CONVERT_FIX = ("Convert the files to 8-bit RGB PNG the way training saw them (P
 
 def _file_kind(buf: np.ndarray, source: str) -> str:
     """How to decode ``buf`` so the pixels are PIL's: "opencv" (OpenCV's 8-bit BGR is already PIL's
-    ``convert('RGB')``), "png16" (16-bit grayscale PNG), "tiff", "gif"; other formats are refused by name."""
+    ``convert('RGB')``), "png16" (16-bit grayscale PNG), "tiff", "pnm", "gif"; other formats are refused by
+    name."""
     head = buf[:32].tobytes()
     if head[:3] == b"\xff\xd8\xff":
         # Baseline, progressive, any chroma subsampling, grayscale: the same libjpeg-turbo output as PIL's.
@@ -90,7 +91,7 @@ def _file_kind(buf: np.ndarray, source: str) -> str:
     if head[:2] == b"BM" or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "opencv"
     if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n":
-        return "tiff"  # PNM: 8-bit like OpenCV, 16-bit (maxval > 255) is PIL's I;16 like a 16-bit TIFF
+        return "pnm"  # 8-bit as OpenCV reads it; 16-bit (maxval > 255) is PIL's I;16, as in a TIFF
     name = _format_name(head)
     raise ImageError(f"{source}: expected a JPEG, PNG, GIF, WebP, TIFF, BMP or PNM file, whose decoding edgeinfer "
                      f"reproduces exactly as PIL's Image.open(f).convert('RGB'), found {name}. {_CONVERT_FIX}")
@@ -157,9 +158,13 @@ def _decode_gif(buf: np.ndarray, source: str) -> np.ndarray:
     """The first frame of a GIF as PIL's ``convert('RGB')`` gives it: transparent pixels keep the colour of
     the transparent palette index (OpenCV puts another colour under alpha 0)."""
     info = _gif_first_frame(buf.tobytes(), source)
+    try:
+        img = _imdecode(buf, cv2.IMREAD_COLOR if info["transparent"] is None else cv2.IMREAD_UNCHANGED, source)
+    except ImageError as exc:
+        raise ImageError(f"{source}: a GIF that OpenCV {cv2.__version__} does not decode (OpenCV reads GIF from "
+                         f"4.11 on). Upgrade OpenCV, or convert the files to PNG. ({exc})") from exc
     if info["transparent"] is None:
-        return _imdecode(buf, cv2.IMREAD_COLOR, source)
-    img = _imdecode(buf, cv2.IMREAD_UNCHANGED, source)
+        return img
     if img.ndim != 3 or img.shape[2] != 4:
         return img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     out = np.ascontiguousarray(img[..., :3])
