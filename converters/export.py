@@ -391,3 +391,88 @@ def export_segmenter(model: Any, path: str | os.PathLike, *, transform: Any, lab
         out.parent.mkdir(parents=True, exist_ok=True)
         write_with_spec(proto, out, spec)
     return SegmenterExportReport(str(out), spec, len(named), worst, tuple(agreement))
+
+
+@dataclass(frozen=True)
+class EmbedderExportReport:
+    """What :func:`export_embedder` wrote and measured: per verification image, the cosine similarity of the
+    deployed model's vector (edgeinfer's preprocessing, ONNX Runtime) with torch's (the user's transform)."""
+
+    path: str
+    spec: Spec
+    cosine: tuple[float, ...]
+    max_abs_diff: float  # raw vectors, torch vs the deployed model
+
+    @property
+    def min_cosine(self) -> float:
+        return min(self.cosine) if self.cosine else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "images": len(self.cosine), "cosine": list(self.cosine),
+                "min_cosine": self.min_cosine, "max_abs_diff": self.max_abs_diff, "spec": self.spec.to_dict()}
+
+
+def export_embedder(model: Any, path: str | os.PathLike, *, transform: Any, normalize: bool = True,
+                    images: Iterable[Any] | None = None, input_name: str = "input", output_name: str = "embedding",
+                    opset: int = OPSET, min_cosine: float = 0.9999) -> EmbedderExportReport:
+    """Export an image embedder -- a model whose output is a feature vector (N, D): a classifier with its head
+    replaced by ``torch.nn.Identity()``, a timm model with ``num_classes=0``, a CLIP-style image tower -- with
+    the spec of ``transform`` to ``path``. ``normalize``: the runtime L2-normalises the vectors (as retrieval
+    code does before cosine search). Verified on ``images`` (paths, PIL images or RGB arrays; probe images when
+    None): each deployed vector's cosine with torch's must reach ``min_cosine``, or nothing is written. The
+    self-test vector is the raw vector of the self-test image."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    import edgeinfer
+    from edgeinfer.embedding import cosine, vectors
+
+    model.eval()
+    spec = spec_from_transform(transform, input_name=input_name, output_name=output_name,
+                               output_kind="embedding_l2" if normalize else "embedding", task="embedding")
+    named = _pil_images(list(images) if images is not None else None, "rgb")
+    st_rgb = selftest_image()
+    st_in = transform(load_like_training(st_rgb, "RGB")).unsqueeze(0).float()
+    with torch.no_grad():
+        st_ref = model(st_in).numpy()
+    vectors(st_ref, l2=False)  # the output must be (N, D): refuse a classifier's logits map early
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
+    if not ok:
+        raise ExportError("could not encode the self-test image as PNG with this OpenCV build.")
+    out = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(model, (torch.cat([st_in, st_in]),), str(raw_path), input_names=[input_name],
+                                  output_names=[output_name], opset_version=opset, dynamo=False,
+                                  dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+            except Exception as exc:
+                raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {exc}") from exc
+        proto = onnx.load(str(raw_path))
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        diff = float(np.max(np.abs(sess.run([output_name], {input_name: st_in.numpy()})[0] - st_ref)))
+        spec = dataclasses.replace(spec, self_test=SelfTest(
+            base64.b64encode(png.tobytes()).decode("ascii"), tuple(float(v) for v in vectors(st_ref, l2=False)[0]),
+            float(max(1e-3, 20 * diff)))).validate()
+        staged = Path(tmp) / "model.onnx"
+        write_with_spec(proto, staged, spec)
+        deployed = edgeinfer.load(staged)
+        cosines, worst = [], 0.0
+        for _, img in named:
+            with torch.no_grad():
+                ref = vectors(model(transform(img).unsqueeze(0).float()).numpy(), l2=False)[0]
+            raw = vectors(deployed.run(deployed.preprocess(np.asarray(img.convert("RGB")), color="rgb")[None]),
+                          l2=False)[0]
+            worst = max(worst, float(np.max(np.abs(raw - ref))))
+            cosines.append(float(cosine(raw, ref)[0, 0]))
+        if min(cosines) < min_cosine:
+            raise ExportError(f"export_embedder: the deployed vectors reach cosine {min(cosines):.6f} with torch's "
+                              f"at worst (required {min_cosine}). Nothing was written.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_with_spec(proto, out, spec)
+    return EmbedderExportReport(str(out), spec, tuple(cosines), worst)

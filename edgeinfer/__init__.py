@@ -10,16 +10,19 @@ from edgeinfer.requirements import check_opencv
 check_opencv()
 
 from edgeinfer.detections import Detections
+from edgeinfer.embedding import Embedding, cosine
 from edgeinfer.diagnostics import doctor as check
 from edgeinfer.model import Model, SelfTestResult, load
 from edgeinfer.postprocess import Prediction
 from edgeinfer.preprocess import Preprocessor
+from edgeinfer.segmentation import Segmentation
 from edgeinfer.spec import METADATA_KEY, SCHEMA, Decode, InputSpec, OutputSpec, Postprocess, SelfTest, Spec, Step
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConversionError", "Decode", "DependencyError", "Detections", "EdgeInferError", "ExportError", "ImageError",
+    "ConversionError", "Decode", "DependencyError", "Detections", "EdgeInferError", "Embedding", "ExportError",
+    "ImageError", "Segmentation", "cosine",
     "InputSpec", "METADATA_KEY", "Model", "ModelError", "OutputSpec", "Postprocess", "Prediction", "Preprocessor",
     "RandomTransformError", "SCHEMA", "SchemaVersionError", "SelfTest", "SelfTestResult", "Spec", "SpecError",
     "SpecMissingError", "Step", "check", "load", "__version__",

@@ -246,6 +246,45 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Vectors of every image, in file order: ``--out vectors.npy`` and ``vectors.files.txt`` beside it."""
+    import numpy as np
+
+    from edgeinfer import embedding
+    from edgeinfer.images import read
+    from edgeinfer.model import load
+
+    model = load(args.model, device=args.device)
+    if model.spec.task != "embedding":
+        raise SpecError(f"{args.model}: embed needs an embedding model; this model's task is {model.spec.task!r}. "
+                        "Use predict.")
+    files = _expand(args.images)
+    names, vecs, failed = [], [], 0
+    update, close = _progress_bar(len(files), "embed", unit="image")
+    try:
+        for start in range(0, len(files), args.batch):
+            frames, ok = [], []
+            for f in files[start:start + args.batch]:
+                try:
+                    frames.append(read(f, exif_orientation=model.spec.decode.exif_orientation))
+                    ok.append(f)
+                except EdgeInferError as exc:
+                    failed += 1
+                    print(f"skipped: {exc}", file=sys.stderr)
+                update(0, 0)
+            if frames:
+                vecs += [e.vector for e in model.predict_batch(frames)]
+                names += [str(f) for f in ok]
+    finally:
+        close()
+    if not vecs:
+        raise SpecError(f"embed: no readable image among {len(files)} file(s); nothing written.")
+    embedding.save(args.out, names, np.stack(vecs))
+    print(f"{len(names)} vectors of {vecs[0].shape[0]} dimensions in {args.out} (names in "
+          f"{embedding.files_path(args.out).name}), {failed} skipped as unreadable", file=sys.stderr)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         return _predict_on_ray(args)
@@ -606,6 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _source_args(p, "--from")
     p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser("embed", help="feature vectors of images (an embedding model) to a .npy file, with the file names")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", required=True, help="vectors.npy: (N, D) float32; vectors.files.txt beside it, one name a line")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=16)
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("predict", help="classify or detect on images (files or folders)")
     p.add_argument("model")

@@ -26,10 +26,10 @@ ALPHA = ("drop",)
 # same, except that grayscale keeps 16/32-bit images unscaled), "opencv" is cv2.imread (IMREAD_COLOR).
 LOADERS = ("pil", "keras", "opencv")
 # The task names; what each does with the model's outputs is the task table's (edgeinfer.tasks).
-TASKS = ("classification", "detection", "pose", "obb", "segment", "semantic_segmentation")
+TASKS = ("classification", "detection", "pose", "obb", "segment", "semantic_segmentation", "embedding")
 # Tasks whose outputs need no postprocess section: a classifier's class scores, a semantic segmenter's
 # per-pixel class logits (B, C, h, w).
-SECTIONLESS_TASKS = ("classification", "semantic_segmentation")
+SECTIONLESS_TASKS = ("classification", "semantic_segmentation", "embedding")
 # Detection-family decoders, one per output layout (edgeinfer.detect implements each):
 #   ultralytics_raw   (B, 4 + nc [+ extra], A): cx cy w h in input pixels, sigmoided class scores, then NMS
 #   ultralytics_nms   (B, max_det, 6 [+ extra]): x1 y1 x2 y2 score class, zero-padded (nms=True, end2end heads)
@@ -40,7 +40,10 @@ DECODERS = ("ultralytics_raw", "ultralytics_nms", "detr", "dets_labels")
 # "raw": a detector's outputs, read by the spec's postprocess section
 TTA_MODES = ("hflip", "five_crop", "ten_crop", "multiscale")
 TTA_MERGES = ("probabilities", "logits")
-OUTPUT_KINDS = ("logits", "probabilities", "multilabel_logits", "multilabel_probabilities", "raw")
+# "embedding": a feature vector as the model gives it; "embedding_l2": the runtime L2-normalises it
+OUTPUT_KINDS = ("logits", "probabilities", "multilabel_logits", "multilabel_probabilities", "raw", "embedding",
+                "embedding_l2")
+EMBEDDING_KINDS = ("embedding", "embedding_l2")
 # The model input's contract: where the channel axis is, the element type it takes (uint8: the graph scales
 # itself, so the steps end without scaling; the values are rounded and clipped to 0-255), and the channel
 # order the model expects after preprocessing (the steps always produce RGB; "bgr" reverses the channels,
@@ -387,6 +390,8 @@ class Spec:
         _expect((self.postprocess is None) == (self.task in SECTIONLESS_TASKS), "postprocess",
                 f"a postprocess section for detectors and none for {' and '.join(SECTIONLESS_TASKS)} models",
                 None if self.postprocess is None else self.postprocess.decoder, _REEXPORT)
+        _expect((self.task == "embedding") == (self.output.kind in EMBEDDING_KINDS), "output.kind",
+                f"one of {EMBEDDING_KINDS} for an embedding model and for no other task", self.output.kind, _REEXPORT)
         if self.task == "semantic_segmentation":
             _expect(self.output.kind in ("logits", "probabilities"), "output.kind",
                     "'logits' or 'probabilities' (B, C, h, w) for a semantic segmenter", self.output.kind, _REEXPORT)

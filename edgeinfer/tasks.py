@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeinfer import detect, ops, postprocess
 from edgeinfer.detections import Detections
+from edgeinfer.embedding import Embedding, vectors
 from edgeinfer.segmentation import Segmentation, class_map, frame_to_logits
 from edgeinfer.errors import ModelError, SpecError
 from edgeinfer.postprocess import Prediction
@@ -236,6 +237,18 @@ def _segmentation_summary(seg: Segmentation) -> str:
     return "; ".join(f"{seg.label(i)} {a / total:.1%}" for i, a in items[:6]) + more
 
 
+# -- embeddings -------------------------------------------------------------------------------------------
+def _embed(spec: Spec, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: Any,
+           **_: Any) -> list[Embedding]:
+    l2 = spec.output.kind == "embedding_l2"
+    return [Embedding(v, normalized=l2) for v in vectors(outputs[0], l2=l2)]
+
+
+def _draw_embedding(frame: np.ndarray, emb: Embedding) -> np.ndarray:
+    draw_text(frame, [repr(emb)])
+    return frame
+
+
 BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 TABLE: dict[str, Task] = {
     "classification": Task("classification", Prediction, lambda spec: [spec.output.name], _classify,
@@ -254,6 +267,9 @@ TABLE: dict[str, Task] = {
                                   _draw_segmentation, Segmentation.rows, ("class_id", "label", "area", "fraction"),
                                   _segmentation_summary, selftest=lambda raw: raw[0].mean(axis=(1, 2)),
                                   mask=lambda seg: seg.class_map, checks=_semantic_checks),
+    # the self-test records the vector itself, as the model gives it
+    "embedding": Task("embedding", Embedding, lambda spec: [spec.output.name], _embed, _draw_embedding, Embedding.rows,
+                      ("dim", "norm"), repr, selftest=lambda raw: vectors(raw, l2=False)[0]),
 }
 assert set(TABLE) == set(TASKS), "the task table and the spec's task names must agree"
 
@@ -263,7 +279,7 @@ def for_result(result: Any) -> Task:
     for task in TABLE.values():
         if isinstance(result, task.result):
             return task
-    raise TypeError(f"expected a Prediction, Detections or Segmentation, found {type(result).__name__}.")
+    raise TypeError(f"expected a Prediction, Detections, Segmentation or Embedding, found {type(result).__name__}.")
 
 
 def get(name: str) -> Task:
