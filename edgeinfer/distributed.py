@@ -106,11 +106,11 @@ class _Worker:
         if ok:
             try:
                 results = dict(zip(ok, self._predict([frames[p] for p in ok])))
-            except EdgeInferError:  # one bad frame fails its batch: find it, keep the others
+            except Exception:  # noqa: BLE001 -- one bad frame fails its batch: find it, keep the others
                 for p in ok:
                     try:
                         results[p] = self._predict([frames[p]])[0]
-                    except EdgeInferError as exc:
+                    except Exception as exc:  # noqa: BLE001 -- recorded with the file, the run goes on
                         errors[p] = f"{type(exc).__name__}: {exc}"
         extra: dict[str, dict[str, Any]] = {}
         if self.reference is not None and results:
@@ -254,8 +254,8 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
     Runtime); ``workers`` defaults to the cluster's CPUs divided by the threads. ``batch`` images go through
     ``predict_batch`` at a time. ``reference`` (from the workstation side: ``converters.compare.TorchReference``)
     adds agreement columns per image and a summary to the report. ``progress(done, total)`` is called as
-    results arrive; ``on_records`` gets each arriving batch of records (image, error, worker) as they are
-    committed.
+    results arrive; ``on_records`` gets each arriving batch of records (dicts with the image, its error or
+    None, its result as JSON text, the worker) right after they are committed to ``OUT.parts``.
     """
     from edgeinfer.providers import read_profile
 
@@ -291,9 +291,13 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
             import ray.data
 
             ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
-            ctx.print_on_execution_start = False
-            ds = ray.data.from_items([{IMAGE: f} for f in todo], override_num_blocks=max(1, -(-len(todo) // batch)))
+            ctx.enable_progress_bars = False  # the library never prints: progress goes to ``progress``
+            if hasattr(ctx, "print_on_execution_start"):
+                ctx.print_on_execution_start = False
+            # A block is what the driver commits at a time: one batch each for small folders, a few hundred
+            # blocks at most for large ones (each a task to schedule), enough to keep every worker fed.
+            blocks = min(-(-len(todo) // batch), max(16 * pool, 256))
+            ds = ray.data.from_items([{IMAGE: f} for f in todo], override_num_blocks=blocks)
             ds = ds.map_batches(_Worker, batch_size=batch, batch_format="numpy", num_cpus=threads,
                                 compute=ray.data.ActorPoolStrategy(size=pool),
                                 fn_constructor_args=(str(model_path), str(device), threads, top_k, reference))
