@@ -133,7 +133,7 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
     import csv
 
     from edgeinfer import tasks
-    from edgeinfer.images import read
+    from edgeinfer.images import loader_options, read
 
     task = tasks.get(model.spec.task)
     out = Path(args.out)
@@ -163,7 +163,7 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
                 chunk, frames, ok_files = todo[start:start + step], [], []
                 for f in chunk:
                     try:
-                        frames.append(read(f, exif_orientation=model.spec.decode.exif_orientation))
+                        frames.append(read(f, **loader_options(model.spec.decode)))
                         ok_files.append(f)
                     except EdgeInferError as exc:
                         failed += 1
@@ -251,7 +251,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from edgeinfer import embedding
-    from edgeinfer.images import read
+    from edgeinfer.images import loader_options, read
     from edgeinfer.model import load
 
     model = load(args.model, device=args.device)
@@ -266,7 +266,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             frames, ok = [], []
             for f in files[start:start + args.batch]:
                 try:
-                    frames.append(read(f, exif_orientation=model.spec.decode.exif_orientation))
+                    frames.append(read(f, **loader_options(model.spec.decode)))
                     ok.append(f)
                 except EdgeInferError as exc:
                     failed += 1

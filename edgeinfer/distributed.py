@@ -91,14 +91,14 @@ class _Worker:
         return self.model.predict_batch(frames, top_k=self.top_k)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        from edgeinfer.images import read
+        from edgeinfer.images import loader_options, read
 
         paths = [str(p) for p in batch[IMAGE]]
         frames: dict[str, Any] = {}
         errors: dict[str, str] = {}
         for p in paths:
             try:
-                frames[p] = read(p, exif_orientation=self.model.spec.decode.exif_orientation)
+                frames[p] = read(p, **loader_options(self.model.spec.decode))
             except EdgeInferError as exc:
                 errors[p] = f"{type(exc).__name__}: {exc}"
         results: dict[str, Any] = {}

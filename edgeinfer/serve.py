@@ -45,6 +45,7 @@ import numpy as np
 
 from edgeinfer import images, ops, tasks
 from edgeinfer.errors import DependencyError, EdgeInferError, ImageError
+from edgeinfer.stream import SourceError, StreamStats, annotate, is_live, stream
 
 try:
     import anyio
@@ -359,8 +360,6 @@ class Camera:
     annotated frame and result are kept for the live view. A source that fails is retried with back-off."""
 
     def __init__(self, model: Any, source: Any, *, top_k: int = 5, jpeg_quality: int = 80) -> None:
-        from edgeinfer.stream import is_live
-
         self.model, self.source, self.top_k, self.jpeg_quality = model, source, top_k, jpeg_quality
         self.live = is_live(source)
         self.state, self.message = "starting", ""
@@ -429,8 +428,6 @@ class Camera:
             event.update({"frame": timing.index, "task": task.name, "summary": task.summary(result),
                           "result": result.to_dict(), "timing": timing.to_dict()})
             if self.viewers > 0:
-                from edgeinfer.stream import annotate
-
                 shown = annotate(frame, result, fps=fig["fps"], latency_ms=timing.latency_ms)
                 ok, buf = cv2.imencode(".jpg", shown, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
                 jpeg = buf.tobytes() if ok else None
@@ -456,8 +453,6 @@ class Camera:
             self._publish(None, None, None)
 
     def _run(self) -> None:
-        from edgeinfer.stream import SourceError, StreamStats, stream
-
         opener: dict[str, Any] = {} if self.live else {"opener": _open_paced}
         delay = 1.0
         while not self._stop.is_set():
@@ -630,7 +625,7 @@ class Server:
 
     def decode(self, data: bytes, source: str) -> np.ndarray:
         """The BGR frame of one uploaded image (sizes already checked by :meth:`check_sizes`)."""
-        return images.decode(data, exif_orientation=self.model.spec.decode.exif_orientation, source=source)
+        return images.decode(data, **images.loader_options(self.model.spec.decode), source=source)
 
     async def uploads(self, request: Request, *, many: bool) -> list[tuple[str, bytes]]:
         """(name, bytes) of the images in a request: the raw body, or the files of a multipart form."""
@@ -856,8 +851,6 @@ def serve(model: Any, *, host: str = "127.0.0.1", port: int = 8000, source: Any 
                              "the network; expected an access token, found none. Give --token (or set "
                              "EDGEINFER_TOKEN), or --no-token to allow anyone who can reach the port.")
     if source is not None and not (isinstance(source, int) or str(source).isdigit()):
-        from edgeinfer.stream import is_live
-
         if not is_live(source) and not Path(str(source)).is_file():
             raise EdgeInferError(f"source {source!r}: expected a camera index, a video file or a stream URL "
                                  "(rtsp://, http://), found no such file.")

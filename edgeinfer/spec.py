@@ -520,8 +520,8 @@ class Spec:
 
     def describe(self) -> str:
         """A human-readable, multi-line rendering of the pipeline, as `edgeinfer inspect` prints it."""
-        lines = [f"decode: color={self.decode.color} exif_orientation={self.decode.exif_orientation} "
-                 f"alpha={self.decode.alpha}"]
+        lines = [f"decode: loader={self.decode.loader} color={self.decode.color} "
+                 f"exif_orientation={self.decode.exif_orientation} alpha={self.decode.alpha}"]
         lines += [f"  {i}. {s!r}" for i, s in enumerate(self.steps)]
         axes = ("batch", "channels", "height", "width") if self.input.layout == "NCHW" else \
             ("batch", "height", "width", "channels")
