@@ -220,3 +220,35 @@ def test_cli_engine_ray_with_reference_reports_agreement_with_training(exported,
     assert ref["images"] == 16 and ref["top1_agreement"] == pytest.approx(np.mean(agree))
     assert ref["max_abs_diff"] == pytest.approx(max(diffs), abs=1e-5)
     assert ref["max_abs_diff"] < 0.05  # the exact pipeline: torch and the device agree closely on real photos
+
+
+def test_detector_boxes_come_back_one_row_each_as_a_single_process_finds_them(cluster, tmp_path):
+    """A dynamic-size detector (one image a call, each letterboxed to its own rectangle): the task table's rows,
+    one per box, equal the single-process Detections of each file."""
+    import cv2
+
+    from converters import shapes
+    from edgeinfer import tasks
+
+    onnx = shapes.export(shapes.train("detect"), tmp_path / "detector", variants=("raw-dynamic",))["raw-dynamic"]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name, frame in shapes.test_frames("detect").items():  # BGR frames of four sizes, shapes drawn on photos
+        cv2.imwrite(str(frames / f"{name}.png"), frame.image)
+    out = tmp_path / "boxes.parquet"
+    report = _drive(cluster, onnx, frames, out, batch=2)
+    assert report["predicted"] == 4 and report["failed"] == 0
+    rows = distributed.read_results(out)
+    model = edgeinfer.load(onnx)
+    task = tasks.get(model.spec.task)
+    total = 0
+    for f in sorted(frames.iterdir()):
+        want = task.rows(model.predict(f))
+        got = [r for r in rows if r["image"] == str(f)]
+        total += len(want)
+        assert len(got) == max(1, len(want)), f.name
+        for g, w in zip(got, want):
+            assert (g["label"], g["class_id"]) == (w["label"], w["class_id"])
+            np.testing.assert_allclose([g[k] for k in ("confidence", "x1", "y1", "x2", "y2")],
+                                       [w[k] for k in ("confidence", "x1", "y1", "x2", "y2")], atol=1e-4)
+    assert total >= 4  # the trained detector finds the drawn shapes
