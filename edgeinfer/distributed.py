@@ -230,11 +230,8 @@ def _ray() -> Any:
 def _source_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     from edgeinfer.images import image_files
 
-    if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        files = image_files(p) if p.is_dir() else [p]
-    else:
-        files = [Path(s) for s in source]
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    files = list(dict.fromkeys(f for p in map(Path, items) for f in (image_files(p) if p.is_dir() else [p])))
     if not files:
         raise ImageError(f"{source}: expected a folder with images or a list of files, found none.")
     return [str(f) for f in files]
