@@ -5,7 +5,10 @@ The server is a second process (`python -m edgeinfer serve`, as a user starts it
 process is the client: keep-alive HTTP/1.1 connections (http.client), one thread per client, each POSTing
 a real photo (chelsea, 451x300, JPEG quality 90) as the body of POST /predict and checking the answer.
 The model is mobilenet_v3_small exported here (random weights: the speed does not depend on them). The
-in-process reference decodes the same JPEG bytes and calls Model.predict, as the server does per request.
+in-process reference is a third process (no torch imported, like the server) that decodes the same JPEG
+bytes and calls Model.predict, as the server does per request, in chunks alternating with the one-client
+HTTP chunks. Each answer carries the server's own decode + predict time (Server-Timing): the rest of a
+round trip is HTTP, the framework and waiting (for a worker, for a core), paired request by request.
 Server memory is its current resident set (/proc/PID/statm), sampled every 0.5 s. Writes serve_load.json.
 
     .venv/bin/python benchmarks/serve_load.py [--requests 4000] [--clients 1,4,16]
@@ -31,6 +34,28 @@ import cv2
 import numpy as np
 
 
+REFERENCE = """
+import json, sys, time
+import edgeinfer
+from edgeinfer.images import decode
+model = edgeinfer.load(sys.argv[1])
+body = open(sys.argv[2], "rb").read()
+frame = decode(body, exif_orientation=False)
+for line in sys.stdin:
+    out = {"decode": [], "predict": [], "decode_and_predict": []}
+    for _ in range(int(line)):
+        t = time.perf_counter()
+        frame = decode(body, exif_orientation=False)  # what the server does per request
+        t1 = time.perf_counter()
+        model.predict(frame)
+        t2 = time.perf_counter()
+        out["decode"].append((t1 - t) * 1e3)
+        out["predict"].append((t2 - t1) * 1e3)
+        out["decode_and_predict"].append((t2 - t) * 1e3)
+    print(json.dumps(out), flush=True)
+"""
+
+
 def rss_mb(pid: int) -> float:
     pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -44,7 +69,8 @@ def free_port() -> int:
 
 def summary(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+    return {"p10": float(np.percentile(a, 10)), "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)),
             "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "max": float(a.max())}
 
 
@@ -128,25 +154,27 @@ def main() -> None:
             converters.export(torchvision.models.mobilenet_v3_small(weights=None).eval(), path,
                               transform=imagenet_eval_transform())
 
-        # the reference: the same bytes decoded and predicted in this process, one call at a time; measured in
-        # chunks that alternate with the one-client HTTP chunks below, so both see the same background load
-        model = edgeinfer.load(path)
-        want = model.predict(decode(body, exif_orientation=False)).to_dict()
-        frame = decode(body, exif_orientation=False)
-        inproc: dict[str, list[float]] = {"predict": [], "decode_and_predict": []}
+        # the reference: the same bytes decoded and Model.predict in a fresh process of its own (no torch, as
+        # on a device: like the server's), one call at a time, in chunks that alternate with the one-client
+        # HTTP chunks below so that both see the same background load
+        image = Path(tmp) / "chelsea.jpg"
+        image.write_bytes(body)
+        reference = subprocess.Popen([sys.executable, "-c", REFERENCE, str(path), str(image)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        inproc: dict[str, list[float]] = {"decode": [], "predict": [], "decode_and_predict": []}
 
         def in_process_chunk(n: int) -> None:
-            for _ in range(n):
-                t = time.perf_counter()
-                model.predict(frame)
-                t1 = time.perf_counter()
-                model.predict(decode(body, exif_orientation=False))
-                t2 = time.perf_counter()
-                inproc["predict"].append((t1 - t) * 1e3)
-                inproc["decode_and_predict"].append((t2 - t1) * 1e3)
+            reference.stdin.write(f"{n}\n")
+            reference.stdin.flush()
+            got = json.loads(reference.stdout.readline())
+            for k in inproc:
+                inproc[k] += got[k]
 
         in_process_chunk(100)
-        inproc = {"predict": [], "decode_and_predict": []}  # the first 100: warm-up
+        inproc = {"decode": [], "predict": [], "decode_and_predict": []}  # the first 100: warm-up
+        model = edgeinfer.load(path)
+        want = model.predict(decode(body, exif_orientation=False)).to_dict()
+        del model
 
         port = free_port()
         log = open(Path(tmp) / "server.log", "wb")
@@ -176,14 +204,19 @@ def main() -> None:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             results = []
+            paired: list[float] = []
             for c in levels:
                 if c != 1:
                     results.append(run_level(port, body, want, c, args.requests, done))
                     continue
                 chunks = []
                 for _ in range(10):  # one client, in tenths, each after as many in-process calls
+                    before = len(inproc["decode_and_predict"])
                     in_process_chunk(args.requests // 20)
                     chunks.append(run_level(port, body, want, 1, args.requests // 10, done))
+                    # paired: this chunk's HTTP median minus the in-process median measured just before it
+                    paired.append(chunks[-1]["latency_ms"]["p50"]
+                                  - float(np.median(inproc["decode_and_predict"][before:])))
                 results.append({"clients": 1, "requests": sum(r["requests"] for r in chunks),
                                 "errors": sum(r["errors"] for r in chunks),
                                 "error_examples": [e for r in chunks for e in r["error_examples"]][:3],
@@ -197,6 +230,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(60)
+            reference.stdin.close()
+            reference.wait(60)
     in_process = {k: summary(v) for k, v in inproc.items()}
     for r in results:
         r.pop("raw_ms", None)
@@ -218,18 +253,26 @@ def main() -> None:
                           "max": float(mem.max()), "growth": float(mem[-1] / mem[0] - 1),
                           "slope_mb_per_1000_requests": slope, "samples": len(samples)},
         "overhead_ms_p50_one_client": first["p50"] - in_process["decode_and_predict"]["p50"] if first else None,
+        # p10: what a request costs when no other process takes the core meanwhile (a loaded 2-core machine
+        # stalls ~10 ms time slices into a third of the calls, in and out of the server alike)
+        "overhead_ms_p10_one_client": first["p10"] - in_process["decode_and_predict"]["p10"] if first else None,
+        "overhead_ms_paired_chunks": {"median": float(np.median(paired)), "min": float(np.min(paired)),
+                                      "max": float(np.max(paired)), "chunks": len(paired)} if paired else None,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"{out['cpu_model']} x{out['cpu_count']}, onnxruntime {out['onnxruntime']}, payload {len(body)} bytes JPEG "
           f"451x300; load average at end {out['load_average_at_end'][0]:.1f}")
     ip = in_process
-    print(f"in process: predict p50 {ip['predict']['p50']:.2f} ms; decode + predict p50 "
+    print(f"in process: decode p50 {ip['decode']['p50']:.2f} ms, predict p50 {ip['predict']['p50']:.2f} ms; "
+          f"decode + predict p50 "
           f"{ip['decode_and_predict']['p50']:.2f} ms, p99 {ip['decode_and_predict']['p99']:.2f} ms")
-    print(f"{'clients':>7s} {'requests':>8s} {'errors':>6s} {'req/s':>7s} {'p50 ms':>7s} {'p90 ms':>7s} {'p99 ms':>7s}"
+    print(f"{'clients':>7s} {'requests':>8s} {'errors':>6s} {'req/s':>7s} {'p10 ms':>7s} {'p50 ms':>7s} {'p90 ms':>7s} "
+          f"{'p99 ms':>7s}"
           f" {'outside decode+predict p50 ms':>30s}")
     for r in results:
         lat = r["latency_ms"]
-        print(f"{r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['throughput_rps']:7.1f} {lat['p50']:7.2f} "
+        print(f"{r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['throughput_rps']:7.1f} {lat['p10']:7.2f} "
+              f"{lat['p50']:7.2f} "
               f"{lat['p90']:7.2f} {lat['p99']:7.2f} {r['outside_model_ms']['p50']:30.2f}")
     m = out["server_rss_mb"]
     print(f"server RSS over {out['total_requests']} requests: {m['first']:.1f} -> {m['last']:.1f} MB "
@@ -237,6 +280,11 @@ def main() -> None:
     if first:
         print(f"HTTP overhead at one client (p50, HTTP minus in-process decode + predict): "
               f"{out['overhead_ms_p50_one_client']:.2f} ms per request")
+        print(f"  at p10: {out['overhead_ms_p10_one_client']:.2f} ms (HTTP {first['p10']:.2f} ms, in process "
+              f"{in_process['decode_and_predict']['p10']:.2f} ms)")
+        pc = out["overhead_ms_paired_chunks"]
+        print(f"  paired by chunk (median of {pc['chunks']} chunk medians' differences): {pc['median']:.2f} ms "
+              f"(min {pc['min']:.2f}, max {pc['max']:.2f})")
 
 
 if __name__ == "__main__":

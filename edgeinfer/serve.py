@@ -714,7 +714,8 @@ def create_app(model: Any, *, source: Any = None, token: str | None = None, limi
         cam = srv.camera.figures() if srv.camera is not None else None
         ok = cam is None or cam["state"] in ("running", "starting")
         return JSONResponse({"status": "ok" if ok else "degraded", "model": model.path, "task": task.name,
-                             "providers": list(model.providers), "uptime_s": round(time.time() - srv.metrics.started, 3),
+                             "providers": list(model.providers),
+                             "uptime_s": round(time.time() - srv.metrics.started, 3),
                              "camera": cam})
 
     async def metrics(request: Request) -> Response:
@@ -792,7 +793,8 @@ def create_app(model: Any, *, source: Any = None, token: str | None = None, limi
                 404: ("NotFound", f"no route {request.method} {request.url.path}; routes: "
                                   f"{', '.join(sorted(srv.routes))}."),
                 405: ("MethodNotAllowed", f"{request.method} {request.url.path}: expected "
-                                          f"{(exc.headers or {}).get('Allow', 'another method')}, found {request.method}."),
+                                          f"{(exc.headers or {}).get('Allow', 'another method')}, found "
+                                          f"{request.method}."),
             }.get(status, ("HTTPError", str(exc.detail)))
         else:
             status, kind = 500, "InternalError"
