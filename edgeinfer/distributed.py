@@ -301,7 +301,8 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
             parts.mkdir(parents=True, exist_ok=True)
             n = len(list(parts.glob("part-*.jsonl")))
             for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                records = [{k: _text(v) for k, v in zip(cols, values)} for values in zip(*(cols[k].tolist() for k in cols))]
+                columns = {k: v.tolist() for k, v in cols.items()}
+                records = [{k: _text(v) for k, v in zip(columns, values)} for values in zip(*columns.values())]
                 write_text_atomic(parts / f"part-{n:06d}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
                 n += 1
                 arrived += len(records)

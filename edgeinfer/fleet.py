@@ -103,8 +103,8 @@ class FleetReport:
                       "max abs dout | worst images (max abs dp) | providers used |", "|" + "---|" * 11]
             for r in self.agreement:
                 worst = ", ".join(f"{Path(w['image']).name} ({w['max_abs_diff']:.1e})" for w in r["worst"][:3])
-                lines.append(f"| {mark(r, ('parity',))}{r['device']} | `{r['model']}` | {r['candidate']} | {r['images']} | "
-                             f"{r['top1_agreement']:.1%} | {r['top5_agreement']:.1%} | {r['max_abs_diff']:.2e} | "
+                lines.append(f"| {mark(r, ('parity',))}{r['device']} | `{r['model']}` | {r['candidate']} | "
+                             f"{r['images']} | {r['top1_agreement']:.1%} | {r['top5_agreement']:.1%} | {r['max_abs_diff']:.2e} | "
                              f"{r['mean_abs_diff']:.2e} | {r['max_abs_diff_raw']:.2e} | {worst} | "
                              f"{', '.join(r['providers_used'])} |")
             lines.append("")

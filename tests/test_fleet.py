@@ -121,7 +121,8 @@ def test_fleet_refuses_reports_of_other_schema_versions_by_name(reports, tmp_pat
     newer = tmp_path / "newer.bench.json"
     data = json.loads(reports[0].read_text())
     newer.write_text(json.dumps({**data, "schema": "edgeinfer.bench/2"}))
-    with pytest.raises(SchemaVersionError, match=r"newer\.bench\.json: schema 'edgeinfer\.bench/2'.*edgeinfer\.bench/1"):
+    refused = r"newer\.bench\.json: schema 'edgeinfer\.bench/2'.*edgeinfer\.bench/1"
+    with pytest.raises(SchemaVersionError, match=refused):
         fleet.compare([*reports, newer])
     unversioned = tmp_path / "old.json"
     unversioned.write_text(json.dumps({k: v for k, v in data.items() if k != "schema"}))

@@ -116,8 +116,9 @@ def main() -> None:
                                                     device=device).to_dict())
             for v in variants:  # the variants' speed, on the stock profile
                 precision = v.split(".")[1]
-                write(f"cpu-{precision}.bench.json", bench(v, device="cpu", batches=(1, 8), images=images,
-                                                           runs=args.runs, warmup=3, measure_cold_start=False).to_dict())
+                result = bench(v, device="cpu", batches=(1, 8), images=images, runs=args.runs, warmup=3,
+                               measure_cold_start=False)
+                write(f"cpu-{precision}.bench.json", result.to_dict())
             for device, tag in DEVICES[:2]:
                 report = tune(model, device=device, images=images, rounds=20, out_profile=work / f"{tag}.toml")
                 write(f"{tag}.tune.json", report.to_dict())
