@@ -201,7 +201,10 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
 
     def prepare() -> None:
         while not stop.is_set():
-            item = capture.out.get()
+            try:  # not a blocking get: a capture thread told to stop may end without handing over _END
+                item = capture.out.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is _END:
                 break
             index, frame, captured, capture_ms = item
