@@ -2,7 +2,10 @@
 
 ``edgeinfer serve model.onnx [--source 0|video.mp4|rtsp://...]`` (or :func:`serve` from Python) runs a
 Starlette app on uvicorn, both from the ``edgeinfer[serve]`` extra; ``import edgeinfer`` never imports
-them. Routes:
+them. Why these: both are maintained by Encode and used under FastAPI by most Python model servers, both
+are small and pure Python (a device installs them from any wheel index, arm64 included), Starlette
+streams responses (MJPEG, server-sent events) and parses multipart forms without a validation layer we
+would not use, and any ASGI server can host :func:`create_app` instead of uvicorn. Routes:
 
 * ``POST /predict``: one image, as the raw body (``Content-Type: image/jpeg``, ``image/png``, ...,
   ``application/octet-stream``) or as the file of a ``multipart/form-data`` form; the JSON answer is exactly
@@ -385,7 +388,7 @@ class Camera:
         """Ask the loop to end; it releases the source at its next frame (safe from a signal handler)."""
         self._stop.set()
 
-    def close(self, timeout: float = 10.0) -> bool:
+    def close(self, timeout: float = 5.0) -> bool:
         """Stop and wait for the source to be released; False if it did not answer within ``timeout``."""
         self.stop()
         if self._thread.is_alive():
@@ -812,7 +815,8 @@ def create_app(model: Any, *, source: Any = None, token: str | None = None, limi
             srv.closing.set()
             if srv.camera is not None:
                 closed = await anyio.to_thread.run_sync(srv.camera.close)
-                log.info("camera closed" if closed else "camera did not stop within 10 s; leaving it")
+                log.info("camera closed" if closed else
+                         "camera did not stop within 5 s (a source that never answered); leaving it")
 
     routes = [Route("/", page), Route("/predict", predict_one, methods=["POST"]),
               Route("/predict/batch", predict_batch, methods=["POST"]), Route("/model", model_info),
