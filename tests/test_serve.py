@@ -542,3 +542,18 @@ def test_sigterm_finishes_requests_in_flight_ends_the_streams_and_closes_the_cam
     log = s.log()
     assert "camera closed" in log and "Traceback" not in log, log
     assert code in (0, -signal.SIGTERM), (code, log)
+
+
+@pytest.mark.slow
+def test_a_device_without_the_serve_extra_is_told_how_to_install_it(detector):
+    """The OpenVINO environment ./edge test builds is a device install (edgeinfer --no-deps, numpy, OpenCV,
+    onnxruntime-openvino): no Starlette, no uvicorn."""
+    python = os.environ.get("EDGEINFER_OPENVINO_PYTHON", ".venv-openvino/bin/python")
+    assert os.path.exists(python), "./edge test creates the .venv-openvino environment this test uses"
+    check = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('starlette') is None)"],
+                           capture_output=True, text=True, check=True)
+    assert check.stdout.strip() == "True"
+    done = subprocess.run([python, "-m", "edgeinfer", "serve", str(detector)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 2 and "DependencyError" in done.stderr, done.stderr[-2000:]
+    assert "pip install 'edgeinfer[serve]'" in done.stderr
