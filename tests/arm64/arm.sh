@@ -188,7 +188,7 @@ case "$cmd" in
     ;;
   test)
     setup_root
-    exec "$REPO/.venv/bin/python" "$HERE/suite.py" --arm-sh "$HERE/arm.sh" "$@"
+    EDGEINFER_ARM_INSTALLED=1 exec "$REPO/.venv/bin/python" "$HERE/suite.py" --arm-sh "$HERE/arm.sh" "$@"
     ;;
   shell)
     check_host
@@ -200,7 +200,8 @@ case "$cmd" in
     check_host
     [ -f "$ROOT/.edge-arm-venv" ] || die "no arm64 root at $ROOT yet: run ./edge arm setup"
     [ $# -gt 0 ] || die "usage: ./edge arm run CMD [ARGS...]"
-    install_edgeinfer
+    # the suite installed it a moment ago; other engineers' edits since then would only rebuild the same code
+    [ -n "${EDGEINFER_ARM_INSTALLED:-}" ] || install_edgeinfer
     inside "$@"
     ;;
   check)

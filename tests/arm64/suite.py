@@ -46,7 +46,7 @@ def ensure_references(root: Path, *, rebuild: bool) -> dict:
 def run_device(arm_sh: str, cpu: str, *, tools: bool, only: str | None = None) -> tuple[dict, float]:
     out = f"{BUNDLE_INSIDE}/out-{cpu}.json"
     cmd = [arm_sh, "run", "/opt/venv/bin/python", "/src/edgeinfer/tests/arm64/device.py", "--bundle", BUNDLE_INSIDE,
-           "--out", out] + (["--tools"] if tools else []) + (["--only", only] if only else [])
+           "--out", out, "--resume"] + (["--tools"] if tools else []) + (["--only", only] if only else [])
     print(f"arm64 suite: QEMU_CPU={cpu}: {' '.join(cmd[2:])}", file=sys.stderr)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "QEMU_CPU": cpu})
@@ -64,7 +64,9 @@ def summarise(manifest: dict, runs: dict[str, dict]) -> dict:
             for mode, m in ((k, v) for k, v in row.items() if isinstance(v, dict)):
                 agg = per.setdefault(mode, {"max_vs_reference_levels": 0.0, "max_vs_x86_edgeinfer_levels": 0.0,
                                             "x86_max_vs_reference_levels": 0.0, "pixels_differing_from_x86": 0,
-                                            "c_kernel_equals_numpy": True, "cases_differing_from_x86": []})
+                                            "c_kernel_equals_numpy": True, "c_vs_numpy_levels": 0.0,
+                                            "cases_differing_from_x86": []})
+                agg["c_vs_numpy_levels"] = max(agg["c_vs_numpy_levels"], m["c_vs_numpy_levels"])
                 agg["max_vs_reference_levels"] = max(agg["max_vs_reference_levels"], m["vs_reference_levels"])
                 agg["max_vs_x86_edgeinfer_levels"] = max(agg["max_vs_x86_edgeinfer_levels"], m["vs_x86_edgeinfer_levels"])
                 agg["x86_max_vs_reference_levels"] = max(agg["x86_max_vs_reference_levels"], m["x86_vs_reference_levels"])
@@ -87,7 +89,7 @@ def summarise(manifest: dict, runs: dict[str, dict]) -> dict:
 
 def table(summary: dict, cpus: list[str]) -> str:
     lines = ["| preprocessing family | cases | " + " | ".join(f"{c}: vs x86 reference / vs x86 edgeinfer" for c in cpus)
-             + " | C kernel = numpy |", "|---|---|" + "---|" * len(cpus) + "---|"]
+             + " | C kernel vs numpy fallback |", "|---|---|" + "---|" * len(cpus) + "---|"]
     for name, fam in summary["families"].items():
         for mode in ("exact", "fast"):
             if mode not in next(iter(fam["cpus"].values())):
@@ -97,19 +99,22 @@ def table(summary: dict, cpus: list[str]) -> str:
                 m = fam["cpus"][c][mode]
                 cells.append(f"{m['max_vs_reference_levels']:.3g} / {m['max_vs_x86_edgeinfer_levels']:.3g}")
             same = all(fam["cpus"][c][mode]["c_kernel_equals_numpy"] for c in cpus)
+            apart = max(fam["cpus"][c][mode]["c_vs_numpy_levels"] for c in cpus)
             label = name if mode == "exact" else f"{name} (fast mode)"
-            lines.append(f"| {label} | {fam['cases']} | " + " | ".join(cells) + f" | {'yes' if same else 'NO'} |")
-    lines += ["", "| model (images) | variant | " + " | ".join(f"{c}: max abs dp / top-1 vs torch x86" for c in cpus)
-              + " | self-test (diff / atol) | edgeinfer check |", "|---|---|" + "---|" * len(cpus) + "---|---|"]
+            lines.append(f"| {label} | {fam['cases']} | " + " | ".join(cells) + " | "
+                         + ("equal" if same else f"{apart:.1e} apart (float32 sum order)") + " |")
+    lines += ["", "| model | variant | images | " + " | ".join(f"{c}: max abs dp / top-1 vs torch x86" for c in cpus)
+              + " | self-test (diff / atol) | edgeinfer check |", "|---|---|---|" + "---|" * len(cpus) + "---|---|"]
     for name, m in summary["models"].items():
         for kind in ("fp32", "fp16", "int8"):
-            cells = [f"{m['cpus'][c][kind]['vs_torch_x86']['max_abs_dp']:.2e} / "
-                     f"{m['cpus'][c][kind]['vs_torch_x86']['top1_agreement']:.0%}" for c in cpus]
+            cells = [str(m["cpus"][cpus[0]][kind].get("images", m["images"]))]
+            cells += [f"{m['cpus'][c][kind]['vs_torch_x86']['max_abs_dp']:.2e} / "
+                      f"{m['cpus'][c][kind]['vs_torch_x86']['top1_agreement']:.0%}" for c in cpus]
             st = " / ".join(f"{'pass' if m['cpus'][c]['self_test']['passed'] else 'FAIL'} "
                             f"{m['cpus'][c]['self_test']['max_abs_diff']:.1e} / {m['cpus'][c]['self_test']['atol']:.0e}"
                             for c in cpus) if kind == "fp32" else ""
             ck = " / ".join(f"exit {m['cpus'][c]['check']['exit_code']}" for c in cpus) if kind == "fp32" else ""
-            lines.append(f"| {name} ({m['images']}) | {kind} | " + " | ".join(cells) + f" | {st} | {ck} |")
+            lines.append(f"| {name} | {kind} | " + " | ".join(cells) + f" | {st} | {ck} |")
     return "\n".join(lines)
 
 
@@ -120,12 +125,20 @@ def main() -> int:
     parser.add_argument("--rebuild-references", action="store_true")
     parser.add_argument("--no-tools", action="store_true", help="skip edgeinfer bench and tune")
     parser.add_argument("--no-record", action="store_true", help="print, do not write benchmarks/arm64_parity.json")
+    parser.add_argument("--reuse", action="store_true", help="take the device results already in the root when "
+                        "they were computed against the current references (e.g. after running CPUs in parallel)")
     args = parser.parse_args()
     root = Path(os.environ.get("EDGEINFER_ARM_ROOT", Path.home() / ".cache/edgeinfer/arm64-root"))
     t0 = time.perf_counter()
     manifest = ensure_references(root, rebuild=args.rebuild_references)
     runs, seconds = {}, {}
     for i, cpu in enumerate(args.cpus):
+        done = root / BUNDLE_INSIDE.lstrip("/") / f"out-{cpu}.json"
+        if args.reuse and done.exists() and json.loads(done.read_text())["fingerprint"] == manifest["fingerprint"]:
+            runs[cpu], seconds[cpu] = json.loads(done.read_text()), None
+            seconds[cpu] = runs[cpu]["seconds"]
+            print(f"arm64 suite: QEMU_CPU={cpu}: reusing {done}", file=sys.stderr)
+            continue
         # bench and tune once, on the last CPU (the Pi 5's core by default): correctness, not timings
         runs[cpu], seconds[cpu] = run_device(args.arm_sh, cpu, tools=not args.no_tools and i == len(args.cpus) - 1)
     summary = summarise(manifest, runs)
@@ -157,8 +170,10 @@ def check(summary: dict, runs: dict[str, dict]) -> list[str]:
     for name, fam in summary["families"].items():
         for cpu, per in fam["cpus"].items():
             for mode, m in per.items():
-                if not m["c_kernel_equals_numpy"]:
-                    out.append(f"{name} ({mode}) on {cpu}: the C kernel and the numpy fallback differ")
+                # integer arithmetic: equal; float32: the fallback's BLAS order, within float32 rounding
+                if not m["c_kernel_equals_numpy"] and (not name.startswith("torch float") or m["c_vs_numpy_levels"] > 0.01):
+                    out.append(f"{name} ({mode}) on {cpu}: the C kernel and the numpy fallback differ by "
+                               f"{m['c_vs_numpy_levels']} levels")
                 if name.startswith(INTEGER_FAMILIES) and mode == "exact" and m["max_vs_reference_levels"] > 0:
                     out.append(f"{name} on {cpu}: {m['max_vs_reference_levels']} levels from the x86 reference")
     for name, m in summary["models"].items():
