@@ -9,7 +9,7 @@ Output: ``.jsonl`` (one line per image: ``{"image", **result.to_dict(), "worker"
 task's rows, one per row of a result, each with its image; an image without any gets one row with the image
 alone). A file that cannot be read or predicted gets a row with its ``error``; the run goes on. Results
 stream into ``OUT.parts/`` (each part written whole, then renamed) while the run goes; at the end they are
-merged with an earlier ``OUT`` into a new file renamed over it. A rerun -- after an interruption too --
+merged with an earlier ``OUT`` into a new file renamed over it, one part in memory at a time. A rerun -- after an interruption too --
 skips every image already in ``OUT`` or its parts. Ray restarts a worker that dies and retries its batches;
 an image that comes back twice is kept once.
 """
@@ -20,13 +20,14 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from edgeinfer.errors import DependencyError, EdgeInferError, ImageError, ModelError
-from edgeinfer.files import write_bytes_atomic, write_text_atomic
+from edgeinfer.files import write_text_atomic
 
 FORMATS = (".jsonl", ".parquet")
 # Columns every record carries besides the task's own: the file, why it failed (None when it did not), and
@@ -151,70 +152,122 @@ def _table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             for row in rows or [{}]]
 
 
-def _read_output(path: Path) -> list[dict[str, Any]]:
-    """The rows of an output file; a JSONL line cut by an interruption is dropped (its image is redone)."""
+def _read_output(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of an output file (only ``columns``, when given); a JSONL line cut by an interruption is
+    dropped (its image is redone)."""
     if not path.exists():
         return []
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        if columns is not None:
+            columns = [c for c in columns if c in pq.read_schema(path).names]
+        return pq.read_table(path, columns=columns).to_pylist()
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return [r for r in rows if IMAGE in r]
-
-
-def _write_output(path: Path, rows: list[dict[str, Any]]) -> None:
-    if path.suffix == ".jsonl":
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-        return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns: dict[str, None] = {IMAGE: None, ERROR: None}
-    for r in rows:
-        columns.update(dict.fromkeys(r))
-    columns.pop(WORKER, None)
-    columns[WORKER] = None
-    table = pa.table({c: pa.array([r.get(c) for r in rows]) for c in columns}) if rows else pa.table(
-        {IMAGE: pa.array([], pa.string()), ERROR: pa.array([], pa.string())})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    with path.open() as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if IMAGE in row:
+                rows.append(row if columns is None else {k: row.get(k) for k in columns})
+    return rows
 
 
 def _parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def _read_parts(parts: Path) -> list[list[dict[str, Any]]]:
-    """The records of each finished part, oldest first (a part being written has another name)."""
-    if not parts.is_dir():
-        return []
-    return [[json.loads(line) for line in p.read_text().splitlines() if line]
-            for p in sorted(parts.glob("part-*.jsonl"))]
+def _part_files(parts: Path) -> list[Path]:
+    """The finished parts, oldest first (a part being written has another name)."""
+    return sorted(parts.glob("part-*.jsonl")) if parts.is_dir() else []
 
 
-def _merge(out: Path, done_rows: list[dict[str, Any]], parts: list[list[dict[str, Any]]]) -> tuple[list, int]:
-    """Earlier output rows, then each part's records as output rows; an image already seen is dropped."""
-    to_rows = _table_rows if out.suffix == ".parquet" else _lines
-    seen = {r[IMAGE] for r in done_rows}
-    rows, dropped = list(done_rows), 0
-    for records in parts:
-        added = set()
+def _records(part: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in part.read_text().splitlines() if line]
+
+
+def _table(rows: list[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    columns: dict[str, None] = {IMAGE: None, ERROR: None}
+    for r in rows:
+        columns.update(dict.fromkeys(r))
+    return pa.table({c: pa.array([r.get(c) for r in rows]) for c in columns})
+
+
+def _conform(table: Any, schema: Any) -> Any:
+    """``table`` with ``schema``'s columns, in its order and types (a column it lacks: all missing)."""
+    import pyarrow as pa
+
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) if f.name in table.column_names
+                                 else pa.nulls(len(table), f.type) for f in schema], schema=schema)
+
+
+def _finish(out: Path, parts: Sequence[Path]) -> int:
+    """Write the earlier output and then each part's new images into a file beside ``out``, renamed over it
+    at the end; one part is in memory at a time, and an image already written is dropped. Returns how many
+    records were dropped as repeats (a batch Ray retried after its result had arrived)."""
+    fd, name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    seen: set[str] = set()
+    dropped = 0
+
+    def fresh(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal dropped
+        new = {}
         for rec in records:
-            if rec[IMAGE] in seen or rec[IMAGE] in added:
+            if rec[IMAGE] in seen or rec[IMAGE] in new:
                 dropped += 1
-                continue
-            added.add(rec[IMAGE])
-            rows += to_rows(rec)
-        seen |= added
-    rows.sort(key=lambda r: r[IMAGE])  # stable: a detector's rows keep their order within an image
-    return rows, dropped
+            else:
+                new[rec[IMAGE]] = rec
+        seen.update(new)
+        return list(new.values())
+
+    try:
+        if out.suffix == ".jsonl":
+            with tmp.open("w") as fh:
+                for row in _read_output(out):
+                    seen.add(row[IMAGE])
+                    fh.write(json.dumps(row) + "\n")
+                for part in parts:
+                    for rec in fresh(_records(part)):
+                        fh.writelines(json.dumps(row) + "\n" for row in _lines(rec))
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            # The columns and their types over every part first (a part of failures only has no task columns;
+            # an integer column of one part may be a float column of another), then one part at a time.
+            schemas = [pq.read_schema(out)] if out.exists() else []
+            schemas += [_table([r for rec in _records(p) for r in _table_rows(rec)]).schema for p in parts]
+            schema = (pa.unify_schemas(schemas, promote_options="permissive") if schemas
+                      else pa.schema([(IMAGE, pa.string()), (ERROR, pa.string())]))
+            names = [n for n in schema.names if n != WORKER] + [WORKER] * (WORKER in schema.names)
+            schema = pa.schema([schema.field(n) for n in names])  # the worker last, whatever part came first
+            with pq.ParquetWriter(tmp, schema) as writer:
+                if out.exists():
+                    for batch in pq.ParquetFile(out).iter_batches():
+                        table = pa.Table.from_batches([batch])
+                        seen.update(table.column(IMAGE).to_pylist())
+                        writer.write_table(_conform(table, schema))
+                for part in parts:
+                    rows = [r for rec in fresh(_records(part)) for r in _table_rows(rec)]
+                    if rows:
+                        writer.write_table(_conform(_table(rows), schema))
+                if not out.exists() and not parts:
+                    writer.write_table(schema.empty_table())
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dropped
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -266,9 +319,9 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
     profile = read_profile(device)
     threads = threads or profile.intra_op_threads or 1
     parts = _parts_dir(out)
-    done_rows = _read_output(out)
-    finished_parts = _read_parts(parts)
-    done = {r[IMAGE] for r in done_rows} | {rec[IMAGE] for part in finished_parts for rec in part}
+    earlier = _part_files(parts)
+    done = {r[IMAGE] for r in _read_output(out, columns=(IMAGE,))}
+    done |= {rec[IMAGE] for part in earlier for rec in _records(part)}
     todo = [f for f in files if f not in done]
 
     ray = _ray()
@@ -299,7 +352,7 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
                                 compute=ray.data.ActorPoolStrategy(size=pool),
                                 fn_constructor_args=(str(model_path), str(device), threads, top_k, reference))
             parts.mkdir(parents=True, exist_ok=True)
-            n = len(list(parts.glob("part-*.jsonl")))
+            n = len(earlier)
             for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 columns = {k: v.tolist() for k, v in cols.items()}
                 records = [{k: _text(v) for k, v in zip(columns, values)} for values in zip(*columns.values())]
@@ -314,20 +367,18 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
         if started:
             ray.shutdown()
     seconds = time.perf_counter() - t0
-    new = _read_parts(parts)
-    rows, dropped = _merge(out, done_rows, new)
-    _write_output(out, rows)
+    # Counts of this run: the images of the parts it wrote (beyond those an interrupted run left).
+    fresh: dict[str, str | None] = {}
+    for part in _part_files(parts)[len(earlier):]:
+        for rec in _records(part):
+            fresh.setdefault(rec[IMAGE], rec[ERROR])
+    dropped = _finish(out, _part_files(parts))
     shutil.rmtree(parts, ignore_errors=True)
-    # Counts of this run: what the parts held beyond what was in them before it began.
-    fresh = {}
-    for part in new[len(finished_parts):]:
-        for rec in part:
-            fresh.setdefault(rec[IMAGE], rec)
     summary = None
     if reference is not None:
-        summary = reference.summary(_read_output(out))
-    return RunReport(out=str(out), images=len(files), failed=sum(r[ERROR] is not None for r in fresh.values()),
-                     predicted=sum(r[ERROR] is None for r in fresh.values()), skipped=len(files) - len(todo),
+        summary = reference.summary(_read_output(out, columns=(IMAGE, *reference.COLUMNS)))
+    return RunReport(out=str(out), images=len(files), failed=sum(e is not None for e in fresh.values()),
+                     predicted=sum(e is None for e in fresh.values()), skipped=len(files) - len(todo),
                      duplicates_dropped=dropped, workers=pool, threads_per_worker=threads, cluster_cpus=cpus,
                      nodes=nodes, seconds=seconds, reference=summary)
 
