@@ -557,3 +557,25 @@ def test_a_device_without_the_serve_extra_is_told_how_to_install_it(detector):
                           timeout=120, cwd=Path(__file__).parent.parent)
     assert done.returncode == 2 and "DependencyError" in done.stderr, done.stderr[-2000:]
     assert "pip install 'edgeinfer[serve]'" in done.stderr
+
+
+@pytest.mark.slow
+def test_instance_masks_over_http_equal_model_predict(tmp_path):
+    """The committed shape segmenter: its result carries masks as areas and polygons, the largest to_dict()."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from converters import shapes
+
+    path = shapes.export(shapes.train("segment"), tmp_path, variants=["raw"])["raw"]
+    model = edgeinfer.load(path)
+    server = Served(path, log=tmp_path / "segment.log")
+    try:
+        polygons = 0
+        for name, f in shapes.test_frames("segment").items():
+            png = cv2.imencode(".png", f.image)[1].tobytes()
+            want = model.predict(f.image).to_dict()
+            status, got = server.json("POST", "/predict", png, {"Content-Type": "image/png"})
+            assert status == 200 and got == want, name
+            polygons += sum(len(d["polygons"]) for d in got["detections"])
+        assert polygons > 0
+    finally:
+        server.stop()
