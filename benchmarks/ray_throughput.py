@@ -11,8 +11,8 @@ process as a user would run it:
 3. the per-worker rate: one process, one thread, doing exactly a worker's job (read, decode, predict_batch)
    over the folder -- the unit of the scaling estimate.
 
-From the Ray run: the fixed cost (Ray start, actor start, model loads: time to the first result) and the
-steady rate after it. The estimate for N workers on N free cores: ``images / (N * per_worker_rate)`` plus
+From two Ray runs in one process (half of the files, then all of them): the marginal rate (the second half's
+images over the extra time) and the fixed cost (actor start, model loads) it leaves; and Ray's own start. The estimate for N workers on N free cores: ``images / (N * per_worker_rate)`` plus
 the fixed cost, times the share of its workers' rate the Ray run delivered here once started, capped by the
 driver's rate (it receives every result and writes it: measured as the time writing this run's results takes
 per image). Writes ray_throughput.json; the table in README.md comes from its print.
@@ -89,7 +89,6 @@ def main() -> None:
     parser.add_argument("--json", default=str(HERE / "ray_throughput.json"))
     args = parser.parse_args()
 
-    import numpy as np
     import ray
 
     from edgeinfer import distributed
@@ -135,10 +134,23 @@ def main() -> None:
                 arrivals.append((time.perf_counter(), len(records)))
                 received.extend(records)
 
-            t0 = time.perf_counter()
-            report = distributed.predict(str(model), work / "photos", out=work / "inproc.jsonl", batch=args.batch,
-                                         on_records=on_records)
-            total = time.perf_counter() - t0
+            # A run on half of the files, then one on all of them: the fixed cost (actor start, model loads)
+            # is the same in both, so the difference is the time the second half of the images took.
+            # A warm-up run first: the first actors of a fresh Ray pay for cold imports the later ones do not.
+            # Two rounds; the differences are averaged.
+            distributed.predict(str(model), files[: n // 4], out=work / "warm.jsonl", batch=args.batch)
+            halves, totals = [], []
+            for r in range(2):
+                th = time.perf_counter()
+                distributed.predict(str(model), files[: n // 2], out=work / f"half{r}.jsonl", batch=args.batch)
+                halves.append(time.perf_counter() - th)
+                arrivals.clear()
+                received.clear()
+                t0 = time.perf_counter()
+                report = distributed.predict(str(model), work / "photos", out=work / f"inproc{r}.jsonl",
+                                             batch=args.batch, on_records=on_records)
+                totals.append(time.perf_counter() - t0)
+            half, total = sum(halves) / 2, sum(totals) / 2
             # The driver's own cost per image: what it does with every result (a part written per batch, the
             # final merge into the output), timed on the records of this run by doing it again, for JSONL and
             # Parquet (the mean of the two).
@@ -155,24 +167,21 @@ def main() -> None:
         finally:
             ray.shutdown()
     first = arrivals[0][0] - t0
-    # The steady rate over the second half of the images: results that queued while the first one was awaited
-    # arrive together right after it, which would flatter a rate taken from the first arrival on.
-    counts = np.cumsum([k for _, k in arrivals])
-    mid = int(np.searchsorted(counts, n / 2))
-    steady_n = int(counts[-1] - counts[mid])
-    span = arrivals[-1][0] - arrivals[mid][0]
-    steady = steady_n / span if steady_n and span > 0 else 0.0
+    # The marginal rate: the images beyond the half run over the extra time the full run took. (A rate from
+    # the arrival times is not one: Ray Data buffers finished blocks and hands them over in bursts.)
+    steady = (n - n // 2) / (total - half) if total > half else float("nan")
+    fixed = max(0.0, total - n / steady) if steady == steady and steady > 0 else first
     workers = report.workers
     driver_ips = 1.0 / driver[0] if driver[0] > 0 else float("inf")
     # How much of its workers' combined rate the Ray run delivered once started (Ray's scheduling, object
     # transfers, the driver's receiving): the efficiency the estimate below assumes for any N.
-    efficiency = min(1.0, steady / (workers * per_worker)) if per_worker > 0 else 0.0
+    efficiency = min(1.0, steady / (workers * per_worker)) if per_worker > 0 and steady == steady else 1.0
     scaling = []
     for w in (1, 2, 4, 8, 16, 32, 64):
         for images in (n, 100_000, 1_000_000):
             rate = min(w * per_worker * efficiency, driver_ips)
-            scaling.append({"workers": w, "images": images, "expected_s": first + images / rate,
-                            "expected_images_per_s": images / (first + images / rate)})
+            scaling.append({"workers": w, "images": images, "expected_s": fixed + images / rate,
+                            "expected_images_per_s": images / (fixed + images / rate)})
     result = {
         "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "ray": ray.__version__,
                     "load_average_1_5_15": list(os.getloadavg())},  # a shared machine: what else was running
@@ -181,8 +190,9 @@ def main() -> None:
                            "steady_images_per_s": single_steady},
         "ray_cli": {"wall_s": ray_s, "images_per_s": n / ray_s, "workers": workers,
                     "threads_per_worker": report.threads_per_worker},
-        "ray_in_process": {"ray_init_s": ray_init_s, "total_s": total, "time_to_first_result_s": first,
-                           "steady_images_per_s": steady,
+        "ray_in_process": {"ray_init_s": ray_init_s, "half_runs_s": halves, "full_runs_s": totals,
+                           "half_run_s": half, "total_s": total,
+                           "time_to_first_result_s": first, "marginal_images_per_s": steady, "fixed_s": fixed,
                            "run_s": report.seconds},
         "per_worker_images_per_s": per_worker, "ray_efficiency": efficiency,
         "driver_s_per_image": driver[0], "driver_images_per_s": driver_ips,
@@ -195,8 +205,9 @@ def main() -> None:
     print(f"{'single process (edgeinfer predict --out)':44s} {single_s:8.2f} {n / single_s:9.2f}")
     print(f"{'--engine ray, local Ray started for the run':44s} {ray_s:8.2f} {n / ray_s:9.2f}   "
           f"({workers} workers x {report.threads_per_worker} thread)")
-    print(f"ray in process: ray.init {ray_init_s:.2f} s; first result {first:.2f} s after the run began (actors, "
-          f"model loads, one batch); {steady:.2f} images/s over the second half of the images")
+    print(f"ray in process: ray.init {ray_init_s:.2f} s; {n // 2} images {' / '.join(f'{h:.2f}' for h in halves)} s,"
+          f" {n} images {' / '.join(f'{t:.2f}' for t in totals)} s "
+          f"(first result after {first:.2f} s): {steady:.2f} images/s at the margin, fixed cost {fixed:.2f} s")
     print(f"single process after start-up (ONNX Runtime's default threads): {single_steady:.2f} images/s")
     print(f"one worker's job, one thread, one process: {per_worker:.2f} images/s; Ray delivered {efficiency:.0%} of "
           f"{workers} x that once started; driver: {driver[0] * 1e3:.3f} ms per image ({driver_ips:.0f} images/s "
