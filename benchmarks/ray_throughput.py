@@ -121,7 +121,7 @@ def main() -> None:
         per_worker = _rate(str(model), files, args.batch, threads=1)
         single_steady = _rate(str(model), files, args.batch, threads=None)
 
-        # In-process on a local Ray: when the first result arrives (fixed cost) and the steady rate after it.
+        # In-process on a local Ray: its start, then the fixed cost of a run and the marginal rate.
         arrivals: list[tuple[float, int]] = []
         ti = time.perf_counter()
         ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
@@ -173,8 +173,9 @@ def main() -> None:
     fixed = max(0.0, total - n / steady) if steady == steady and steady > 0 else first
     workers = report.workers
     driver_ips = 1.0 / driver[0] if driver[0] > 0 else float("inf")
-    # How much of its workers' combined rate the Ray run delivered once started (Ray's scheduling, object
-    # transfers, the driver's receiving): the efficiency the estimate below assumes for any N.
+    # How much of its workers' combined rate the Ray run delivered at the margin (Ray's scheduling, object
+    # transfers, the driver's receiving), capped at 100 %: the efficiency the estimate below assumes for any N.
+    # On a shared machine more worker processes also get more of the CPU, which can push it past 100 %.
     efficiency = min(1.0, steady / (workers * per_worker)) if per_worker > 0 and steady == steady else 1.0
     scaling = []
     for w in (1, 2, 4, 8, 16, 32, 64):
@@ -210,7 +211,7 @@ def main() -> None:
           f"(first result after {first:.2f} s): {steady:.2f} images/s at the margin, fixed cost {fixed:.2f} s")
     print(f"single process after start-up (ONNX Runtime's default threads): {single_steady:.2f} images/s")
     print(f"one worker's job, one thread, one process: {per_worker:.2f} images/s; Ray delivered {efficiency:.0%} of "
-          f"{workers} x that once started; driver: {driver[0] * 1e3:.3f} ms per image ({driver_ips:.0f} images/s "
+          f"{workers} x that at the margin (capped at 100 %); driver: {driver[0] * 1e3:.3f} ms per image ({driver_ips:.0f} images/s "
           "ceiling)")
     print("expected wall time and rate with N workers on N free cores (fixed cost + images / (N x per-worker x "
           "efficiency), capped by the driver):")
