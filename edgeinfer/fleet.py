@@ -68,7 +68,8 @@ class FleetReport:
         mark = lambda r, kinds: "⚠ " if any((r["device"], r["model"], k, r.get("candidate")) in flagged  # noqa: E731
                                             for k in kinds) else ""
         lines = ["# Fleet report", "",
-                 f"{len(self.sources)} reports from {len(self.devices)} devices: "
+                 f"{len(self.sources)} report{'s' * (len(self.sources) != 1)} from {len(self.devices)} "
+                 f"device{'s' * (len(self.devices) != 1)}: "
                  + ", ".join(f"`{d}`" for d in self.devices) + ".", ""]
         lines += ["## Outliers", ""]
         if self.outliers:
