@@ -66,6 +66,7 @@ def reports(exported, photo_files, tmp_path_factory):
     return written
 
 
+@pytest.mark.slow  # the reports come from real bench, check, parity and tune runs (~45 s)
 def test_fleet_report_shows_every_figure_and_flags_the_injected_outlier_first(reports, tmp_path):
     result = fleet.report(reports, out=tmp_path / "fleet.md", plots=tmp_path / "plots")
     md = (tmp_path / "fleet.md").read_text()
@@ -103,6 +104,7 @@ def test_fleet_report_shows_every_figure_and_flags_the_injected_outlier_first(re
     assert check_rows["pi-5-int8"]["self_test_passed"] is False and "**fails**" in md
 
 
+@pytest.mark.slow  # the reports come from real bench, check, parity and tune runs (~45 s)
 def test_fleet_plots_are_real_pictures(reports, tmp_path):
     fleet.report(reports, out=tmp_path / "fleet.md", plots=tmp_path / "plots")
     md = (tmp_path / "fleet.md").read_text()
@@ -117,6 +119,7 @@ def test_fleet_plots_are_real_pictures(reports, tmp_path):
     assert (np.abs(red.astype(int) - tab_red).sum(axis=2) < 30).sum() > 100
 
 
+@pytest.mark.slow  # the reports come from real bench, check, parity and tune runs (~45 s)
 def test_fleet_refuses_reports_of_other_schema_versions_by_name(reports, tmp_path):
     newer = tmp_path / "newer.bench.json"
     data = json.loads(reports[0].read_text())
@@ -130,6 +133,7 @@ def test_fleet_refuses_reports_of_other_schema_versions_by_name(reports, tmp_pat
         fleet.compare([unversioned])
 
 
+@pytest.mark.slow  # the reports come from real bench, check, parity and tune runs (~45 s)
 def test_cli_fleet_report_writes_the_comparison_and_names_the_outlier(reports, tmp_path, capsys):
     assert main(["fleet", "report", *map(str, reports), "--out", str(tmp_path / "fleet.md"),
                  "--plots", str(tmp_path / "plots")]) == 0
