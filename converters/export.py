@@ -92,6 +92,16 @@ def selftest_image() -> np.ndarray:
     return np.stack([r, g, b], axis=-1).astype(np.uint8)
 
 
+def _selftest_png(rgb: np.ndarray) -> Any:
+    """The self-test image as PNG bytes (the spec stores it base64)."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise ExportError("could not encode the self-test image as PNG with this OpenCV build.")
+    return png
+
+
 def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Sequence[str] | None = None,
            images: Iterable[Any] | None = None, output_kind: str = "auto", loader_color: str = "rgb",
            input_name: str = "input", output_name: str = "logits", opset: int = OPSET,
@@ -160,15 +170,11 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any, labels: Seque
         raise ExportError(f"labels: expected one per class ({ref_raw.shape[1]}), found {len(labels)}.")
 
     # Self-test vector: the torch output for a small deterministic image, through the user's transform.
-    import cv2
-
     st_rgb = selftest_image()
     with torch.no_grad():
         st_in = transform(load_like_training(st_rgb, "RGB" if loader_color == "rgb" else "L"))
         st_out = model(st_in.unsqueeze(0).float()).detach().cpu().numpy().reshape(-1)
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
-    if not ok:
-        raise ExportError("could not encode the self-test image as PNG with this OpenCV build.")
+    png = _selftest_png(st_rgb)
 
     out = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -341,11 +347,7 @@ def export_segmenter(model: Any, path: str | os.PathLike, *, transform: Any, lab
                           "logits (B, C, h, w).")
     if labels is not None and st_out.shape[1] != len(labels):
         raise ExportError(f"labels: expected one per class ({st_out.shape[1]}), found {len(labels)}.")
-    import cv2
-
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
-    if not ok:
-        raise ExportError("could not encode the self-test image as PNG with this OpenCV build.")
+    png = _selftest_png(st_rgb)
     out = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"
@@ -437,11 +439,7 @@ def export_embedder(model: Any, path: str | os.PathLike, *, transform: Any, norm
     with torch.no_grad():
         st_ref = model(st_in).numpy()
     vectors(st_ref, l2=False)  # the output must be (N, D): refuse a classifier's logits map early
-    import cv2
-
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(st_rgb[..., ::-1]))
-    if not ok:
-        raise ExportError("could not encode the self-test image as PNG with this OpenCV build.")
+    png = _selftest_png(st_rgb)
     out = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"

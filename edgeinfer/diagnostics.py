@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 from edgeinfer import sources, tasks
 from edgeinfer.detections import Detections

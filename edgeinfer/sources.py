@@ -630,10 +630,7 @@ def _input_spec(pre: Preprocessing, session: Any, path: str | os.PathLike, chann
 def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike) -> Spec:
     """A detector's spec: the model's input (a dynamic height/width stays dynamic: the letterbox decides it
     per image), the outputs its decoder reads, checked on probe images."""
-    from edgeinfer.preprocess import Preprocessor
-
     ispec = _input_spec(pre, session, path)
-    h, w = ispec.height_width
     post = pre.postprocess
     if not post.outputs:
         names = [o.name for o in session.get_outputs()]
@@ -643,13 +640,7 @@ def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike
                 input=ispec, postprocess=post,
                 output=OutputSpec(name=post.outputs[0], kind="raw"),
                 provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
-    runner = Preprocessor(spec)
-    for seed, hw in enumerate(((333, 517), (401, 263))):
-        got = runner.unchecked(probe_image(*hw, seed), color="rgb").shape
-        if got[0] != spec.input.channels or (h is not None and got[1] != h) or (w is not None and got[2] != w):
-            raise ModelError(f"{path}: input {ispec.name!r} is {list(ispec.shape)} ({ispec.layout}) but the "
-                             f"preprocessing makes {list(got)} (C, H, W) for a {hw[0]}x{hw[1]} image. Check the "
-                             "source belongs to this model.")
+    _check_probe_sizes(spec, path)
     return spec
 
 
@@ -692,10 +683,7 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
 def _complete_segmenter(pre: Preprocessing, session: Any, path: str | os.PathLike, output_kind: str | None) -> Spec:
     """A semantic segmenter's spec: the model's input (height and width stay dynamic when the graph leaves them
     so: the preprocessing then decides them per image), its first output read as class logits (B, C, h, w)."""
-    from edgeinfer.preprocess import Preprocessor
-
     ispec = _input_spec(pre, session, path)
-    h, w = ispec.height_width
     out = session.get_outputs()[0]
     if len(out.shape) != 4:
         raise ModelError(f"{path}: output {out.name!r} has shape {out.shape}; a semantic segmenter gives class "
@@ -703,14 +691,23 @@ def _complete_segmenter(pre: Preprocessing, session: Any, path: str | os.PathLik
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
                 input=ispec, output=OutputSpec(name=out.name, kind=output_kind or pre.output_kind or "logits"),
                 provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
+    _check_probe_sizes(spec, path)
+    return spec
+
+
+def _check_probe_sizes(spec: Spec, path: str | os.PathLike) -> None:
+    """Run the pipeline on probe images of two aspect ratios: each must come out with the model's channels, and
+    its height and width where the model fixes them (a dynamic axis takes what the pipeline makes)."""
+    from edgeinfer.preprocess import Preprocessor
+
     runner = Preprocessor(spec)
+    h, w = spec.input.height_width
     for seed, hw in enumerate(((333, 517), (401, 263))):
         got = runner.unchecked(probe_image(*hw, seed), color="rgb").shape
         if got[0] != spec.input.channels or (h is not None and got[1] != h) or (w is not None and got[2] != w):
-            raise ModelError(f"{path}: input {ispec.name!r} is {list(ispec.shape)} ({ispec.layout}) but the "
-                             f"preprocessing makes {list(got)} (C, H, W) for a {hw[0]}x{hw[1]} image. Check the "
-                             "source belongs to this model.")
-    return spec
+            raise ModelError(f"{path}: input {spec.input.name!r} is {list(spec.input.shape)} ({spec.input.layout}) "
+                             f"but the preprocessing makes {list(got)} (C, H, W) for a {hw[0]}x{hw[1]} image. Check "
+                             "the source belongs to this model.")
 
 
 def _with_nchw(inp: InputSpec, nchw: tuple[int | None, ...]) -> InputSpec:
