@@ -122,9 +122,11 @@ def _draw_detections(frame: np.ndarray, det: Detections) -> np.ndarray:
         else:
             x1, y1, x2, y2 = (int(round(float(v))) for v in det.xyxy[i])
             cv2.rectangle(frame, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
-        if det.mask is not None:  # the mask tinted in, half transparent
+        if det.mask is not None:  # the mask tinted in, half transparent, and outlined
             region = det.mask[i]
             frame[region] = (frame[region] * 0.5 + np.asarray(color, np.float32) * 0.5).astype(np.uint8)
+            outlines, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.polylines(frame, outlines, True, color, max(1, thick // 2), cv2.LINE_AA)
         if det.keypoints is not None:
             for kp in det.keypoints[i]:
                 if kp.shape[0] < 3 or kp[2] >= 0.5:
