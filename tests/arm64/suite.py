@@ -178,6 +178,8 @@ def check(summary: dict, runs: dict[str, dict]) -> list[str]:
                     out.append(f"{name} on {cpu}: {m['max_vs_reference_levels']} levels from the x86 reference")
     for name, m in summary["models"].items():
         for cpu, r in m["cpus"].items():
+            if r["check"]["exit_code"] != 0:
+                out.append(f"{name} on {cpu}: edgeinfer check found {r['check']['findings']}")
             if not r["self_test"]["passed"]:
                 out.append(f"{name} on {cpu}: the self-test failed ({r['self_test']})")
             if r["fp32"]["vs_torch_x86"]["top1_agreement"] < 1.0 or r["fp32"]["vs_torch_x86"]["max_abs_dp"] > 1e-4:

@@ -42,7 +42,12 @@ def test_integer_families_are_bit_exact_on_arm64_and_the_c_kernel_equals_numpy(r
     for name, fam in record["families"].items():
         for cpu, per in fam["cpus"].items():
             for mode, m in per.items():
-                assert m["c_kernel_equals_numpy"], (name, cpu, mode)
+                # float32: the fallback sums through BLAS in another order; on x86 the same 1e-4 levels apart
+                assert m["c_kernel_equals_numpy"] or (name.startswith("torch float") and m["c_vs_numpy_levels"] < 1e-3), \
+                    (name, cpu, mode)
+                assert m["max_vs_x86_edgeinfer_levels"] < 1.001, (name, cpu, mode)  # OpenCV: 1 level at most
+                if not name.startswith(("OpenCV", "Ultralytics")):
+                    assert m["max_vs_x86_edgeinfer_levels"] == 0, (name, cpu, mode)
                 if name.startswith(("PIL ", "torch uint8 ")) and mode == "exact":
                     assert m["max_vs_reference_levels"] == 0, (name, cpu)
                     assert m["max_vs_x86_edgeinfer_levels"] == 0, (name, cpu)
