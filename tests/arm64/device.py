@@ -222,6 +222,8 @@ def main() -> None:
     previous = json.loads(args.out.read_text()) if (args.resume or args.only == "check") and args.out.exists() else {}
     if previous.get("fingerprint") != manifest["fingerprint"] or previous.get("qemu_cpu") != result["qemu_cpu"]:
         previous = {}
+    if args.resume and not previous.get("partial"):
+        previous = {}  # a complete run is measured again; only an interrupted one resumes
     if args.only == "check":
         previous["models"] = recheck(args.bundle, manifest, previous, work)
         args.out.write_text(json.dumps(previous, indent=1) + "\n")
