@@ -84,7 +84,7 @@ def test_cli_reports_errors_with_a_nonzero_exit(tmp_path, exported):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
     res = _cli("predict", exported["resnet18"][1], bad)
-    assert res.returncode == 1 and "decodable" in res.stderr
+    assert res.returncode == 1 and "bad.jpg: expected a JPEG" in res.stderr
     res = _cli("inspect", tmp_path / "missing.onnx")
     assert res.returncode == 2 and "ModelError" in res.stderr
 
