@@ -6,7 +6,14 @@ their class id (1 circle, 2 square, 3 triangle; 0 background). A few hundred Ada
 maps -- real weights for parity figures, unlike a random initialisation whose maps are constant.
 
 The weights are cached by a hash of the recipe (like the detectors), under ``$EDGEINFER_CACHE`` or
-``~/.cache/edgeinfer``, so tests and benchmarks train once per machine.
+``~/.cache/edgeinfer``. The tests' cache (``tests/data/detectors``) holds this recipe's weights, committed in
+float16 (6.6 MB; loaded back into float32), so CI does not train: training is not bit-reproducible across
+machines' thread counts, and the tests' figures should not move with it. A changed recipe trains anew (300
+steps: about 3 minutes on 2 quiet cores); commit its file.
+
+What the committed model does on four held-out scenes (other photos behind the shapes): 83 % of the shape
+pixels get the right class, foreground IoU 0.30 (it also marks some texture as shapes) -- material for
+parity figures with confident, varied maps, not a good segmenter.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ import numpy as np
 from converters import shapes
 
 LABELS = ("background",) + shapes.CLASSES
-RECIPE = dict(arch="lraspp_mobilenet_v3_large", steps=150, batch=8, size=96, lr=3e-3, seed=0, n_scenes=120,
-              version=1)
+RECIPE = dict(arch="lraspp_mobilenet_v3_large", steps=300, batch=8, size=128, lr=3e-3, seed=0, n_scenes=160,
+              version=2)
 #: The evaluation transform the model is exported with: torchvision's preset, the shorter side to 128.
 RESIZE = 128
 

@@ -124,9 +124,13 @@ def test_torchvision_segmenter_matches_torch_on_photos_of_every_size(lraspp):
         assert np.array_equal(seg.class_map, deployed.predict(frame).class_map)
         present |= set(np.unique(seg.class_map).tolist())
     assert len(present) >= 3  # a trained model: shapes found, not a constant map
-    # the held-out scenes: the model really segments the shapes
-    for img, truth in semseg.test_scenes(3):
-        assert np.mean(deployed.predict(img).class_map == truth) > 0.9
+    # held-out scenes: the model finds the shapes (83 % of their pixels in the right class, measured)
+    right = total = 0
+    for img, truth in semseg.test_scenes(4):
+        got = deployed.predict(img).class_map
+        right += int(np.sum(got[truth > 0] == truth[truth > 0]))
+        total += int(np.sum(truth > 0))
+    assert right / total >= 0.7
     report = edgeinfer.check(path, images=scenes)
     assert "class_map_constant" not in report.codes() and report.measured["images"] == len(scenes)
 
