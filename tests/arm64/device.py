@@ -165,7 +165,9 @@ def profile(bundle: Path, manifest: dict) -> dict:
 
 def tools(bundle: Path, manifest: dict, work: Path) -> dict:
     """``edgeinfer bench`` and ``tune`` as a user runs them on the device (small runs: emulation is slow)."""
-    model = bundle / manifest["models"][-1]["path"]
+    # tune writes its chosen variant beside the model (model.int8.onnx): work on a copy, never on the bundle
+    model = work / Path(manifest["models"][-1]["path"]).name
+    model.write_bytes((bundle / manifest["models"][-1]["path"]).read_bytes())
     holdout = work / "tune-images"
     holdout.mkdir(exist_ok=True)
     for rel in manifest["images"][:6]:
