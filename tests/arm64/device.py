@@ -88,8 +88,9 @@ def agreement(got: np.ndarray, ref: np.ndarray) -> dict:
 
 
 # Floating point is emulated op by op in qemu (softfloat helpers), integer SIMD is not: measured here,
-# ResNet-18 at 224 takes ~45 s per image in fp32 and ~90 s in fp16 but 3 s in int8, MobileNetV3-small
-# ~30x less. So the big model's float variants are checked on a few images, everything else on all.
+# ResNet-18 at 224 takes 8-45 s per image in fp32 and 25-100 s in fp16 on the A76 but 1-3 s in int8
+# (depending on the machine's load), MobileNetV3-small ~30x less. So the big model's float variants
+# are checked on a few images, everything else on all.
 IMAGES_PER_RUN = {("resnet18", "fp32"): 3, ("resnet18", "fp16"): 2}
 CHECK_IMAGES = 4
 
