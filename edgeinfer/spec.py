@@ -3,6 +3,15 @@
 A spec is plain data (frozen dataclasses) that round-trips through JSON. It is stored in the ONNX
 model's ``metadata_props`` under :data:`METADATA_KEY` and validated once, here, before anything uses it.
 The meaning of each step lives in :mod:`edgeinfer.ops`; this module only owns the document's shape.
+
+What a spec guarantees on any machine, as measured (x86-64 and arm64 Cortex-A72/A76, benchmarks/README.md):
+PIL-family and torch uint8 steps are integer arithmetic and give the training library's pixels exactly, on
+every architecture; float steps (torch float resize, normalise) follow float32 rounding and differ across
+machines by float32 round-off only (the C kernel is built without FP contraction, so aarch64's fused
+multiply-add does not change a sum); OpenCV's own ops (``backend: opencv`` resizes, the letterbox's resize)
+run OpenCV's SIMD code, which is not bit-identical across architectures: at most 1 level of 255 measured
+between x86-64 and arm64. The self-test tolerance covers that (1 level moved probabilities by 2.1e-6
+against a 1e-3 tolerance).
 """
 
 from __future__ import annotations
