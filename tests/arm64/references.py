@@ -61,30 +61,14 @@ def cases() -> list[tuple[str, np.ndarray, int, int]]:
 
 
 def torchvision_families() -> dict[str, object]:
-    import torch
-    from torchvision import transforms as T
-    from torchvision.transforms import v2
+    """The torchvision families the preprocessing benchmark measures (one list: benchmarks/preprocess_parity.py)."""
+    import importlib.util
 
-    def pil(mode):
-        return lambda s, c: T.Compose([T.Resize(s, interpolation=mode), T.CenterCrop(c), T.ToTensor()])
-
-    def tensor(mode, aa, dtype_first=False):
-        if dtype_first:
-            return lambda s, c: v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                                            v2.Resize(s, interpolation=mode, antialias=aa), v2.CenterCrop(c)])
-        return lambda s, c: v2.Compose([v2.ToImage(), v2.Resize(s, interpolation=mode, antialias=aa), v2.CenterCrop(c),
-                                        v2.ToDtype(torch.float32, scale=True)])
-
-    M = T.InterpolationMode
-    out = {f"PIL {m.value}": pil(m) for m in (M.NEAREST, M.BILINEAR, M.BICUBIC, M.BOX, M.HAMMING, M.LANCZOS)}
-    out.update({
-        "torch uint8 bilinear aa": tensor(M.BILINEAR, True),
-        "torch uint8 bilinear no-aa": tensor(M.BILINEAR, False),
-        "torch uint8 bicubic aa": tensor(M.BICUBIC, True),
-        "torch float bilinear aa": tensor(M.BILINEAR, True, dtype_first=True),
-        "torch float bicubic no-aa": tensor(M.BICUBIC, False, dtype_first=True),
-    })
-    return out
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "preprocess_parity.py"
+    spec = importlib.util.spec_from_file_location("preprocess_parity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.families()
 
 
 def _chw_rgb(bgr: np.ndarray) -> np.ndarray:
