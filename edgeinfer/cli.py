@@ -133,14 +133,14 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
     import csv
 
     from edgeinfer import tasks
-    from edgeinfer.images import loader_options, read
 
     task = tasks.get(model.spec.task)
     out = Path(args.out)
     masks = Path(args.masks) if getattr(args, "masks", None) else None
     if masks is not None and task.mask is None:
         raise SpecError(f"--masks: a {model.spec.task} model gives no masks; drop --masks.")
-    root = Path(os.path.commonpath([str(f.parent.resolve()) for f in files])) if files else Path(".")
+    # masks mirror the inputs' folders below the deepest folder they share
+    root = Path(os.path.commonpath([str(f.parent.resolve()) for f in files])) if masks is not None and files else None
     if out.exists():
         data = out.read_bytes()
         if data and not data.endswith(b"\n"):  # a line cut by an interruption: drop it, it is redone
@@ -160,14 +160,9 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
             writer.writeheader()
         try:
             for start in range(0, len(todo), step):
-                chunk, frames, ok_files = todo[start:start + step], [], []
-                for f in chunk:
-                    try:
-                        frames.append(read(f, **loader_options(model.spec.decode)))
-                        ok_files.append(f)
-                    except EdgeInferError as exc:
-                        failed += 1
-                        print(f"skipped: {exc}", file=sys.stderr)
+                chunk = todo[start:start + step]
+                frames, ok_files = _read_all(model, chunk)
+                failed += len(chunk) - len(ok_files)
                 if frames:
                     for f, result in zip(ok_files, model.predict_batch(frames, top_k=args.top_k)):
                         if masks is not None:
@@ -185,6 +180,21 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
     print(f"{len(todo) - failed} predicted, {len(done)} already in {out}, {failed} skipped as unreadable",
           file=sys.stderr)
     return 0
+
+
+def _read_all(model: Any, files: Sequence[Path]) -> tuple[list[Any], list[Path]]:
+    """The decoded frames of ``files`` as the spec's loader reads them, and the files they came from; an
+    unreadable file is reported on stderr and left out."""
+    from edgeinfer.images import loader_options, read
+
+    frames, ok = [], []
+    for f in files:
+        try:
+            frames.append(read(f, **loader_options(model.spec.decode)))
+            ok.append(f)
+        except EdgeInferError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+    return frames, ok
 
 
 def _write_mask(task: Any, result: Any, path: Path) -> None:
@@ -251,7 +261,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from edgeinfer import embedding
-    from edgeinfer.images import loader_options, read
     from edgeinfer.model import load
 
     model = load(args.model, device=args.device)
@@ -263,14 +272,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     update, close = _progress_bar(len(files), "embed", unit="image")
     try:
         for start in range(0, len(files), args.batch):
-            frames, ok = [], []
-            for f in files[start:start + args.batch]:
-                try:
-                    frames.append(read(f, **loader_options(model.spec.decode)))
-                    ok.append(f)
-                except EdgeInferError as exc:
-                    failed += 1
-                    print(f"skipped: {exc}", file=sys.stderr)
+            chunk = files[start:start + args.batch]
+            frames, ok = _read_all(model, chunk)
+            failed += len(chunk) - len(ok)
+            for _ in chunk:
                 update(0, 0)
             if frames:
                 vecs += [e.vector for e in model.predict_batch(frames)]

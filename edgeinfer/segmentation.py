@@ -189,13 +189,9 @@ class Segmentation:
         """``frame`` (BGR, the image's size) with each class tinted in its colour, class 0 left as it is."""
         if frame.shape[:2] != self.shape:
             raise ImageError(f"overlay: expected a frame of {self.shape}, found {frame.shape[:2]}.")
-        n = int(self.class_map.max(initial=0)) + 1
-        colours = palette(n).astype(np.float32)
-        tinted = colours[self.class_map]
-        keep = self.class_map == 0
-        out = frame.astype(np.float32) * (1 - alpha) + tinted * alpha
-        out[keep] = frame[keep]
-        frame[...] = out.astype(np.uint8)
+        tinted = palette(int(self.class_map.max(initial=0)) + 1)[self.class_map]
+        blended = cv2.addWeighted(frame, 1 - alpha, tinted, alpha, 0)
+        np.copyto(frame, blended, where=(self.class_map != 0)[..., None])
         return frame
 
     def __repr__(self) -> str:

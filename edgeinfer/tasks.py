@@ -263,7 +263,7 @@ TABLE: dict[str, Task] = {
     "obb": Task("obb", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
                 BOX_COLUMNS + ("cx", "cy", "w", "h", "angle"), _detections_summary, checks=_detection_checks),
     "segment": Task("segment", Detections, _detect_outputs, _detect, _draw_detections, Detections.rows,
-                    BOX_COLUMNS + ("area",), _detections_summary, mask=lambda det: det.instance_map(), checks=_detection_checks),
+                    BOX_COLUMNS + ("area",), _detections_summary, mask=Detections.instance_map, checks=_detection_checks),
     # the self-test records each class's mean logit over the map: the whole map would not fit in a spec
     "semantic_segmentation": Task("semantic_segmentation", Segmentation, lambda spec: [spec.output.name], _semantic,
                                   _draw_segmentation, Segmentation.rows, ("class_id", "label", "area", "fraction"),
