@@ -94,9 +94,7 @@ class Model:
         return self.preprocessor(image, color=color)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on a preprocessed (N, C, H, W) batch and return its raw output."""
-        if batch.ndim != 4 or batch.dtype != np.float32:
-            raise ImageError(f"run: expected a float32 (N, C, H, W) batch, found {batch.dtype} {batch.shape}.")
+        """Run the model on a preprocessed (N, C, H, W) float32 batch and return its raw output."""
         return self._run_outputs(batch, (self.spec.output.name,))[0]
 
     def detect(self, images: Iterable[ImageInput], *, color: str = "bgr", conf: float | None = None,
@@ -162,7 +160,7 @@ class Model:
 
     def finish(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: Sequence[int],
                **options: Any) -> list[Any]:
-        """The task's results (:class:`Prediction` or :class:`Detections`) from ``infer``'s outputs.
+        """The task's results (the task table's result type for each image) from ``infer``'s outputs.
 
         ``options``: ``top_k`` for classifiers; ``conf``, ``iou``, ``max_det``, ``retina_masks`` for detectors;
         ``scores`` (class probabilities at the output resolution) for semantic segmenters."""
