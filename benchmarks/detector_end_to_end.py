@@ -2,7 +2,7 @@
 
     python benchmarks/detector_end_to_end.py [--rounds 30] [--json benchmarks/detector_end_to_end.json]
 
-The models are the ones ``converters.shapes`` trains here (YOLO11n detect and segment on shapes over real
+The models are the ones ``tests.material.shapes`` trains here (YOLO11n detect and segment on shapes over real
 photos, cached),
 exported by Ultralytics' exporter at imgsz 640: a static file (full 640x640 letterbox) and a dynamic one
 (minimal rectangle, 384x640 for 1080p). Frames are decoded once (decode excluded); every round runs each
@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+# the test material (tests/material) is imported from the checkout: a script's own folder is on sys.path, not the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 # the detectors the test suite reads (committed, keyed by recipe), not a fresh training run
@@ -55,7 +58,7 @@ def main() -> None:
     from ultralytics import YOLO, __version__ as ultralytics_version
 
     import edgeinfer
-    from converters import shapes
+    from tests.material import shapes
 
     rows = []
     for target, variant, path, frames in _files(shapes):

@@ -94,7 +94,7 @@ def main() -> None:
     import converters
     import edgeinfer
     from converters.zoo import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform
-    from edgeinfer.bench import cold_start, cpu_model
+    from edgeinfer.tools.bench import cold_start, cpu_model
 
     threads = args.threads
     torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ conversion and records whether its bytes equal the workstation's:
 
 ``run`` loads each file with ``edgeinfer.load(path, device="nvidia-gpu")`` and ``device="cpu"`` and measures
 on real photos (the bundled scikit-image / scikit-learn photos; the detectors' own test frames, shapes drawn
-on held-out photos, from ``converters.shapes.test_frames``, which needs no torch):
+on held-out photos, from ``tests.material.shapes.test_frames``, which needs no torch):
 
 - the providers each session really got, and every fallback warning edgeinfer raised;
 - parity, GPU vs CPU provider on the same prepared input: raw output max |diff|; classifier max |dp| and
@@ -61,7 +61,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immu
 DETECTORS = ("detect", "segment", "pose", "obb")
 CLASSIFIER = "resnet18"
 BATCH = {"classify": 32, "detect": 8}
-FRAME_SEEDS = (1234, 1235, 1236)  # converters.shapes.test_frames seeds: 12 frames per detector task
+FRAME_SEEDS = (1234, 1235, 1236)  # tests.material.shapes.test_frames seeds: 12 frames per detector task
 
 
 # -- workstation ---------------------------------------------------------------------------------------
@@ -92,8 +92,8 @@ def prepare(out: Path) -> None:
     from skimage import data
 
     import converters
-    from converters import shapes
-    from converters.demo import train_photo_classifier
+    from tests.material import shapes
+    from tests.material.photos import train_photo_classifier
     from converters.zoo import imagenet_eval_transform
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -219,7 +219,7 @@ def _classifier_inputs() -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def _detector_inputs(task: str) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-    from converters import shapes
+    from tests.material import shapes
 
     frames = {f"{seed}/{k}": v.image for seed in FRAME_SEEDS for k, v in shapes.test_frames(task, seed=seed).items()}
     return frames, [f for k, f in frames.items() if k.endswith("1080p")]
@@ -228,7 +228,9 @@ def _detector_inputs(task: str) -> tuple[dict[str, np.ndarray], list[np.ndarray]
 def _run_env() -> dict[str, Any]:
     import onnxruntime as ort
 
-    from edgeinfer import __version__, bench, providers, resample
+    from edgeinfer import __version__, providers
+    from edgeinfer.tools import bench
+    from edgeinfer.pipeline import resample
 
     env: dict[str, Any] = {
         "onnxruntime": ort.__version__, "onnxruntime_file": ort.__file__, "edgeinfer": __version__,
@@ -261,7 +263,7 @@ def _tensorrt(path: Path) -> dict[str, Any]:
 
 def run(folder: Path, *, rounds: int, budget_s: float, only: list[str] | None = None, save: Callable[[dict], None] = lambda r: None) -> dict[str, Any]:
     import edgeinfer  # noqa: F401  (imported before timing anything)
-    from edgeinfer import postprocess
+    from edgeinfer.tasks import classification as postprocess
 
     manifest = json.loads((folder / "manifest.json").read_text())
     made_here = {}

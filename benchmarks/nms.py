@@ -4,7 +4,7 @@
 
 Candidates look like a YOLO head's after the confidence filter: clusters of jittered boxes around objects
 of several classes and sizes on a 640x640 input, plus scattered background boxes; scores in (0.25, 1).
-Contenders, side by side in shuffled rounds (one thread): ``edgeinfer.nms.batched_nms`` (what the device
+Contenders, side by side in shuffled rounds (one thread): ``edgeinfer.tasks.nms.batched_nms`` (what the device
 runs: OpenCV's NMS class by class), the plain greedy loop in numpy, and ``torchvision.ops.nms`` on class-offset boxes (what Ultralytics
 calls; the reference for the kept indices). Also the whole Ultralytics raw-head decode of a real-sized
 (1, 84, 8400) output with that many candidates above the threshold.
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinfer import detect, nms
+from edgeinfer.tasks import decoders as detect
+from edgeinfer.tasks import nms
 from edgeinfer.spec import Postprocess
 
 SIZES = (100, 1000, 8400)

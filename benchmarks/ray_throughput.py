@@ -33,6 +33,9 @@ import time
 import warnings
 from pathlib import Path
 
+# the test material (tests/material) is imported from the checkout: a script's own folder is on sys.path, not the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 HERE = Path(__file__).resolve().parent
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 
@@ -71,7 +74,7 @@ def _rate(model_path: str, files: list[Path], batch: int, threads: int | None) -
     """Images per second of a worker's job (read, decode, predict_batch) in this process, after a warm-up batch;
     ``threads=None``: ONNX Runtime's default, as the single-process CLI run uses."""
     import edgeinfer
-    from edgeinfer.images import read
+    from edgeinfer.pipeline.images import read
 
     model = edgeinfer.load(model_path, threads=threads)
     model.predict_batch([read(f, exif_orientation=False) for f in files[:batch]])
@@ -91,9 +94,9 @@ def main() -> None:
 
     import ray
 
-    from edgeinfer import distributed
-    from edgeinfer.bench import cpu_model
-    from edgeinfer.files import write_text_atomic
+    from edgeinfer.tools import distributed
+    from edgeinfer.tools.bench import cpu_model
+    from edgeinfer.tools.files import write_text_atomic
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -104,7 +107,7 @@ def main() -> None:
             from skimage import data
 
             import converters
-            from converters.demo import train_photo_classifier
+            from tests.material.photos import train_photo_classifier
             from converters.zoo import imagenet_eval_transform
 
             photos = [getattr(data, n)() for n in PHOTOS]

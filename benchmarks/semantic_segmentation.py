@@ -7,7 +7,7 @@ the within-round ratios):
 
 1. **Post-processing alone**, logits -> class map of a 1920x1080 frame, for 4 classes (the segmenter trained
    here, its real logits on real photos), 21 (Pascal VOC) and 150 (ADE20K) classes (smooth logits at 1/4 and
-   1/8 of the input, as SegFormer and DeepLab give): edgeinfer's :func:`edgeinfer.segmentation.class_map` vs
+   1/8 of the input, as SegFormer and DeepLab give): edgeinfer's :func:`edgeinfer.tasks.segmentation.class_map` vs
    the reference every training tool runs (``F.interpolate(bilinear, align_corners=False)`` to the frame, then
    argmax; Hugging Face's ``post_process_semantic_segmentation``), with the peak memory each allocates.
 2. **End to end** on a 1080p JPEG file: the torchvision LR-ASPP trained here (``converters/semseg.py``),
@@ -30,6 +30,10 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import sys
+
+# the test material (tests/material) is imported from the checkout: a script's own folder is on sys.path, not the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # the cache the tests train the segmenter into (tests/conftest.py)
 os.environ.setdefault("EDGEINFER_CACHE", str(Path(__file__).resolve().parent.parent / "tests" / "data" / "detectors"))
@@ -60,8 +64,9 @@ def main() -> None:
     from skimage import data
 
     import edgeinfer
-    from converters import export_segmenter, semseg
-    from edgeinfer.segmentation import class_map
+    from converters import export_segmenter
+    from tests.material import semseg
+    from edgeinfer.tasks.segmentation import class_map
 
     torch.set_num_threads(os.cpu_count() or 1)
     hw = (1080, 1920)
@@ -146,7 +151,7 @@ def main() -> None:
             times.append((time.perf_counter() - t0) * 1e3)
         agree.append(float(np.mean(maps["ours"] == maps["ref"])))
     stages = {}
-    from edgeinfer.images import read
+    from edgeinfer.pipeline.images import read
 
     for _ in range(5):
         t0 = time.perf_counter()

@@ -37,7 +37,7 @@ import numpy as np
 REFERENCE = """
 import json, sys, time
 import edgeinfer
-from edgeinfer.images import decode
+from edgeinfer.pipeline.images import decode
 model = edgeinfer.load(sys.argv[1])
 body = open(sys.argv[2], "rb").read()
 frame = decode(body, exif_orientation=False)
@@ -142,8 +142,8 @@ def main() -> None:
     import converters
     import edgeinfer
     from converters.zoo import imagenet_eval_transform
-    from edgeinfer.bench import cpu_model
-    from edgeinfer.images import decode
+    from edgeinfer.tools.bench import cpu_model
+    from edgeinfer.pipeline.images import decode
 
     levels = [int(c) for c in args.clients.split(",")]
     body = cv2.imencode(".jpg", data.chelsea()[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()

@@ -21,6 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# the test material (tests/material) is imported from the checkout: a script's own folder is on sys.path, not the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 OUT = Path(__file__).with_name("serve_screens")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,7 +33,7 @@ def main() -> None:
     os.environ.setdefault("EDGEINFER_CACHE", str(REPO / "tests" / "data" / "detectors"))
     from playwright.sync_api import sync_playwright
 
-    from converters import shapes
+    from tests.material import shapes
 
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

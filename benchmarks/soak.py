@@ -1,4 +1,4 @@
-"""Soak: 20,000 frames through edgeinfer.stream; resident memory at start and end, latency drift.
+"""Soak: 20,000 frames through edgeinfer.tools.stream; resident memory at start and end, latency drift.
 
 A 320x240 MPEG-4 file of 500 frames (written here from a real photo) is opened as a *live* source, so
 each time it ends the stream's reconnection path reopens it: the run also soaks reconnects, and, as a
@@ -38,8 +38,8 @@ def main() -> None:
     import converters
     import edgeinfer
     from converters.zoo import imagenet_eval_transform
-    from edgeinfer.bench import cpu_model
-    from edgeinfer.stream import StreamStats, stream
+    from edgeinfer.tools.bench import cpu_model
+    from edgeinfer.tools.stream import StreamStats, stream
 
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "loop.mp4"

@@ -1,7 +1,7 @@
 """Pipelined stream vs a plain sequential loop on the same video file, and where the time goes.
 
 A 1280x720 MPEG-4 video (written here with OpenCV from a real photo, panning) through mobilenet_v3_small
-(exported here): the plain loop reads, predicts and repeats on one thread; `edgeinfer.stream` overlaps
+(exported here): the plain loop reads, predicts and repeats on one thread; `edgeinfer.tools.stream` overlaps
 capture+decode, preprocessing and inference on three threads.
 
 1. Per-stage CPU cost per frame (thread CPU time, so other processes on a shared machine barely move
@@ -35,7 +35,7 @@ import numpy as np
 
 def stage_costs(model, video: Path) -> dict[str, float]:
     """Mean CPU ms per frame of each stage, measured on one thread in a sequential pass."""
-    from edgeinfer import postprocess
+    from edgeinfer.tasks import classification as postprocess
 
     st: dict[str, list[float]] = {k: [] for k in ("capture", "preprocess", "inference", "postprocess")}
     for _ in range(2):
@@ -72,8 +72,8 @@ def main() -> None:
     import converters
     import edgeinfer
     from converters.zoo import imagenet_eval_transform
-    from edgeinfer.bench import cpu_model
-    from edgeinfer.stream import StreamStats, stream
+    from edgeinfer.tools.bench import cpu_model
+    from edgeinfer.tools.stream import StreamStats, stream
 
     cpus = sorted(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Keras through tf2onnx: a TensorFlow-converted model, loaded with a Keras source, against Keras itself.
 
-The trained weights committed in ``tests/data/keras/`` (``converters/keras_models.py``) go into the same
+The trained weights committed in ``tests/data/keras/`` (``tests/material/keras_models.py``) go into the same
 architectures built on the TensorFlow backend (``KERAS_BACKEND=tensorflow``): "tf" (MobileNetV2 alpha=0.35),
 "caffe" (the small ResNet v1) and "none" (MobileNetV3Small alpha=0.5 with its Rescaling layer + Dense). Each is converted with ``tf2onnx.convert.from_keras(model,
 input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)], opset=17)``, loaded with
@@ -56,8 +56,8 @@ TOL = 1e-4
 
 
 def _keras_models():
-    """converters/keras_models.py as a standalone module (``converters/__init__`` imports torch)."""
-    spec = importlib.util.spec_from_file_location("keras_models", ROOT / "converters" / "keras_models.py")
+    """tests/material/keras_models.py as a standalone module (no torch needed to import it)."""
+    spec = importlib.util.spec_from_file_location("keras_models", ROOT / "tests" / "material" / "keras_models.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

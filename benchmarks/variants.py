@@ -20,6 +20,10 @@ import warnings
 from pathlib import Path
 
 from skimage import data
+import sys
+
+# the test material (tests/material) is imported from the checkout: a script's own folder is on sys.path, not the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ARCHS = ("resnet18", "mobilenet_v3_small", "efficientnet_b0")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -30,10 +34,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     import converters
-    from converters.demo import photo_crops, train_photo_classifier
+    from tests.material.photos import photo_crops, train_photo_classifier
     from converters.tune import tune
     from converters.zoo import imagenet_eval_transform
-    from edgeinfer.bench import cpu_model
+    from edgeinfer.tools.bench import cpu_model
 
     photos = {n: getattr(data, n)() for n in PHOTOS}
     results = []

@@ -6,9 +6,9 @@ import json
 import os
 from typing import Any
 
-from edgeinfer import sources
+from edgeinfer import importers as sources
 from edgeinfer.errors import ModelError
-from edgeinfer.files import write_bytes_atomic
+from edgeinfer.tools.files import write_bytes_atomic
 from edgeinfer.spec import METADATA_KEY, Spec
 
 
@@ -35,7 +35,7 @@ def spec_for(model: str | os.PathLike, source: Any, **options: Any) -> Spec:
     """The spec ``source`` gives this ONNX model, checked against it, without writing anything.
 
     ``source`` and ``options`` (``labels``, ``output_kind``, ``hf_backend``, ``loader_color``) are
-    those of :func:`edgeinfer.sources.resolve`.
+    those of :func:`edgeinfer.importers.resolve`.
     """
     import onnx
 
@@ -45,7 +45,7 @@ def spec_for(model: str | os.PathLike, source: Any, **options: Any) -> Spec:
 def attach_spec(src: str | os.PathLike, dst: str | os.PathLike, source: Any, **options: Any) -> Spec:
     """Write ``src`` to ``dst`` with the spec from ``source``, checked against the model's input first.
 
-    ``source`` is anything :func:`edgeinfer.sources.resolve` reads: an edgeinfer spec (object, dict, JSON
+    ``source`` is anything :func:`edgeinfer.importers.resolve` reads: an edgeinfer spec (object, dict, JSON
     file), a plain ``{size, mean, std, interpolation}`` dict, a Hugging Face ``preprocessor_config.json``,
     a torchvision/timm transform or ``"timm:NAME"``. Nothing is written when the spec does not fit.
     """

@@ -14,11 +14,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from edgeinfer.contract import feeds
+from edgeinfer.pipeline.contract import feeds
 from edgeinfer.errors import ImageError
-from edgeinfer.images import image_files
-from edgeinfer.postprocess import class_scores, to_probabilities
-from edgeinfer.reports import SCHEMAS
+from edgeinfer.pipeline.images import image_files
+from edgeinfer.tasks.classification import class_scores, to_probabilities
+from edgeinfer.tools.reports import SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ParityReport:
     output_kind: str
     candidates: tuple[CandidateParity, ...]
     device: str = "cpu"  # the profile the deployed candidates ran with
-    environment: dict[str, Any] | None = None  # edgeinfer.bench.environment() of the deployment's session
+    environment: dict[str, Any] | None = None  # edgeinfer.tools.bench.environment() of the deployment's session
 
     def candidate(self, name: str) -> CandidateParity:
         return next(c for c in self.candidates if c.name == name)
@@ -119,7 +119,7 @@ def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, imag
 
     import edgeinfer
 
-    from edgeinfer.bench import environment
+    from edgeinfer.tools.bench import environment
 
     deployed = {"deployment": edgeinfer.load(onnx_path, device=device)}
     for v in variants:

@@ -1,7 +1,7 @@
 """Checks against the training reference: colour order, resize/normalisation, parity with torch.
 
 They need torch (the user's transform and model), so they live on the workstation side and add their
-findings to the runtime's :class:`edgeinfer.diagnostics.CheckReport`.
+findings to the runtime's :class:`edgeinfer.tools.check.CheckReport`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from converters.compare import load_like_training
-from edgeinfer.diagnostics import CheckReport, Finding, check
-from edgeinfer.images import image_files
+from edgeinfer.tools.check import CheckReport, Finding, check
+from edgeinfer.pipeline.images import image_files
 
 
 def _levels(spec: Any) -> float:
@@ -44,7 +44,7 @@ def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None,
     ``convert('RGB')`` or ``'L'`` as the spec says). ``plots_dir`` receives the debug plots.
     """
     import edgeinfer
-    from edgeinfer import plots
+    from edgeinfer.tools import plots
 
     items: list[Any] = list(image_files(images)) if isinstance(images, (str, os.PathLike)) else list(images)
     items = items[:max_images]
@@ -63,7 +63,7 @@ def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None,
         out.mkdir(parents=True, exist_ok=True)
     if deployed is not None and out is not None:
         raw = np.concatenate([model.run(deployed[i:i + 16]) for i in range(0, len(deployed), 16)])
-        probs = np.stack([p.scores for p in edgeinfer.postprocess.predictions(raw, kind=spec.output.kind,
+        probs = np.stack([p.scores for p in edgeinfer.tasks.classification.predictions(raw, kind=spec.output.kind,
                                                                               labels=spec.labels, top_k=1)])
         for name, fn in (("input_histograms.png", lambda p: plots.plot_input_histograms(deployed, p)),
                          ("confidence.png", lambda p: plots.plot_confidence(probs, p)),
@@ -152,7 +152,7 @@ def _parity_probs(torch_model: Any, transform: Any, model: Any, items: Sequence[
     load = loader or _training_loader(spec)
     with torch.no_grad():
         out = torch_model(torch.stack([transform(load(i)) for i in items]).float()).numpy()
-    from edgeinfer.postprocess import class_scores, to_probabilities
+    from edgeinfer.tasks.classification import class_scores, to_probabilities
 
     ref = to_probabilities(class_scores(out), spec.output.kind)
     dep = np.stack([model.predict(i).scores for i in items])

@@ -16,7 +16,7 @@ import numpy as np
 from converters.attach import write_with_spec
 from converters.compare import ParityReport, compare, load_like_training
 from converters.transforms import probe_images, spec_from_transform
-from edgeinfer import postprocess
+from edgeinfer.tasks import classification as postprocess
 from edgeinfer.errors import ExportError
 from edgeinfer.spec import OutputSpec, SelfTest, Spec
 
@@ -226,7 +226,7 @@ def export_detector(model: Any, path: str | os.PathLike, *, source: Any, labels:
                     atol: float = 1e-3) -> DetectorExportReport:
     """Export a user's own torch detector with the pre- and postprocessing ``source`` describes.
 
-    ``source`` is what :func:`edgeinfer.sources.resolve` reads for a detector: e.g. ``{"size": 640,
+    ``source`` is what :func:`edgeinfer.importers.resolve` reads for a detector: e.g. ``{"size": 640,
     "letterbox": True, "task": "detection", "postprocess": {"decoder": "dets_labels"}}`` (or a spec). The
     model is exported (eval mode, dynamic batch) with ``output_names`` in the order its decoder reads
     them, the spec is checked against the graph and written in, and the export is verified: the edgeinfer
@@ -428,7 +428,7 @@ def export_embedder(model: Any, path: str | os.PathLike, *, transform: Any, norm
     import torch
 
     import edgeinfer
-    from edgeinfer.embedding import cosine, vectors
+    from edgeinfer.tasks.embedding import cosine, vectors
 
     model.eval()
     spec = spec_from_transform(transform, input_name=input_name, output_name=output_name,

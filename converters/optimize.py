@@ -17,8 +17,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, ImageError
-from edgeinfer.files import write_bytes_atomic
-from edgeinfer.images import image_files
+from edgeinfer.tools.files import write_bytes_atomic
+from edgeinfer.pipeline.images import image_files
 
 KINDS = ("graph", "fp16", "int8")
 

@@ -1,7 +1,7 @@
 """The torch-side spec sources: a torchvision/timm transform object, or a timm model's pretrained config.
 
 These need torch (the transform is run on probe images to prove the spec reproduces it), so they live on
-the workstation; :mod:`edgeinfer.sources` hands them here and reads every data-only source itself.
+the workstation; :mod:`edgeinfer.importers` hands them here and reads every data-only source itself.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from converters.transforms import spec_from_transform
 from edgeinfer.errors import ConversionError
-from edgeinfer.sources import Preprocessing
+from edgeinfer.importers import Preprocessing
 
 
 def timm_transform(name: str) -> Any:

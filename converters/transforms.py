@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from edgeinfer import ops
+from edgeinfer.pipeline import ops
 from edgeinfer.errors import ConversionError, RandomTransformError
 from edgeinfer.spec import SCHEMA, Decode, InputSpec, OutputSpec, Spec, Step
 
@@ -269,7 +269,7 @@ def probe_images(loader_color: str = "rgb") -> list[Any]:
     """Deterministic PIL images with odd sizes, both orientations, edges and texture, to check a spec on."""
     from PIL import Image
 
-    from edgeinfer.sources import probe_image
+    from edgeinfer.importers import probe_image
 
     out = []
     for seed, (h, w) in enumerate(((333, 517), (401, 263), (97, 131))):
@@ -332,7 +332,7 @@ def pixel_parity(spec: Spec, transform: Any, images: Iterable[Any]) -> float:
     """Largest difference, in levels of 255, between the transform's output and edgeinfer's, over images."""
     import torch
 
-    from edgeinfer.preprocess import Preprocessor
+    from edgeinfer.pipeline.preprocess import Preprocessor
 
     pre = Preprocessor(spec)
     std = 1.0

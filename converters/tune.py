@@ -22,11 +22,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeinfer.bench import emulation, environment
+from edgeinfer.tools.bench import emulation, environment
 from edgeinfer.errors import ImageError
-from edgeinfer.files import write_text_atomic
+from edgeinfer.tools.files import write_text_atomic
 from edgeinfer.providers import Profile, ProviderRequest, read_profile
-from edgeinfer.reports import SCHEMAS
+from edgeinfer.tools.reports import SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class TuneReport:
     chosen: TuneRow | None
     profile_path: str | None
     variant_path: str | None
-    emulated: str | None = None  # why this machine is known to be emulated (edgeinfer.bench.emulation)
-    environment: dict[str, Any] | None = None  # edgeinfer.bench.environment() of the fp32 reference session
+    emulated: str | None = None  # why this machine is known to be emulated (edgeinfer.tools.bench.emulation)
+    environment: dict[str, Any] | None = None  # edgeinfer.tools.bench.environment() of the fp32 reference session
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMAS["tune"], "model": self.model, "device": self.device, "images": self.images,

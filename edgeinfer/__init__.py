@@ -9,13 +9,17 @@ from edgeinfer.requirements import check_opencv
 
 check_opencv()
 
-from edgeinfer.detections import Detections
-from edgeinfer.embedding import Embedding, cosine
-from edgeinfer.diagnostics import doctor as check
+from edgeinfer import _moved
+
+_moved.install()
+
+from edgeinfer.tasks.detections import Detections
+from edgeinfer.tasks.embedding import Embedding, cosine
+from edgeinfer.tools.check import doctor as check
 from edgeinfer.model import Model, SelfTestResult, load
-from edgeinfer.postprocess import Prediction
-from edgeinfer.preprocess import Preprocessor
-from edgeinfer.segmentation import Segmentation
+from edgeinfer.tasks.classification import Prediction
+from edgeinfer.pipeline.preprocess import Preprocessor
+from edgeinfer.tasks.segmentation import Segmentation
 from edgeinfer.spec import METADATA_KEY, SCHEMA, Decode, InputSpec, OutputSpec, Postprocess, SelfTest, Spec, Step
 
 __version__ = "0.1.0"

@@ -97,7 +97,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _expand(paths: Sequence[str]) -> list[Path]:
-    from edgeinfer.images import image_files
+    from edgeinfer.pipeline.images import image_files
 
     out: list[Path] = []
     for p in map(Path, paths):
@@ -185,7 +185,7 @@ def _predict_to_file(model, files: list[Path], args: argparse.Namespace) -> int:
 def _read_all(model: Any, files: Sequence[Path]) -> tuple[list[Any], list[Path]]:
     """The decoded frames of ``files`` as the spec's loader reads them, and the files they came from; an
     unreadable file is reported on stderr and left out."""
-    from edgeinfer.images import loader_options, read
+    from edgeinfer.pipeline.images import loader_options, read
 
     frames, ok = [], []
     for f in files:
@@ -199,7 +199,7 @@ def _read_all(model: Any, files: Sequence[Path]) -> tuple[list[Any], list[Path]]
 
 def _write_mask(task: Any, result: Any, path: Path) -> None:
     """The result's mask image (a class map, or an instance-id map) as a lossless PNG, written atomically."""
-    from edgeinfer.segmentation import save_label_png
+    from edgeinfer.tasks.segmentation import save_label_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_label_png(task.mask(result), path)
@@ -215,8 +215,8 @@ def _cell(value: Any) -> Any:
 
 
 def _predict_on_ray(args: argparse.Namespace) -> int:
-    """``--engine ray``: the folder on a Ray cluster (edgeinfer.distributed), optionally against training."""
-    from edgeinfer import distributed
+    """``--engine ray``: the folder on a Ray cluster (edgeinfer.tools.distributed), optionally against training."""
+    from edgeinfer.tools import distributed
 
     if not args.out:
         raise SpecError("--engine ray writes its results to a file: add --out results.parquet (or .jsonl).")
@@ -260,7 +260,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """Vectors of every image, in file order: ``--out vectors.npy`` and ``vectors.files.txt`` beside it."""
     import numpy as np
 
-    from edgeinfer import embedding
+    from edgeinfer.tasks import embedding
     from edgeinfer.model import load
 
     model = load(args.model, device=args.device)
@@ -384,7 +384,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     import cv2
 
     from edgeinfer.model import load
-    from edgeinfer.stream import StreamStats, annotate, stream
+    from edgeinfer.tools.stream import StreamStats, annotate, stream
 
     model = load(args.model, device=args.device)
     source = int(args.source) if args.source.isdigit() else args.source
@@ -431,7 +431,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from edgeinfer import serve  # needs the serve extra; says how to install it when missing
+    from edgeinfer.serving import server as serve  # needs the serve extra; says how to install it when missing
     from edgeinfer.model import load
 
     token = args.token or os.environ.get("EDGEINFER_TOKEN") or None
@@ -452,7 +452,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edgeinfer.bench import bench
+    from edgeinfer.tools.bench import bench
 
     batches = [int(b) for b in args.batch.split(",")]
     update, close = _progress_bar(len(batches) * args.runs, "bench")
@@ -463,11 +463,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     finally:
         close()
     if args.json:
-        from edgeinfer.files import write_text_atomic
+        from edgeinfer.tools.files import write_text_atomic
 
         write_text_atomic(args.json, result.to_json() + "\n")
     if args.plot:
-        from edgeinfer.plots import plot_bench
+        from edgeinfer.tools.plots import plot_bench
 
         plot_bench(result, args.plot)
     env = result.environment
@@ -508,7 +508,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     report = compare(model, transform, args.model, args.images, variants=args.variant or (), progress=True,
                      device=args.device)
     if args.json:
-        from edgeinfer.files import write_text_atomic
+        from edgeinfer.tools.files import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
     print(f"reference: {args.torch_model} on its transform, {report.images} images ({report.output_kind})")
@@ -563,7 +563,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from edgeinfer.diagnostics import doctor
+    from edgeinfer.tools.check import doctor
 
     model = transform = None
     if args.torch_model or args.reference_transform:
@@ -575,7 +575,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             transform = zoo.import_attr(args.reference_transform)
     report = doctor(args.model, images=args.images, reference_transform=transform, torch_model=model,
                     plots=args.plots, device=args.device)
-    from edgeinfer.files import write_text_atomic
+    from edgeinfer.tools.files import write_text_atomic
 
     if args.json:
         write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
@@ -589,7 +589,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from edgeinfer.fleet import report
+    from edgeinfer.tools.fleet import report
 
     result = report(args.reports, out=args.out, plots=args.plots)
     if args.json:

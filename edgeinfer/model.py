@@ -12,12 +12,15 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer import contract, postprocess, providers, sources, tasks
+from edgeinfer import providers, tasks
+from edgeinfer.pipeline import contract
+from edgeinfer.tasks import classification as postprocess
+from edgeinfer import importers as sources
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
-from edgeinfer.detections import Detections
-from edgeinfer.images import ImageInput, decode, to_model_layout
-from edgeinfer.postprocess import Prediction
-from edgeinfer.preprocess import Preprocessor
+from edgeinfer.tasks.detections import Detections
+from edgeinfer.pipeline.images import ImageInput, decode, to_model_layout
+from edgeinfer.tasks.classification import Prediction
+from edgeinfer.pipeline.preprocess import Preprocessor
 from edgeinfer.spec import METADATA_KEY, TTA_MODES, Spec, Step
 
 def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") -> Spec:
@@ -313,7 +316,7 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
 
     The spec is the one stored in the file; Ultralytics exports are read from their own metadata.
     ``spec`` gives it beside a file that has none or may not be written (a read-only model): any source
-    :func:`edgeinfer.sources.resolve` accepts -- an edgeinfer spec, a plain ``{size, mean, std,
+    :func:`edgeinfer.importers.resolve` accepts -- an edgeinfer spec, a plain ``{size, mean, std,
     interpolation}`` dict, a Hugging Face ``preprocessor_config.json`` (``hf_backend`` "pil" or
     "torchvision" when its class name does not say), or on a workstation a torchvision/timm transform or
     ``"timm:NAME"``. ``labels`` (a list or a text file) and ``output_kind`` override what the source says.

@@ -60,7 +60,8 @@ def versions() -> dict[str, object]:
     import numpy as np
     import onnxruntime as ort
 
-    from edgeinfer import __version__, resample
+    from edgeinfer import __version__
+    from edgeinfer.pipeline import resample
 
     return {"edgeinfer": __version__, "python": platform.python_version(), "machine": platform.machine(),
             "numpy": np.__version__, "opencv": cv2.__version__, "opencv_module": getattr(cv2, "__file__", None),

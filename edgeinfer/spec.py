@@ -2,7 +2,7 @@
 
 A spec is plain data (frozen dataclasses) that round-trips through JSON. It is stored in the ONNX
 model's ``metadata_props`` under :data:`METADATA_KEY` and validated once, here, before anything uses it.
-The meaning of each step lives in :mod:`edgeinfer.ops`; this module only owns the document's shape.
+The meaning of each step lives in :mod:`edgeinfer.pipeline.ops`; this module only owns the document's shape.
 
 What a spec guarantees on any machine, as measured (x86-64 and arm64 Cortex-A72/A76, benchmarks/README.md):
 PIL-family and torch uint8 steps are integer arithmetic and give the training library's pixels exactly, on
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from edgeinfer import ops
+from edgeinfer.pipeline import ops
 from edgeinfer.errors import SchemaVersionError, SpecError
 
 SCHEMA = "edgeinfer.spec/1"
@@ -30,7 +30,7 @@ METADATA_KEY = "edgeinfer.spec"
 
 COLORS = ("rgb", "l")
 ALPHA = ("drop",)
-# The training loader whose decoding the runtime reproduces (edgeinfer.images.decode): "pil" is
+# The training loader whose decoding the runtime reproduces (edgeinfer.pipeline.images.decode): "pil" is
 # PIL.Image.open(f).convert(mode) (torchvision's default loader), "keras" is keras.utils.load_img (the
 # same, except that grayscale keeps 16/32-bit images unscaled), "opencv" is cv2.imread (IMREAD_COLOR).
 LOADERS = ("pil", "keras", "opencv")
@@ -39,7 +39,7 @@ TASKS = ("classification", "detection", "pose", "obb", "segment", "semantic_segm
 # Tasks whose outputs need no postprocess section: a classifier's class scores, a semantic segmenter's
 # per-pixel class logits (B, C, h, w).
 SECTIONLESS_TASKS = ("classification", "semantic_segmentation", "embedding")
-# Detection-family decoders, one per output layout (edgeinfer.detect implements each):
+# Detection-family decoders, one per output layout (edgeinfer.tasks.decoders implements each):
 #   ultralytics_raw   (B, 4 + nc [+ extra], A): cx cy w h in input pixels, sigmoided class scores, then NMS
 #   ultralytics_nms   (B, max_det, 6 [+ extra]): x1 y1 x2 y2 score class, zero-padded (nms=True, end2end heads)
 #   detr              (B, Q, 6): normalised cx cy w h, score, class per query, no NMS (Ultralytics RT-DETR)
@@ -131,7 +131,7 @@ class Decode:
 
 @dataclass(frozen=True)
 class Step:
-    """One preprocessing operation: an op name from :mod:`edgeinfer.ops` and its parameters."""
+    """One preprocessing operation: an op name from :mod:`edgeinfer.pipeline.ops` and its parameters."""
 
     op: str
     params: Mapping[str, Any] = field(default_factory=dict)

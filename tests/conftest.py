@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.demo import train_photo_classifier
+from tests.material.photos import train_photo_classifier
 
-# The shape detectors converters.shapes trains (about 22 minutes of CPU for all four) are committed here,
+# The shape detectors tests.material.shapes trains (about 22 minutes of CPU for all four) are committed here,
 # keyed by their recipe's hash: the tests read them instead of training. A changed recipe trains anew into
 # this folder; commit the new .pt and .json files.
 DETECTORS = Path(__file__).with_name("data") / "detectors"

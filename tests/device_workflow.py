@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 import edgeinfer
-from edgeinfer.preprocess import Preprocessor
+from edgeinfer.pipeline.preprocess import Preprocessor
 from edgeinfer.providers import DEVICES_DIR, ProviderFallbackWarning, device_names
 from edgeinfer.requirements import versions
 from edgeinfer.spec import Spec

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edgeinfer.bench import SCHEMA, SCHEMA_DOC, STAGES, bench
+from edgeinfer.tools.bench import SCHEMA, SCHEMA_DOC, STAGES, bench
 
 pytestmark = pytest.mark.slow  # uses the exported model fixture
 

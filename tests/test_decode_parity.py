@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edgeinfer.errors import ImageError, SpecError
-from edgeinfer.images import _file_kind, decode, to_model_color
+from edgeinfer.pipeline.images import _file_kind, decode, to_model_color
 from edgeinfer.spec import Decode, Spec
 
 Image = pytest.importorskip("PIL.Image")

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 import edgeinfer
-from edgeinfer import nms, ops
-from edgeinfer.detections import Detections
+from edgeinfer.tasks import nms
+from edgeinfer.pipeline import ops
+from edgeinfer.tasks.detections import Detections
 from edgeinfer.errors import SpecError
 from edgeinfer.spec import Spec
 
@@ -126,7 +127,7 @@ def ultralytics_result(path: str, frame: np.ndarray, **kwargs):
 def assert_same_masks(det: Detections, ref, *, retina: bool, min_iou: float = 0.99) -> None:
     """Instance masks: the tool's own (at the input size, or in the frame with retina_masks) against ours,
     mapped to the frame the same way, IoU >= 0.99 per instance (equal empty masks count as equal)."""
-    from edgeinfer import detect
+    from edgeinfer.tasks import decoders as detect
 
     want = ref.masks.data.numpy().astype(bool)
     h, w = ref.orig_shape

@@ -1,4 +1,4 @@
-"""Real detectors trained here (converters.shapes: coloured shapes on real photos, cached after the first
+"""Real detectors trained here (tests.material.shapes: coloured shapes on real photos, cached after the first
 run) exported by Ultralytics' own exporter: edgeinfer equals Ultralytics' predictor on the same ONNX file,
 and the PyTorch model in Ultralytics, on real frames of several aspect ratios.
 """
@@ -28,7 +28,7 @@ CASES = {"detect": ("raw", "raw-dynamic", "nms"), "pose": ("raw", "nms"), "obb":
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict[str, dict[str, str]]:
     """Weights and ONNX exports per target: {target: {"pt": path, variant: onnx path}}."""
-    from converters import shapes
+    from tests.material import shapes
 
     out = {}
     for target, variants in CASES.items():
@@ -39,7 +39,7 @@ def trained(tmp_path_factory) -> dict[str, dict[str, str]]:
 
 
 def _frames(target: str) -> dict:
-    from converters import shapes
+    from tests.material import shapes
 
     return {name: f.image for name, f in shapes.test_frames(target.split("-")[0]).items()}
 
@@ -67,7 +67,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_trained_detector_matches_the_pytorch_model_in_ultralytics(target, trained):
     """The PyTorch predictor letterboxes to the minimal rectangle; a dynamic export at the same size does too
     (a static one pads to the square: another input, other scores). Matched one to one at IoU >= 0.99."""
-    from converters import shapes
+    from tests.material import shapes
     from ultralytics import YOLO
 
     weights = trained[target]["pt"]

@@ -1,4 +1,4 @@
-"""Batch inference on a real local Ray cluster of two nodes (edgeinfer.distributed, ``predict --engine ray``).
+"""Batch inference on a real local Ray cluster of two nodes (edgeinfer.tools.distributed, ``predict --engine ray``).
 
 The cluster is ``ray.cluster_utils.Cluster``: a head and a second node, each a real raylet with its own
 object store, one CPU each (the machine has two cores), so the actor pool has one worker per node. Each
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import edgeinfer
-from edgeinfer import distributed
+from edgeinfer.tools import distributed
 
 ray = pytest.importorskip("ray")  # the [ray] extra; ./edge test installs it, so CI runs these
 
@@ -83,7 +83,7 @@ def classifier(exported):
 # that many committed batches, as a killed or crashed driver would.
 DRIVER = """
 import json, os, signal, sys
-from edgeinfer import distributed
+from edgeinfer.tools import distributed
 args = json.loads(sys.argv[1])
 killed, seen = [], []
 def on_records(records):
@@ -227,7 +227,7 @@ def test_detector_boxes_come_back_one_row_each_as_a_single_process_finds_them(cl
     one per box, equal the single-process Detections of each file."""
     import cv2
 
-    from converters import shapes
+    from tests.material import shapes
     from edgeinfer import tasks
 
     onnx = shapes.export(shapes.train("detect"), tmp_path / "detector", variants=("raw-dynamic",))["raw-dynamic"]

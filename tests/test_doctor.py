@@ -15,7 +15,7 @@ from PIL import Image
 
 from converters.doctor import doctor
 from conftest import edit_spec
-from edgeinfer.diagnostics import check
+from edgeinfer.tools.check import check
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgeinfer
-from edgeinfer import embedding
+from edgeinfer.tasks import embedding
 
 torch = pytest.importorskip("torch")
 

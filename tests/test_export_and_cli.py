@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +99,8 @@ def test_cli_export_builds_a_named_architecture(tmp_path, photo_files):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "converters.demo", "--out", tmp_path, "--epochs", "1"],
+    res = subprocess.run([sys.executable, "-m", "benchmarks.demo", "--out", tmp_path, "--epochs", "1"],
+                         cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "torch imported on device side: False" in res.stdout and "top-1 agreement:        100.00%" in res.stdout

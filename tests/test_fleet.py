@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeinfer import fleet
-from edgeinfer.bench import bench
+from edgeinfer.tools import fleet
+from edgeinfer.tools.bench import bench
 from edgeinfer.cli import main
-from edgeinfer.diagnostics import check
+from edgeinfer.tools.check import check
 from edgeinfer.errors import SchemaVersionError
 
 # The two injected outliers of benchmarks/fleet: real profiles, really run (see the files' comments).
@@ -148,7 +148,7 @@ def test_importing_the_runtime_with_its_distributed_and_fleet_modules_loads_no_r
     import subprocess
     import sys
 
-    code = ("import sys, edgeinfer, edgeinfer.distributed, edgeinfer.fleet, edgeinfer.reports; "
+    code = ("import sys, edgeinfer, edgeinfer.tools.distributed, edgeinfer.tools.fleet, edgeinfer.tools.reports; "
             "print(sorted(m for m in ('ray', 'pyarrow', 'pandas', 'matplotlib', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

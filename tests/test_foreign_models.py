@@ -21,9 +21,10 @@ from PIL import Image
 import edgeinfer
 from converters import attach_spec, spec_for
 from converters.transforms import spec_from_transform
-from edgeinfer import ModelError, SpecError, SpecMissingError, sources
+from edgeinfer import ModelError, SpecError, SpecMissingError
+from edgeinfer import importers as sources
 from edgeinfer.errors import RandomTransformError
-from edgeinfer.postprocess import class_scores
+from edgeinfer.tasks.classification import class_scores
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = sorted(p.name for p in LIGHT.glob("light_*.onnx"))
@@ -32,7 +33,7 @@ IMAGENET_PLAIN = {"size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406], "st
 
 def _canon(steps) -> list:
     """Steps with defaults filled in and unset options dropped, for comparing importers."""
-    from edgeinfer import ops
+    from edgeinfer.pipeline import ops
 
     return [(s.op, {k: v for k, v in ops.OPS[s.op].with_defaults(s.to_dict()).items() if v is not None})
             for s in steps]
@@ -220,7 +221,7 @@ def test_ultralytics_segmenter_loads_from_its_own_metadata_and_unknown_tasks_are
     spec = edgeinfer.load(path).spec
     assert spec.task == "segment" and spec.postprocess.outputs == ("output0", "output1")
     assert [s.op for s in spec.steps] == ["letterbox", "to_float"]
-    from edgeinfer import sources
+    from edgeinfer import importers as sources
 
     with pytest.raises(ModelError, match=r"task 'track'.*expected one of"):
         sources.from_ultralytics({"task": "track", "imgsz": "[320, 320]", "names": "{0: 'a'}", "stride": "32"})
@@ -265,7 +266,7 @@ def test_huggingface_processor_config_gives_the_processors_pixels(case, backend,
 
 
 def _run(pre: sources.Preprocessing, chw, img) -> np.ndarray:
-    from edgeinfer.preprocess import Preprocessor
+    from edgeinfer.pipeline.preprocess import Preprocessor
     from edgeinfer.spec import SCHEMA, InputSpec, OutputSpec, Spec
 
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, input=InputSpec("x", (None, *chw)),

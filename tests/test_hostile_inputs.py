@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeinfer import EdgeInferError, Preprocessor, Spec
-from edgeinfer.images import decode
+from edgeinfer.pipeline.images import decode
 
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -171,7 +171,7 @@ def test_predict_from_eight_threads_equals_serial(exported, photo_files):
 
 
 def test_an_interrupted_write_leaves_the_target_untouched(tmp_path, monkeypatch):
-    from edgeinfer import files
+    from edgeinfer.tools import files
 
     target = tmp_path / "report.json"
     target.write_text("old")

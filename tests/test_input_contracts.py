@@ -2,7 +2,7 @@
 
 Real graphs exported here with torch (each contract a wrapper around one CNN: the model takes uint8, or
 float16, or BGR, or channels-last, or a second input), Keras models trained here and exported by Keras's own
-exporter (converters/keras_models.py), real photo files.
+exporter (tests/material/keras_models.py), real photo files.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def test_inspect_shows_the_contract(graphs, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["caffe", "tf", "torch", "none"])
 def test_keras_models_equal_load_img_preprocess_input_predict(mode):
-    from converters import keras_models
+    from tests.material import keras_models
 
     onnx, reference, meta = keras_models.build(mode)
     paths = keras_models.photo_paths()
@@ -185,7 +185,7 @@ def test_keras_models_equal_load_img_preprocess_input_predict(mode):
 
 
 def test_keras_names_and_refusals():
-    from edgeinfer.sources import from_keras
+    from edgeinfer.importers import from_keras
 
     pre = from_keras("keras:ResNet50")
     assert pre.contract == {"layout": "NHWC", "channel_order": "bgr"}

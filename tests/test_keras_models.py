@@ -1,4 +1,4 @@
-"""The Keras test models (converters.keras_models): Keras's own ONNX exports of models trained here, and
+"""The Keras test models (tests.material.keras_models): Keras's own ONNX exports of models trained here, and
 their reference (load_img + preprocess_input + model.predict) on real photo files.
 
 These check the material, not edgeinfer: that each export computes what the Keras model computes, that
@@ -17,7 +17,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 pytest.importorskip("keras")
 from PIL import Image  # noqa: E402
 
-from converters import keras_models  # noqa: E402
+from tests.material import keras_models  # noqa: E402
 
 #: What each mode does to float RGB 0-255, written out from Keras's documentation of preprocess_input
 PREPROCESS = {

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def calibration(photos, tmp_path_factory):
     """Real photos cropped as a camera would see the same scenes, as files."""
-    from converters.demo import photo_crops
+    from tests.material.photos import photo_crops
 
     return photo_crops(tmp_path_factory.mktemp("calib"), photos)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeinfer.postprocess import predictions
+from edgeinfer.tasks.classification import predictions
 
 
 def test_top_k_orders_by_score_then_class_index_like_a_stable_sort():

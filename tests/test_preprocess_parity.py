@@ -11,7 +11,8 @@ from torchvision import transforms as T
 from torchvision.transforms import v2
 
 from converters.transforms import _pil_pass_order, pixel_parity, spec_from_transform
-from edgeinfer import ConversionError, RandomTransformError, ops
+from edgeinfer import ConversionError, RandomTransformError
+from edgeinfer.pipeline import ops
 
 PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                "box": Image.BOX, "hamming": Image.HAMMING, "lanczos": Image.LANCZOS}
@@ -181,7 +182,7 @@ def test_grayscale_loader_is_reproduced(photos):
 
 @pytest.mark.parametrize("filt", ["bilinear", "bicubic", "lanczos", "box"])
 def test_numpy_fallback_gives_the_same_pixels_as_the_c_kernel(filt, astronaut, monkeypatch):
-    from edgeinfer import resample
+    from edgeinfer.pipeline import resample
 
     frame = cv2.resize(astronaut, (1280, 720), interpolation=cv2.INTER_CUBIC)
     params = {"rule": "shorter", "size": 200, "interpolation": filt, "backend": "pil", "pass_order": _pil_pass_order()}
@@ -316,7 +317,7 @@ def test_grayscale_loader_takes_bgr_frames_without_flipping_them(astronaut, monk
     assert np.array_equal(pre(astronaut, color="rgb"), ref)
     bgra = np.concatenate([astronaut[..., ::-1], np.full(astronaut.shape[:2] + (1,), 200, np.uint8)], 2)
     assert np.array_equal(pre(bgra), ref)
-    from edgeinfer import resample
+    from edgeinfer.pipeline import resample
 
     noise = np.random.default_rng(0).integers(0, 256, (67, 45, 3), dtype=np.uint8)  # every luma rounding case
     want = np.asarray(Image.fromarray(noise).convert("L"))[..., None]
@@ -334,7 +335,7 @@ def test_unknown_preprocess_mode_is_refused():
 
 
 def test_c_kernel_checks_its_inputs():
-    from edgeinfer import resample
+    from edgeinfer.pipeline import resample
 
     if not resample.native_available():
         pytest.skip("C accelerator not built on this machine")

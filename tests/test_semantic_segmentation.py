@@ -17,7 +17,7 @@ import pytest
 
 import edgeinfer
 from edgeinfer.errors import ImageError, SpecError
-from edgeinfer.segmentation import Segmentation, class_map
+from edgeinfer.tasks.segmentation import Segmentation, class_map
 from edgeinfer.spec import Spec
 
 torch = pytest.importorskip("torch")
@@ -87,7 +87,8 @@ def test_a_semantic_spec_refuses_a_centre_crop():
 # -- torchvision, trained here ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lraspp(tmp_path_factory):
-    from converters import export_segmenter, semseg
+    from converters import export_segmenter
+    from tests.material import semseg
 
     model = semseg.train(progress=False)
     frames = _photo_frames()
@@ -101,7 +102,7 @@ def lraspp(tmp_path_factory):
 @pytest.mark.slow
 def test_torchvision_segmenter_matches_torch_on_photos_of_every_size(lraspp):
     model, path, report, frames, scenes = lraspp
-    from converters import semseg
+    from tests.material import semseg
 
     # the export verified every image: logits at the model's resolution and class maps in the frame
     assert report.logits_max_abs_diff <= 1e-3
@@ -209,7 +210,8 @@ def test_segformer_with_its_processor_config_matches_post_process_semantic_segme
 @pytest.mark.slow
 def test_doctor_finds_a_constant_class_map(tmp_path, photo_files):
     """A segmenter whose map is one class on every photo (what a dead BatchNorm or the wrong head gives)."""
-    from converters import export_segmenter, semseg
+    from converters import export_segmenter
+    from tests.material import semseg
 
     net = torch.nn.Conv2d(3, 4, 1)
     with torch.no_grad():
@@ -229,9 +231,9 @@ def test_doctor_finds_masks_misaligned_with_their_boxes_and_masks_are_written(tm
     letterbox padding (masks not cut out of the letterbox, the fault of ultralytics#4344) they are caught."""
     import dataclasses
 
-    from converters import shapes
+    from tests.material import shapes
     from edgeinfer import tasks
-    from edgeinfer.detections import Detections
+    from edgeinfer.tasks.detections import Detections
 
     weights = shapes.train("segment")
     onnx = shapes.export(weights, tmp_path, variants=("raw",))["raw"]

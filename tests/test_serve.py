@@ -139,14 +139,14 @@ def live_server(classifier, video, tmp_path_factory):
 def detector(tmp_path_factory) -> Path:
     """The committed shape detector (tests/data/detectors/shapes), exported by Ultralytics' own exporter."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    from converters import shapes
+    from tests.material import shapes
 
     return shapes.export(shapes.train("detect"), tmp_path_factory.mktemp("serve-det"), variants=["raw"])["raw"]
 
 
 @pytest.fixture(scope="module")
 def detector_frames(tmp_path_factory) -> list[Path]:
-    from converters import shapes
+    from tests.material import shapes
 
     folder = tmp_path_factory.mktemp("serve-det-frames")
     out = []
@@ -216,7 +216,7 @@ def _encodings(photo: np.ndarray) -> dict[str, bytes]:
 
 
 def test_image_header_gives_the_decoded_size_of_real_files_in_every_format(photo_files):
-    from edgeinfer.serve import image_header
+    from edgeinfer.serving.server import image_header
 
     checked = 0
     for path in photo_files + [SKIMAGE / "multipage.tif", SKIMAGE / "no_time_for_that_tiny.gif"]:
@@ -236,7 +236,7 @@ def test_image_header_gives_the_decoded_size_of_real_files_in_every_format(photo
 
 def test_image_header_refuses_what_it_cannot_size():
     from edgeinfer.errors import ImageError
-    from edgeinfer.serve import image_header
+    from edgeinfer.serving.server import image_header
 
     png = (SKIMAGE / "chelsea.png").read_bytes()
     jpeg = (SKIMAGE / "rocket.jpg").read_bytes()
@@ -352,7 +352,7 @@ def test_every_bad_request_gets_its_4xx_and_the_edgeinfer_message(live_server, p
            {"Content-Type": "application/x-www-form-urlencoded"})
     expect(415, "expected multipart/form-data", "POST", "/predict/batch", png, {"Content-Type": "image/png"})
     expect(422, "none of them", "POST", "/predict", b"GIF? no: plain text pretending", {"Content-Type": "image/gif"})
-    # a real PNG header over a damaged body: sized, then refused by the decoder (edgeinfer.images.decode)
+    # a real PNG header over a damaged body: sized, then refused by the decoder (edgeinfer.pipeline.images.decode)
     broken = png[:33] + bytes(len(png) - 33)
     got = expect(422, "cannot decode", "POST", "/predict", broken, {"Content-Type": "image/png"})
     assert got["error"] == "ImageError"
@@ -563,7 +563,7 @@ def test_a_device_without_the_serve_extra_is_told_how_to_install_it(detector):
 def test_instance_masks_over_http_equal_model_predict(tmp_path):
     """The committed shape segmenter: its result carries masks as areas and polygons, the largest to_dict()."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    from converters import shapes
+    from tests.material import shapes
 
     path = shapes.export(shapes.train("segment"), tmp_path, variants=["raw"])["raw"]
     model = edgeinfer.load(path)

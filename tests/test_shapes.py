@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from converters import shapes
-from converters.shapes import Shape
+from tests.material import shapes
+from tests.material.shapes import Shape
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -117,7 +117,7 @@ def test_importing_the_module_loads_neither_torch_nor_ultralytics():
     import subprocess
     import sys
 
-    code = "import sys, converters.shapes; print('torch' in sys.modules or 'ultralytics' in sys.modules)"
+    code = "import sys, tests.material.shapes; print('torch' in sys.modules or 'ultralytics' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "False"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import edgeinfer
-from edgeinfer.postprocess import softmax
-from edgeinfer.stream import SourceError, StreamStats, stream
+from edgeinfer.tasks.classification import softmax
+from edgeinfer.tools.stream import SourceError, StreamStats, stream
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_frames_the_caller_keeps_are_never_overwritten_and_the_rest_are_reused(e
         preds.append(pred.scores)
     assert len(kept) == 48 and all(np.array_equal(a, b) for a, b in zip(kept, want))
     assert all(np.array_equal(p, model.predict(f).scores) for p, f in zip(preds[::8], want[::8]))
-    from edgeinfer.stream import _Buffers
+    from edgeinfer.tools.stream import _Buffers
 
     pool = _Buffers(keep=4)
     a = pool.get((2, 3))

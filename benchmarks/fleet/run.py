@@ -29,6 +29,10 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+import sys
+
+# the test material (tests/material) is imported from the checkout: a script's own folder is on sys.path, not the root
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -43,7 +47,7 @@ def _photos(folder: Path) -> Path:
     import sklearn
     from skimage import data
 
-    from converters.demo import photo_crops
+    from tests.material.photos import photo_crops
 
     folder.mkdir(parents=True, exist_ok=True)
     sk = Path(skimage.__file__).parent / "data"
@@ -69,13 +73,13 @@ def main() -> None:
 
     import converters
     from converters.compare import compare
-    from converters.demo import train_photo_classifier
+    from tests.material.photos import train_photo_classifier
     from converters.optimize import optimize
     from converters.tune import tune
     from converters.zoo import build, imagenet_eval_transform
-    from edgeinfer import fleet
-    from edgeinfer.bench import bench
-    from edgeinfer.diagnostics import check
+    from edgeinfer.tools import fleet
+    from edgeinfer.tools.bench import bench
+    from edgeinfer.tools.check import check
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +129,7 @@ def main() -> None:
     reports = sorted(out.glob("*.json"))
     arm64 = [p for p in sorted((ROOT / "benchmarks").glob("arm64_*")) for p in ([p] if p.is_file() else p.rglob("*"))
              if p.suffix == ".json"]
-    from edgeinfer.reports import SCHEMAS
+    from edgeinfer.tools.reports import SCHEMAS
 
     for p in arm64:
         try:

@@ -173,7 +173,7 @@ install_edgeinfer() {
       'rm -rf /tmp/edgeinfer-src && mkdir /tmp/edgeinfer-src && cd /src/edgeinfer &&
        tar cf - --exclude="*.so" --exclude=__pycache__ pyproject.toml setup.py README.md edgeinfer devices converters | tar xf - -C /tmp/edgeinfer-src &&
        /opt/venv/bin/python -m pip install -q --no-deps --no-build-isolation --force-reinstall /tmp/edgeinfer-src &&
-       cd / && /opt/venv/bin/python -c "import edgeinfer._resample as r; print(\"C kernel:\", r.__file__)"'
+       cd / && /opt/venv/bin/python -c "import edgeinfer.pipeline._resample as r; print(\"C kernel:\", r.__file__)"'
     touch "$ROOT/.edge-arm-edgeinfer-$stamp"
   fi
 }

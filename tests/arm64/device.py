@@ -28,9 +28,10 @@ import numpy as np
 import onnxruntime as ort
 
 import edgeinfer
-from edgeinfer import Preprocessor, Spec, resample
-from edgeinfer.bench import emulation
-from edgeinfer.images import decode
+from edgeinfer import Preprocessor, Spec
+from edgeinfer.pipeline import resample
+from edgeinfer.tools.bench import emulation
+from edgeinfer.pipeline.images import decode
 from edgeinfer.requirements import versions
 
 

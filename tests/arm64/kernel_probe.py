@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from edgeinfer import resample
+from edgeinfer.pipeline import resample
 
-SRC = "/src/edgeinfer/edgeinfer/_resample.c"
+SRC = "/src/edgeinfer/edgeinfer/pipeline/_resample.c"
 
 
 def build(name: str, flags: list[str]):

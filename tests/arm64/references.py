@@ -36,7 +36,7 @@ def fingerprint() -> str:
     import torch
 
     h = hashlib.sha1()
-    for f in [HERE / "references.py", *(REPO / "edgeinfer" / n for n in ("ops.py", "resample.py", "_resample.c",
+    for f in [HERE / "references.py", *(REPO / "edgeinfer" / "pipeline" / n for n in ("ops.py", "resample.py", "_resample.c",
                                                                         "preprocess.py")),
               REPO / "converters" / "transforms.py"]:
         h.update(f.name.encode() + f.read_bytes())
@@ -153,7 +153,7 @@ def image_set(bundle: Path) -> list[str]:
     """Real photo files (PNG and JPEG) and random crops of the training photos as PNG, copied into the bundle."""
     from skimage import data
 
-    from converters.demo import photo_crops
+    from tests.material.photos import photo_crops
 
     folder = bundle / "images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def model_entries(bundle: Path, images: list[str], log) -> list[dict]:
 
     import converters
     import edgeinfer
-    from converters.demo import train_photo_classifier
+    from tests.material.photos import train_photo_classifier
     from converters.optimize import optimize
     from converters.zoo import imagenet_eval_transform
 

@@ -97,7 +97,7 @@ def test_readme_tables_are_copied_from_the_record(record):
 def test_native_machine_is_not_reported_as_emulated(monkeypatch):
     # the positive case is in the record (measured inside the arm64 root); here the kernel and the
     # process share an architecture, so nothing but the marker may say "emulated"
-    from edgeinfer.bench import emulation
+    from edgeinfer.tools.bench import emulation
 
     monkeypatch.delenv("EDGEINFER_EMULATOR", raising=False)
     assert emulation() is None

@@ -1,10 +1,10 @@
-"""Detector outputs to :class:`~edgeinfer.detections.Detections`: one decoder per output layout, then the
+"""Detector outputs to :class:`~edgeinfer.tasks.detections.Detections`: one decoder per output layout, then the
 way back to the original frame.
 
 A decoder reads the raw outputs of a batch and gives, per image, candidates in model-input pixels:
 boxes (xyxy, or xywhr for rotated boxes), confidences, class ids and the extra columns (keypoints). NMS
-runs where the layout needs it (:mod:`edgeinfer.nms`). The boxes then go back through the inverse of the
-spec's geometric steps (:func:`edgeinfer.ops.to_source`) and are clipped to the frame, as Ultralytics'
+runs where the layout needs it (:mod:`edgeinfer.tasks.nms`). The boxes then go back through the inverse of the
+spec's geometric steps (:func:`edgeinfer.pipeline.ops.to_source`) and are clipped to the frame, as Ultralytics'
 ``scale_boxes``/``clip_boxes`` do. The semantics follow the version named in ``postprocess.rules``.
 """
 
@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from edgeinfer import nms as _nms
-from edgeinfer import ops
-from edgeinfer.detections import Detections, corners
+from edgeinfer.tasks import nms as _nms
+from edgeinfer.pipeline import ops
+from edgeinfer.tasks.detections import Detections, corners
 from edgeinfer.errors import ModelError
 from edgeinfer.spec import Postprocess
 

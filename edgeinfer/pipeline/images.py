@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edgeinfer.errors import ImageError
-from edgeinfer.ops import MAX_SIDE, pil_luma
+from edgeinfer.pipeline.ops import MAX_SIDE, pil_luma
 from edgeinfer.spec import Decode
 
 ImageInput = Union[np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]

@@ -46,9 +46,11 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from edgeinfer import images, ops, tasks
+from edgeinfer import tasks
+from edgeinfer.pipeline import images
+from edgeinfer.pipeline import ops
 from edgeinfer.errors import DependencyError, EdgeInferError, ImageError
-from edgeinfer.stream import SourceError, StreamStats, annotate, is_live, stream
+from edgeinfer.tools.stream import SourceError, StreamStats, annotate, is_live, stream
 
 try:
     import anyio
@@ -62,7 +64,7 @@ except ImportError as exc:  # the extra is not installed
     raise DependencyError(f"edgeinfer serve needs Starlette, uvicorn and python-multipart, which are not installed "
                           f"here ({exc}). Install them with: pip install 'edgeinfer[serve]'") from exc
 
-log = logging.getLogger("edgeinfer.serve")
+log = logging.getLogger("edgeinfer.serving.server")
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_SIDE = 8192  # a decoded 8192 x 8192 BGR image is 201 MB; ops.MAX_SIDE (16384) is the hard bound
@@ -359,7 +361,7 @@ class Snapshot:
 
 
 class Camera:
-    """The camera loop in a thread of its own: :func:`edgeinfer.stream.stream` on the shared model; the newest
+    """The camera loop in a thread of its own: :func:`edgeinfer.tools.stream.stream` on the shared model; the newest
     annotated frame and result are kept for the live view. A source that fails is retried with back-off."""
 
     def __init__(self, model: Any, source: Any, *, top_k: int = 5, jpeg_quality: int = 80) -> None:

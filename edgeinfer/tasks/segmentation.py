@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from edgeinfer import ops
+from edgeinfer.pipeline import ops
 from edgeinfer.errors import ImageError
 
 

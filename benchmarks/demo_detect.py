@@ -1,6 +1,6 @@
 """./edge demo detect: a real detector trained here, exported by Ultralytics, run on the device's camera loop.
 
-1. workstation: train YOLO11n on coloured shapes pasted on real photos (converters.shapes; cached, so a
+1. workstation: train YOLO11n on coloured shapes pasted on real photos (tests.material.shapes; cached, so a
    second run starts at once);
 2. export it with Ultralytics' own exporter (a dynamic ONNX file: the predictor letterboxes each frame to
    its minimal stride-aligned rectangle);
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="demo-out/detect", help="folder for the model, the clip and the results")
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    from converters import shapes
+    from tests.material import shapes
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgeinfer import ops
+from edgeinfer.pipeline import ops
 from edgeinfer.errors import ModelError, SpecError
 from edgeinfer.spec import (DECODERS, ONNX_TYPES, OUTPUT_KINDS, SCHEMA, SECTIONLESS_TASKS, TASKS, Decode, InputSpec, OutputSpec,
                             Postprocess, Spec, Step)
@@ -616,7 +616,7 @@ def _input_spec(pre: Preprocessing, session: Any, path: str | os.PathLike, chann
     if unknown:
         raise SpecError(f"input contract: unknown key(s) {unknown}; allowed: layout, dtype, channel_order, extra.")
     spec = InputSpec(name=inp.name, shape=tuple(shape), layout=layout, dtype=dtype, **given)
-    from edgeinfer import contract
+    from edgeinfer.pipeline import contract
 
     if spec.layout in ("NCHW", "NHWC") and spec.dtype in ONNX_TYPES:
         contract.check(spec, session, str(path))  # before any probe runs the graph with it
@@ -639,7 +639,7 @@ def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
                 input=ispec, postprocess=post,
                 output=OutputSpec(name=post.outputs[0], kind="raw"),
-                provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
+                provenance={"exporter": "edgeinfer.importers", **pre.provenance}).validate()
     _check_probe_sizes(spec, path)
     return spec
 
@@ -647,7 +647,7 @@ def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike
 def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_kind: str | None) -> Spec:
     """Fill in what the model says (input name and shape, output name and kind), after checking that the
     pipeline makes one fixed size, the model's."""
-    from edgeinfer.preprocess import Preprocessor
+    from edgeinfer.pipeline.preprocess import Preprocessor
 
     if pre.postprocess is not None:
         return _complete_detector(pre, session, path)
@@ -658,7 +658,7 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
     out_name = session.get_outputs()[0].name
     draft_input = _with_nchw(ispec, (n, c, h or 1, w or 1))
     draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, input=draft_input,
-                 output=OutputSpec(name=out_name), provenance={"exporter": "edgeinfer.sources", **pre.provenance})
+                 output=OutputSpec(name=out_name), provenance={"exporter": "edgeinfer.importers", **pre.provenance})
     runner = Preprocessor(draft)
     shapes = {runner.unchecked(probe_image(*hw, seed), color="rgb").shape
               for seed, hw in enumerate(((333, 517), (401, 263)))}
@@ -690,7 +690,7 @@ def _complete_segmenter(pre: Preprocessing, session: Any, path: str | os.PathLik
                          "logits (batch, classes, height, width).")
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
                 input=ispec, output=OutputSpec(name=out.name, kind=output_kind or pre.output_kind or "logits"),
-                provenance={"exporter": "edgeinfer.sources", **pre.provenance}).validate()
+                provenance={"exporter": "edgeinfer.importers", **pre.provenance}).validate()
     _check_probe_sizes(spec, path)
     return spec
 
@@ -698,7 +698,7 @@ def _complete_segmenter(pre: Preprocessing, session: Any, path: str | os.PathLik
 def _check_probe_sizes(spec: Spec, path: str | os.PathLike) -> None:
     """Run the pipeline on probe images of two aspect ratios: each must come out with the model's channels, and
     its height and width where the model fixes them (a dynamic axis takes what the pipeline makes)."""
-    from edgeinfer.preprocess import Preprocessor
+    from edgeinfer.pipeline.preprocess import Preprocessor
 
     runner = Preprocessor(spec)
     h, w = spec.input.height_width
@@ -726,7 +726,8 @@ def _labels(labels: Any) -> tuple[str, ...]:
 
 
 def _measure_kind(session: Any, runner: Any, spec: Spec) -> str:
-    from edgeinfer import contract, postprocess
+    from edgeinfer.pipeline import contract
+    from edgeinfer.tasks import classification as postprocess
 
     rows = []
     for seed, hw in enumerate(((333, 517), (401, 263), (224, 224))):
@@ -753,7 +754,7 @@ def check_io(spec: Spec, session: Any, path: str | os.PathLike = "model") -> Non
     if not ok:
         raise ModelError(f"{path}: input {name!r} has shape {model_shape} in the model but {want} in "
                          "the spec. Re-export the model so both agree.")
-    from edgeinfer import contract
+    from edgeinfer.pipeline import contract
 
     contract.check(spec.input, session, str(path))
     outputs = [o.name for o in session.get_outputs()]

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 try:  # optional C accelerator (built by pip when a compiler is present); numpy computes the same pixels
-    from edgeinfer import _resample as _native
+    from edgeinfer.pipeline import _resample as _native
 except ImportError:  # pragma: no cover - exercised on machines without a compiler
     _native = None
 

@@ -14,12 +14,14 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from edgeinfer import detect, ops, postprocess
-from edgeinfer.detections import Detections
-from edgeinfer.embedding import Embedding, vectors
-from edgeinfer.segmentation import Segmentation, class_map, frame_to_logits
+from edgeinfer.tasks import decoders as detect
+from edgeinfer.pipeline import ops
+from edgeinfer.tasks import classification as postprocess
+from edgeinfer.tasks.detections import Detections
+from edgeinfer.tasks.embedding import Embedding, vectors
+from edgeinfer.tasks.segmentation import Segmentation, class_map, frame_to_logits
 from edgeinfer.errors import ModelError, SpecError
-from edgeinfer.postprocess import Prediction
+from edgeinfer.tasks.classification import Prediction
 from edgeinfer.spec import TASKS, Spec, Step
 
 Result = Any  # Prediction | Detections | Segmentation

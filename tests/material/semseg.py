@@ -1,6 +1,6 @@
 """A torchvision semantic segmenter trained here, on the coloured-shapes scenes (real photos behind them).
 
-Every scene of :mod:`converters.shapes` comes with its per-pixel truth for free: the shapes are drawn with
+Every scene of :mod:`tests.material.shapes` comes with its per-pixel truth for free: the shapes are drawn with
 their class id (1 circle, 2 square, 3 triangle; 0 background). A few hundred AdamW steps of torchvision's
 ``lraspp_mobilenet_v3_large`` (no pretrained weights: nothing is downloaded) give confident, varied class
 maps -- real weights for parity figures, unlike a random initialisation whose maps are constant.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from converters import shapes
+from tests.material import shapes
 
 LABELS = ("background",) + shapes.CLASSES
 RECIPE = dict(arch="lraspp_mobilenet_v3_large", steps=300, batch=8, size=128, lr=3e-3, seed=0, n_scenes=160,
@@ -36,7 +36,7 @@ RESIZE = 128
 
 
 def class_mask(hw: tuple[int, int], drawn: list[shapes.Shape]) -> np.ndarray:
-    """(H, W) uint8 class ids of a scene, rasterised like :func:`converters.shapes.draw` fills the shapes."""
+    """(H, W) uint8 class ids of a scene, rasterised like :func:`tests.material.shapes.draw` fills the shapes."""
     import cv2
 
     mask = np.zeros(hw, np.uint8)

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer import postprocess
+from edgeinfer.tasks import classification as postprocess
 from edgeinfer.errors import ImageError, SpecError
-from edgeinfer.images import IMAGE_SUFFIXES, decode, image_files
+from edgeinfer.pipeline.images import IMAGE_SUFFIXES, decode, image_files
 from edgeinfer.model import load
-from edgeinfer.reports import SCHEMAS
+from edgeinfer.tools.reports import SCHEMAS
 
 SCHEMA = SCHEMAS["bench"]
 STAGES = ("decode", "preprocess", "inference", "postprocess")

@@ -1,4 +1,4 @@
-"""The main job, end to end on real data: ``./edge demo`` (or ``python -m converters.demo``).
+"""The main job, end to end on real data: ``./edge demo`` (or ``python -m benchmarks.demo``).
 
 1. Workstation: train a real torchvision ResNet-18 on scikit-learn's handwritten digits (1,797 real 8x8
    scans, shipped inside the package), held-out split kept apart; export it with its eval transform.
@@ -64,54 +64,6 @@ def train(model, images, labels, transform, *, epochs: int, seed: int = 0, log=p
             total += loss.item() * len(idx)
         log(f"  epoch {epoch + 1}/{epochs}: loss {total / len(x):.3f}")
     return model.eval()
-
-
-def train_photo_classifier(arch: str, photos: list[np.ndarray], *, steps: int = 40, size: int = 64, seed: int = 0):
-    """A "which photo is this?" classifier: real weights, varied confident outputs (see shared/DATA.md)."""
-    import torch
-    import torchvision
-    from torchvision.transforms import v2
-
-    torch.manual_seed(seed)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=len(photos))
-    aug = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(size, scale=(0.3, 1.0), antialias=True),
-                      v2.RandomHorizontalFlip(), v2.ColorJitter(0.2, 0.2, 0.2), v2.ToDtype(torch.float32, scale=True),
-                      v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    labels = torch.arange(len(photos))
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(photos), (16,))
-        x = torch.stack([aug(photos[i]) for i in idx.tolist()])
-        loss = torch.nn.functional.cross_entropy(model(x), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    # BatchNorm running statistics lag after a short training (mobilenet_v3 uses momentum 0.01):
-    # recompute them so eval-mode outputs are as varied as the weights allow.
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None
-        for _ in range(4):
-            model(torch.stack([aug(p) for p in photos]))
-    return model.eval()
-
-
-def photo_crops(folder: Path, photos: dict[str, np.ndarray], *, per_photo: int = 4, seed: int = 0) -> Path:
-    """Write random square crops of each photo as PNG files (what a camera sees of the same scenes)."""
-    import cv2
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name, img in photos.items():
-        for j in range(per_photo):
-            h, w = img.shape[:2]
-            s = int(min(h, w) * rng.uniform(0.6, 1.0))
-            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-            cv2.imwrite(str(folder / f"{name}_{j}.png"), np.ascontiguousarray(img[y:y + s, x:x + s, ::-1]))
-    return folder
 
 
 def device_side(model_path: str, image_dir: str) -> dict:
@@ -183,7 +135,8 @@ def main(argv=None) -> int:
     truth = np.array([int(f.stem.split("label")[1]) for f in files])
 
     print("[2/3] device: a fresh Python process that imports edgeinfer only (no torch) predicts the PNG files")
-    proc = subprocess.run([sys.executable, "-m", "converters.demo", "--device-side", str(model_path), str(held_dir)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.demo", "--device-side", str(model_path), str(held_dir)],
+                          cwd=Path(__file__).resolve().parents[1],
                           capture_output=True, text=True, check=True)
     dev = json.loads(proc.stdout.strip().splitlines()[-1])
     got = np.array(dev["scores"], dtype=np.float32)

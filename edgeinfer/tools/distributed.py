@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from edgeinfer.errors import DependencyError, EdgeInferError, ImageError, ModelError
-from edgeinfer.files import write_text_atomic
+from edgeinfer.tools.files import write_text_atomic
 
 FORMATS = (".jsonl", ".parquet")
 # Columns every record carries besides the task's own: the file, why it failed (None when it did not), and
@@ -92,7 +92,7 @@ class _Worker:
         return self.model.predict_batch(frames, top_k=self.top_k)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        from edgeinfer.images import loader_options, read
+        from edgeinfer.pipeline.images import loader_options, read
 
         paths = [str(p) for p in batch[IMAGE]]
         frames: dict[str, Any] = {}
@@ -281,7 +281,7 @@ def _ray() -> Any:
 
 
 def _source_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
-    from edgeinfer.images import image_files
+    from edgeinfer.pipeline.images import image_files
 
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     files = list(dict.fromkeys(f for p in map(Path, items) for f in (image_files(p) if p.is_dir() else [p])))

@@ -185,7 +185,7 @@ def plot_fleet_latency(result: Any, path: str | os.PathLike) -> None:
 
 def plot_fleet_agreement(result: Any, path: str | os.PathLike) -> None:
     """Agreement with the reference per device and model: top-1 agreement and the largest probability
-    difference (log scale); parity outliers (edgeinfer.fleet) in red."""
+    difference (log scale); parity outliers (edgeinfer.tools.fleet) in red."""
     plt = _pyplot()
     rows = list(result.agreement)
     names = [f"{r['device']}\n{r['model']} ({r['candidate']})" for r in rows]

@@ -7,9 +7,9 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from edgeinfer import ops
+from edgeinfer.pipeline import ops
 from edgeinfer.errors import ImageError, SpecError
-from edgeinfer.images import ImageInput, select_channels, to_model_layout
+from edgeinfer.pipeline.images import ImageInput, select_channels, to_model_layout
 from edgeinfer.spec import Spec, Step
 
 # "exact": the training library's pixels; "fast": box pre-reduction and the cheaper pass order, close
@@ -56,7 +56,7 @@ class Preprocessor:
         return self.from_layout(*to_model_layout(image, self.spec.decode, color=color), out=out)
 
     def from_layout(self, pixels: np.ndarray, channels: Channels, *, out: np.ndarray | None = None) -> np.ndarray:
-        """The pipeline's output for pixels already decoded by :func:`edgeinfer.images.to_model_layout`
+        """The pipeline's output for pixels already decoded by :func:`edgeinfer.pipeline.images.to_model_layout`
         (callers that need the decoded size first, e.g. to map detections back, decode once)."""
         for stage in self._stages:
             pixels, channels = stage(pixels, channels)

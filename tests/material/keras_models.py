@@ -115,7 +115,7 @@ def _keras():
     import keras
 
     if keras.backend.backend() != "torch":
-        raise RuntimeError(f"converters.keras_models needs KERAS_BACKEND=torch; keras runs on "
+        raise RuntimeError(f"tests.material.keras_models needs KERAS_BACKEND=torch; keras runs on "
                            f"{keras.backend.backend()!r} (set the variable before importing keras).")
     return keras
 

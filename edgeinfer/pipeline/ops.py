@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 
-from edgeinfer import resample
+from edgeinfer.pipeline import resample
 from edgeinfer.errors import ImageError, SpecError
 
 MAX_SIDE = 16384  # refuse absurd sizes before allocating

@@ -185,8 +185,8 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
            retries: int = 5, backoff: float = 0.5, stats: StreamStats | None = None,
            opener: Callable[[Any], Any] = _open) -> Iterator[tuple[np.ndarray, Any, Timing]]:
     """Yield ``(frame, result, timing)`` for each frame of ``source`` (camera index, file or URL); the
-    result is the model's task's (:class:`~edgeinfer.postprocess.Prediction`, or
-    :class:`~edgeinfer.detections.Detections` in the frame's own pixels).
+    result is the model's task's (:class:`~edgeinfer.tasks.classification.Prediction`, or
+    :class:`~edgeinfer.tasks.detections.Detections` in the frame's own pixels).
 
     Pass a :class:`StreamStats` to read FPS, per-stage latency, dropped frames and reconnections,
     during and after the loop. Raises :class:`SourceError` when the source never delivers a frame.

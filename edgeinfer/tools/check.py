@@ -14,11 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeinfer import sources, tasks
-from edgeinfer.detections import Detections
+from edgeinfer import tasks
+from edgeinfer import importers as sources
+from edgeinfer.tasks.detections import Detections
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
-from edgeinfer.postprocess import class_scores, to_probabilities
-from edgeinfer.reports import SCHEMAS
+from edgeinfer.tasks.classification import class_scores, to_probabilities
+from edgeinfer.tools.reports import SCHEMAS
 from edgeinfer.spec import METADATA_KEY
 
 SEVERITIES = ("error", "warning", "info")
@@ -48,7 +49,7 @@ class CheckReport:
     measured: dict[str, Any] = field(default_factory=dict)
     plots: tuple[str, ...] = ()
     device: str = "cpu"  # the device profile the runtime checks ran with
-    environment: dict[str, Any] | None = None  # edgeinfer.bench.environment() of that session
+    environment: dict[str, Any] | None = None  # edgeinfer.tools.bench.environment() of that session
 
     @property
     def ok(self) -> bool:
@@ -276,8 +277,8 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
     """Run the runtime checklist on a model file (and images, when given) and return the findings.
 
     ``device`` is the profile the model is loaded with, as on the device (its providers, threads, precision)."""
-    from edgeinfer.bench import environment
-    from edgeinfer.images import image_files
+    from edgeinfer.tools.bench import environment
+    from edgeinfer.pipeline.images import image_files
 
     path = Path(model_path)
     findings: list[Finding] = []

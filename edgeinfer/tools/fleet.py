@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from edgeinfer.errors import EdgeInferError
-from edgeinfer.reports import read_report
+from edgeinfer.tools.reports import read_report
 
 # A device's top-1 agreement this far below the median of the others' (share of images), or its largest
 # probability difference this many times theirs (and above the floor), marks it as an outlier.
@@ -287,12 +287,12 @@ def report(paths: Iterable[str | os.PathLike], *, out: str | os.PathLike | None 
            plots: str | os.PathLike | None = None) -> FleetReport:
     """Compare the reports, write the markdown to ``out`` and the plots (latency and agreement per device)
     into the folder ``plots`` (needs matplotlib); return the comparison."""
-    from edgeinfer.files import write_text_atomic
+    from edgeinfer.tools.files import write_text_atomic
 
     result = compare(paths)
     written: list[Path] = []
     if plots is not None:
-        from edgeinfer.plots import plot_fleet_agreement, plot_fleet_latency
+        from edgeinfer.tools.plots import plot_fleet_agreement, plot_fleet_latency
 
         folder = Path(plots)
         folder.mkdir(parents=True, exist_ok=True)
