@@ -68,7 +68,7 @@ def main() -> None:
         for f in frame_list:  # warm both, and check they agree
             a, b = model.predict(f), yolo.predict(f, verbose=False)[0].boxes
             assert len(a) == len(b) and np.abs(a.xyxy - b.xyxy.numpy()).max(initial=0) <= 0.01
-        prepared = [model.prepare([f])[0] for f in frame_list]
+        prepared = [model.prepare([f]) for f in frame_list]
         contenders = {
             "edgeinfer predict": lambda i: model.predict(frame_list[i]),
             "Ultralytics predict": lambda i: yolo.predict(frame_list[i], verbose=False),
@@ -87,11 +87,11 @@ def main() -> None:
                 this[name] = (time.perf_counter() - t0) * 1e3
                 times[name].append(this[name])
             ratios.append(this["Ultralytics predict"] / this["edgeinfer predict"])
-        batch, sizes = model.prepare([frame_list[0]])
-        outs = model.infer(batch)
+        first = model.prepare([frame_list[0]])
+        outs = model.infer(first)
         t0 = time.perf_counter()
         for _ in range(20):
-            model.finish(outs, sizes, batch.shape[2:])
+            model.finish(first, outs)
         post_ms = (time.perf_counter() - t0) / 20 * 1e3
         med = {k: round(statistics.median(v), 2) for k, v in times.items()}
         rows.append({"target": target, "variant": variant, "input": list(batch.shape[2:]), "median_ms": med,

@@ -316,11 +316,11 @@ def run(folder: Path, *, rounds: int, budget_s: float, only: list[str] | None = 
         else:
             diffs, diffs16, first = [], [], {}
             for f in inputs:
-                b, _ = cpu.prepare([f])
+                b = cpu.prepare([f])
                 t = time.perf_counter()
                 o_g = gpu.infer(b)
                 # the first call at a new input shape includes cuDNN's algorithm search (the profile's EXHAUSTIVE)
-                first.setdefault("x".join(map(str, b.shape)), round(time.perf_counter() - t, 3))
+                first.setdefault("x".join(map(str, b.batch.shape)), round(time.perf_counter() - t, 3))
                 o_c, o_16 = cpu.infer(b), g16.infer(b)
                 diffs.append(max(float(np.abs(x - y).max()) for x, y in zip(o_c, o_g)))
                 diffs16.append(max(float(np.abs(x - y).max()) for x, y in zip(o_c, o_16)))
@@ -333,9 +333,9 @@ def run(folder: Path, *, rounds: int, budget_s: float, only: list[str] | None = 
         # latency: session.run on a prepared batch (host arrays in and out), batch 1 and a larger batch
         lat: dict[str, Any] = {}
         n_big = BATCH["classify" if classify else "detect"]
-        one = cpu.prepare([frames_1080[0]])[0]
+        one = cpu.prepare([frames_1080[0]])
         big_frames = (inputs * n_big)[:n_big] if classify else (frames_1080 * n_big)[:n_big]
-        big = cpu.prepare(big_frames)[0]
+        big = cpu.prepare(big_frames)
         for key, m in (("cpu_fp32", cpu), ("gpu_fp32", gpu), ("gpu_fp16", g16)):
             slow = key == "cpu_fp32"
             lat[key] = {

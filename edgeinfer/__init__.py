@@ -15,14 +15,14 @@ _moved.install()
 
 from edgeinfer.tasks.detections import Detections
 from edgeinfer.tasks.embedding import Embedding, cosine
-from edgeinfer.tools.check import doctor as check
+from edgeinfer.tools.check import check
 from edgeinfer.model import Model, SelfTestResult, load
 from edgeinfer.tasks.classification import Prediction
 from edgeinfer.pipeline.preprocess import Preprocessor
 from edgeinfer.tasks.segmentation import Segmentation
 from edgeinfer.spec import METADATA_KEY, SCHEMA, Decode, InputSpec, OutputSpec, Postprocess, SelfTest, Spec, Step
 
-__version__ = "0.1.0"
+from edgeinfer.version import __version__  # noqa: E402
 
 __all__ = [
     "ConversionError", "Decode", "DependencyError", "Detections", "EdgeInferError", "Embedding", "ExportError",

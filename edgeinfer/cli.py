@@ -58,11 +58,6 @@ def cmd_attach(args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_dict(model: Any) -> dict[str, Any]:
-    """What ``edgeinfer inspect --json`` prints (and ``GET /model`` of ``edgeinfer serve`` answers)."""
-    return {"path": model.path, "providers": list(model.providers), "spec": model.spec.to_dict()}
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
@@ -70,7 +65,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     model = load(args.model, device=args.device, **_sidecar(args))
     if args.json:
-        _print_json(inspect_dict(model))
+        _print_json(model.to_dict())
         return 0
     spec = model.spec
     print(f"model:      {model.path}")
@@ -264,7 +259,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from edgeinfer.model import load
 
     model = load(args.model, device=args.device)
-    if model.spec.task != "embedding":
+    if model.task.result is not embedding.Embedding:
         raise SpecError(f"{args.model}: embed needs an embedding model; this model's task is {model.spec.task!r}. "
                         "Use predict.")
     files = _expand(args.images)
@@ -563,8 +558,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from edgeinfer.tools.check import doctor
-
     model = transform = None
     if args.torch_model or args.reference_transform:
         from converters import zoo
@@ -573,8 +566,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             model, transform = zoo.build(args.torch_model, num_classes=args.num_classes, weights=args.weights)
         if args.reference_transform:
             transform = zoo.import_attr(args.reference_transform)
-    report = doctor(args.model, images=args.images, reference_transform=transform, torch_model=model,
-                    plots=args.plots, device=args.device)
+    if model is None and transform is None and args.plots is None:
+        from edgeinfer.tools.check import check
+
+        report = check(args.model, images=args.images, device=args.device)
+    else:  # the training reference or the plots: the workstation side (torch, matplotlib)
+        from converters.reference import check
+
+        report = check(args.model, args.images if args.images is not None else [], transform=transform,
+                       torch_model=model, plots_dir=args.plots, device=args.device)
     from edgeinfer.tools.files import write_text_atomic
 
     if args.json:

@@ -9,7 +9,7 @@ graph already ends in softmax, labels) and checks the two agree before anything 
 - a Hugging Face ``preprocessor_config.json`` (:func:`from_huggingface`);
 - Ultralytics' own ONNX metadata (:func:`from_ultralytics`, used by ``load`` without any attach step);
 - on a workstation only (these need torch): a torchvision/timm transform object, or ``"timm:NAME"``
-  for a timm model's pretrained preprocessing, handed to ``converters.sources``.
+  for a timm model's pretrained preprocessing, handed to ``converters.importers``.
 
 Data-only sources are read here without importing torch, so a device can take them as a sidecar:
 ``edgeinfer.load("model.onnx", spec="preprocessor_config.json")``.
@@ -31,9 +31,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgeinfer import tasks
 from edgeinfer.pipeline import ops
 from edgeinfer.errors import ModelError, SpecError
-from edgeinfer.spec import (DECODERS, ONNX_TYPES, OUTPUT_KINDS, SCHEMA, SECTIONLESS_TASKS, TASKS, Decode, InputSpec, OutputSpec,
+from edgeinfer.spec import (DECODERS, ONNX_TYPES, OUTPUT_KINDS, SCHEMA, Decode, InputSpec, OutputSpec,
                             Postprocess, Spec, Step)
 
 WAYS = (
@@ -176,19 +177,22 @@ def from_plain(source: Mapping[str, Any]) -> Preprocessing:
     steps += _normalize_steps(scale, _triple("mean", source.get("mean"), 0.0), _triple("std", source.get("std"), 1.0))
     provenance = {"source": "plain", "plain": json.dumps(dict(source))}
     contract = {CONTRACT_KEYS[k]: source[k] for k in CONTRACT_KEYS if k in source}
-    task = source.get("task", "classification")
-    if task in SECTIONLESS_TASKS and "postprocess" not in source:
-        return Preprocessing(steps=tuple(steps), provenance=provenance, task=task, contract=contract)
+    name = source.get("task", "classification")
+    task = tasks.get(name) if isinstance(name, str) else None
+    if task is None:
+        raise SpecError(f"plain source: task: expected one of {sorted(tasks.TABLE)}, found {name!r}. {_PLAIN_HELP}")
+    if not task.detector and "postprocess" not in source:
+        return Preprocessing(steps=tuple(steps), provenance=provenance, task=name, contract=contract)
     post = source.get("postprocess")
-    if task not in TASKS or task in SECTIONLESS_TASKS or not isinstance(post, Mapping) or "decoder" not in post:
+    if not task.detector or not isinstance(post, Mapping) or "decoder" not in post:
         raise SpecError(f"plain source: a detector needs 'task' (one of "
-                        f"{[t for t in TASKS if t not in SECTIONLESS_TASKS]}) and 'postprocess' with a "
-                        f"'decoder' (one of {list(DECODERS)}); found task={task!r}, postprocess={post!r}. {_PLAIN_HELP}")
+                        f"{[t.name for t in tasks.TABLE.values() if t.detector]}) and 'postprocess' with a "
+                        f"'decoder' (one of {list(DECODERS)}); found task={name!r}, postprocess={post!r}. {_PLAIN_HELP}")
     unknown = sorted(set(post) - {f.name for f in dataclasses.fields(Postprocess)})
     if unknown:
         raise SpecError(f"postprocess: unknown key(s) {unknown}; allowed: "
                         f"{[f.name for f in dataclasses.fields(Postprocess)]}.")
-    return Preprocessing(steps=tuple(steps), provenance=provenance, task=task, output_kind="raw",
+    return Preprocessing(steps=tuple(steps), provenance=provenance, task=name, output_kind="raw",
                          postprocess=Postprocess(**post), contract=contract)
 
 
@@ -473,7 +477,7 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     version = meta.get("version", "?")
     provenance = {"source": "ultralytics", "ultralytics": version, "ultralytics_task": task}
     h, w = imgsz
-    if task == "classify":
+    if not tasks.get(ULTRALYTICS_TASKS[task]).detector:  # Ultralytics' classify
         resize = {"rule": "shorter", "size": h} if h == w else {"rule": "exact", "size": [h, w]}
         steps = (Step("resize", _resize_params("bilinear", "pil", **resize)),
                  Step("center_crop", {"size": [h, w]}),
@@ -493,7 +497,7 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     if rtdetr:
         letterbox["scale_fill"] = True
     steps = (Step("letterbox", letterbox), Step("to_float", {"scale": "div255"}))
-    kpt = _literal(meta, "kpt_shape", []) if task == "pose" else None
+    kpt = _literal(meta, "kpt_shape", None)  # written by pose exports only
     decoder = "detr" if rtdetr else "ultralytics_nms" if (args.get("nms") or end2end) else "ultralytics_raw"
     post = Postprocess(decoder=decoder, kpt_shape=tuple(kpt) if kpt else None, rules=f"ultralytics=={version}")
     return Preprocessing(steps=steps, labels=labels, output_kind="raw", provenance=provenance,
@@ -541,16 +545,26 @@ def to_preprocessing(source: Any, *, hf_backend: str | None = None, loader_color
     return _from_mapping(_read_json(path), hf_backend=hf_backend, path=path)
 
 
+# Sources only the workstation can read (a torchvision/timm transform object, "timm:NAME") are read by the
+# workstation side, which plugs its reader in through this entry-point group (pyproject.toml): the runtime
+# never imports it, and a device without torch gets a SpecError saying what to do instead.
+READERS = "edgeinfer.readers"
+
+
 def _from_torch(source: Any, *, loader_color: str) -> Preprocessing:
-    """Transforms and timm names need torch: they are read by ``converters.sources`` on a workstation."""
+    """A transform object or ``timm:NAME``, read by the reader the workstation side registers."""
+    fix = ("On the workstation, write the spec once (`edgeinfer attach` or converters.spec_for(...).to_json()) and "
+           "give the device that JSON.")
+    readers = list(importlib.metadata.entry_points(group=READERS))
+    if not readers:
+        raise SpecError(f"spec source {source!r:.80}: a transform object or 'timm:NAME' is read by the workstation "
+                        f"side (edgeinfer[export]), which is not installed here. {fix}")
     try:
-        from converters.sources import preprocessing_from_torch
+        reader = readers[0].load()
     except ImportError as exc:
-        raise SpecError(
-            f"spec source {source!r:.80}: a transform object or 'timm:NAME' is read with torch, which this "
-            f"machine cannot import ({exc}). On the workstation, write the spec once (`edgeinfer attach` or "
-            "converters.spec_for(...).to_json()) and give the device that JSON.") from exc
-    return preprocessing_from_torch(source, loader_color=loader_color)
+        raise SpecError(f"spec source {source!r:.80}: a transform object or 'timm:NAME' is read with torch, which "
+                        f"this machine cannot import ({exc}). {fix}") from exc
+    return reader(source, loader_color=loader_color)
 
 
 def probe_image(h: int, w: int, seed: int) -> np.ndarray:
@@ -634,7 +648,8 @@ def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike
     post = pre.postprocess
     if not post.outputs:
         names = [o.name for o in session.get_outputs()]
-        both = post.decoder == "dets_labels" or pre.task == "segment"  # + labels, or + mask prototypes
+        # + labels, or + the mask prototypes of an instance segmenter
+        both = post.decoder == "dets_labels" or tasks.get(pre.task).mask is not None
         post = dataclasses.replace(post, outputs=tuple(names[:2] if both else names[:1]))
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
                 input=ispec, postprocess=post,
@@ -649,16 +664,17 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
     pipeline makes one fixed size, the model's."""
     from edgeinfer.pipeline.preprocess import Preprocessor
 
-    if pre.postprocess is not None:
+    task = tasks.get(pre.task)
+    if task.detector:
         return _complete_detector(pre, session, path)
-    if pre.task == "semantic_segmentation":
+    if task.dense:
         return _complete_segmenter(pre, session, path, output_kind)
     ispec = _input_spec(pre, session, path)
     n, c, h, w = ispec.nchw
     out_name = session.get_outputs()[0].name
     draft_input = _with_nchw(ispec, (n, c, h or 1, w or 1))
     draft = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, input=draft_input,
-                 output=OutputSpec(name=out_name), provenance={"exporter": "edgeinfer.importers", **pre.provenance})
+                 task=pre.task, output=OutputSpec(name=out_name, kind=task.output_kinds[0]), provenance={"exporter": "edgeinfer.importers", **pre.provenance})
     runner = Preprocessor(draft)
     shapes = {runner.unchecked(probe_image(*hw, seed), color="rgb").shape
               for seed, hw in enumerate(((333, 517), (401, 263)))}
@@ -675,7 +691,7 @@ def _complete(pre: Preprocessing, session: Any, path: str | os.PathLike, output_
     spec = dataclasses.replace(draft, input=_with_nchw(ispec, (n, pc, ph, pw)))
     kind = output_kind or pre.output_kind
     if kind is None:
-        kind = _measure_kind(session, runner, spec)
+        kind = _measure_kind(session, runner, spec, task)
         spec = dataclasses.replace(spec, provenance={**spec.provenance, "output_kind": f"measured: {kind}"})
     return dataclasses.replace(spec, output=OutputSpec(name=out_name, kind=kind))
 
@@ -689,7 +705,8 @@ def _complete_segmenter(pre: Preprocessing, session: Any, path: str | os.PathLik
         raise ModelError(f"{path}: output {out.name!r} has shape {out.shape}; a semantic segmenter gives class "
                          "logits (batch, classes, height, width).")
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
-                input=ispec, output=OutputSpec(name=out.name, kind=output_kind or pre.output_kind or "logits"),
+                input=ispec, output=OutputSpec(name=out.name, kind=output_kind or pre.output_kind
+                                               or tasks.get(pre.task).output_kinds[0]),
                 provenance={"exporter": "edgeinfer.importers", **pre.provenance}).validate()
     _check_probe_sizes(spec, path)
     return spec
@@ -725,19 +742,18 @@ def _labels(labels: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in labels)
 
 
-def _measure_kind(session: Any, runner: Any, spec: Spec) -> str:
+def _measure_kind(session: Any, runner: Any, spec: Spec, task: tasks.Task) -> str:
+    """The output kind the model's outputs on probe images show (its task says how to read them)."""
     from edgeinfer.pipeline import contract
-    from edgeinfer.tasks import classification as postprocess
 
-    rows = []
+    outs = []
     for seed, hw in enumerate(((333, 517), (401, 263), (224, 224))):
         x = runner.unchecked(probe_image(*hw, seed + 10), color="rgb")[None]
-        out = session.run([spec.output.name], contract.feeds(spec.input, x, [hw], "probe"))[0]
-        try:
-            rows.append(postprocess.class_scores(out))
-        except ModelError as exc:
-            raise ModelError(f"output {spec.output.name!r} has shape {out.shape}: {exc}") from None
-    return "probabilities" if postprocess.looks_like_probabilities(np.concatenate(rows)) else "logits"
+        outs.append(session.run([spec.output.name], contract.feeds(spec.input, x, [hw], "probe"))[0])
+    try:
+        return task.kind_of(np.concatenate(outs))
+    except ModelError as exc:
+        raise ModelError(f"output {spec.output.name!r} has shape {outs[0].shape}: {exc}") from None
 
 
 def check_io(spec: Spec, session: Any, path: str | os.PathLike = "model") -> None:
@@ -758,12 +774,13 @@ def check_io(spec: Spec, session: Any, path: str | os.PathLike = "model") -> Non
 
     contract.check(spec.input, session, str(path))
     outputs = [o.name for o in session.get_outputs()]
-    wanted = spec.postprocess.outputs if spec.postprocess is not None else (spec.output.name,)
+    task = tasks.get(spec.task)
+    wanted = task.outputs(spec)
     missing = [o for o in wanted if o not in outputs]
     if missing:
         raise ModelError(f"{path}: the spec names output(s) {missing}, the model has "
                          f"{outputs}. Re-export or re-attach the spec.")
-    if spec.postprocess is not None:  # a detector's outputs are checked by its decoder, on real outputs
+    if task.detector:  # a detector's outputs are checked by its decoder, on real outputs
         return
     classes = session.get_outputs()[outputs.index(spec.output.name)].shape
     n = classes[1] if len(classes) >= 2 else None

@@ -14,14 +14,13 @@ import onnxruntime as ort
 
 from edgeinfer import providers, tasks
 from edgeinfer.pipeline import contract
-from edgeinfer.tasks import classification as postprocess
-from edgeinfer import importers as sources
+from edgeinfer import importers
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
 from edgeinfer.tasks.detections import Detections
 from edgeinfer.pipeline.images import ImageInput, decode, to_model_layout
-from edgeinfer.tasks.classification import Prediction
-from edgeinfer.pipeline.preprocess import Preprocessor
-from edgeinfer.spec import METADATA_KEY, TTA_MODES, Spec, Step
+from edgeinfer.pipeline.preprocess import Prepared, Preprocessor
+from edgeinfer.spec import METADATA_KEY, TTA_MERGES, TTA_MODES, Spec, Step
+from edgeinfer.tasks.base import Result
 
 def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") -> Spec:
     """Return the validated spec stored in a session's model metadata.
@@ -31,12 +30,12 @@ def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") 
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY in meta:
         return Spec.from_json(meta[METADATA_KEY])
-    if sources.is_ultralytics(meta):
+    if importers.is_ultralytics(meta):
         # Ultralytics' predictor calls an ONNX file dynamic when its first output's batch axis is symbolic.
         dynamic = not isinstance(session.get_outputs()[0].shape[0], int)
-        return sources.resolve(sources.from_ultralytics(meta, dynamic=dynamic), session, path=path)
+        return importers.resolve(importers.from_ultralytics(meta, dynamic=dynamic), session, path=path)
     raise SpecMissingError(f"{path}: expected an edgeinfer spec in the model metadata under {METADATA_KEY!r}, "
-                           f"found keys {sorted(meta)}. {sources.WAYS}")
+                           f"found keys {sorted(meta)}. {importers.WAYS}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,11 @@ class Model:
 
     # -- facts ------------------------------------------------------------------------------------
     @property
+    def task(self) -> tasks.Task:
+        """The task table's entry for this model's task."""
+        return tasks.get(self.spec.task)
+
+    @property
     def labels(self) -> tuple[str, ...] | None:
         return self.spec.labels
 
@@ -89,7 +93,7 @@ class Model:
         return self._fixed_batch
 
     def _check_io(self) -> None:
-        sources.check_io(self.spec, self.session, self.path)
+        importers.check_io(self.spec, self.session, self.path)
 
     # -- running ----------------------------------------------------------------------------------
     def preprocess(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
@@ -109,40 +113,35 @@ class Model:
         stride-aligned rectangle of a dynamic model only when all images have one size) and map the
         boxes back. ``conf``, ``iou``, ``max_det`` and ``retina_masks`` override the spec's postprocess section.
         """
-        if self.spec.postprocess is None:
+        if not self.task.detector:
             raise SpecError(f"{self.path}: detect() needs a detector; this model's task is {self.spec.task!r}. "
                             "Use predict().")
         return self.results(images, color=color, conf=conf, iou=iou, max_det=max_det, retina_masks=retina_masks)
 
-    def results(self, images: Iterable[ImageInput], *, color: str = "bgr", **options: Any) -> list[Any]:
+    def results(self, images: Iterable[ImageInput], *, color: str = "bgr", **options: Any) -> list[Result]:
         """The task's result for each image (prepare, infer, finish). Images whose inputs differ in size (a
         dynamic-size model, e.g. a segmenter resizing the shorter side) run in groups of one size.
         ``options`` go to the task (see :meth:`finish`)."""
-        arrays, sizes = self._inputs(images, color=color)
-        if isinstance(arrays, np.ndarray):
-            return self.finish(self.infer(arrays, sizes), sizes, arrays.shape[2:], **options)
-        out: list[Any] = [None] * len(arrays)
-        for shape in dict.fromkeys(a.shape for a in arrays):  # one run per input size, in first-seen order
-            idx = [i for i, a in enumerate(arrays) if a.shape == shape]
-            part = [sizes[i] for i in idx]
-            got = self.finish(self.infer(np.stack([arrays[i] for i in idx]), part), part, shape[1:], **options)
-            for i, r in zip(idx, got):
+        groups = self._inputs(images, color=color)
+        out: list[Any] = [None] * sum(len(idx) for idx, _ in groups)
+        for idx, prepared in groups:
+            for i, r in zip(idx, self.finish(prepared, self.infer(prepared), **options)):
                 out[i] = r
         return out
 
     # -- the three stages, for callers that time or overlap them (bench, stream) -------------------------
-    def prepare(self, images: Iterable[ImageInput], *, color: str = "bgr") -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """The (N, C, H, W) model input for ``images`` and the (height, width) of each decoded image."""
-        arrays, sizes = self._inputs(images, color=color)
-        if not isinstance(arrays, np.ndarray):
+    def prepare(self, images: Iterable[ImageInput], *, color: str = "bgr") -> Prepared:
+        """The model input for ``images`` with the (height, width) of each decoded image."""
+        groups = self._inputs(images, color=color)
+        if len(groups) > 1:
             raise ImageError(f"prepare: these images make inputs of different sizes for this dynamic-size model "
-                             f"({sorted({a.shape for a in arrays})}); one batch holds one size. Use results(), "
-                             "which runs each size on its own, or prepare them one by one.")
-        return arrays, sizes
+                             f"({sorted({p.batch.shape[1:] for _, p in groups})}); one batch holds one size. Use "
+                             "results(), which runs each size on its own, or prepare them one by one.")
+        return groups[0][1]
 
-    def _inputs(self, images: Iterable[ImageInput], *, color: str) -> tuple[Any, list[tuple[int, int]]]:
-        """The model inputs of ``images`` as one (N, C, H, W) batch, or, when a dynamic-size model makes them
-        in different sizes, as a list of (C, H, W) arrays; and the (height, width) of each decoded image."""
+    def _inputs(self, images: Iterable[ImageInput], *, color: str) -> list[tuple[list[int], Prepared]]:
+        """The images decoded once and preprocessed, as batches of one input size each: (the images' indices,
+        their :class:`Prepared`), in first-seen order (one batch unless a dynamic-size model sizes them apart)."""
         decoded = [to_model_layout(im, self.spec.decode, color=color) for im in images]
         if not decoded:
             raise ImageError("expected at least one image, found none.")
@@ -150,24 +149,30 @@ class Model:
         pre = self._preprocessor_for(sizes)
         if pre.spec.input.dynamic_size:
             arrays = [pre.check(pre.from_layout(px, ch)) for px, ch in decoded]
-            return (np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays), sizes
+            groups: list[tuple[list[int], Prepared]] = []
+            for shape in dict.fromkeys(a.shape for a in arrays):
+                idx = [i for i, a in enumerate(arrays) if a.shape == shape]
+                groups.append((idx, Prepared(np.stack([arrays[i] for i in idx]), [sizes[i] for i in idx])))
+            return groups
         batch = np.empty((len(decoded), pre.spec.input.channels, *pre.spec.input.height_width), np.float32)
         for i, (px, ch) in enumerate(decoded):  # straight into the batch: no stacking copy
             pre.check(pre.from_layout(px, ch, out=batch[i]))
-        return batch, sizes
+        return [(list(range(len(decoded))), Prepared(batch, sizes))]
 
-    def infer(self, batch: np.ndarray, sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
-        """The outputs this model's task reads, for a prepared batch (``sizes``, the images' (h, w) from
-        :meth:`prepare`, feed the extra inputs of a model that has them)."""
-        return self._run_outputs(batch, tasks.get(self.spec.task).outputs(self.spec), sizes)
+    def infer(self, prepared: Prepared) -> list[np.ndarray]:
+        """The outputs this model's task reads, for a :class:`Prepared` batch (its image sizes feed the extra
+        inputs of a model that has them)."""
+        if not isinstance(prepared, Prepared):
+            raise TypeError(f"infer: expected the Prepared batch from Model.prepare() (it carries the images' sizes), "
+                            f"found {type(prepared).__name__}. For a bare array use Model.run().")
+        return self._run_outputs(prepared.batch, self.task.outputs(self.spec), prepared.sizes)
 
-    def finish(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], input_hw: Sequence[int],
-               **options: Any) -> list[Any]:
+    def finish(self, prepared: Prepared, outputs: Sequence[np.ndarray], **options: Any) -> list[Result]:
         """The task's results (the task table's result type for each image) from ``infer``'s outputs.
 
         ``options``: ``top_k`` for classifiers; ``conf``, ``iou``, ``max_det``, ``retina_masks`` for detectors;
         ``scores`` (class probabilities at the output resolution) for semantic segmenters."""
-        return tasks.get(self.spec.task).finish(self.spec, outputs, sizes, tuple(input_hw), **options)
+        return self.task.finish(self.spec, outputs, prepared, **options)
 
     def _preprocessor_for(self, sizes: Sequence[tuple[int, int]]) -> Preprocessor:
         variant = tasks.batch_spec(self.spec, sizes)
@@ -193,62 +198,45 @@ class Model:
         return self.session.run(list(names), feed)
 
     def predict(self, image: ImageInput, *, color: str = "bgr", top_k: int = 5, tta: str | None = "spec",
-                merge: str | None = None) -> Prediction:
-        """Preprocess one image, run the model, and return its :class:`Prediction`.
+                merge: str | None = None) -> Result:
+        """The task's result for one image: a :class:`Prediction` (classifier), :class:`Detections` (detector,
+        pose, oriented boxes, instance segmenter), :class:`Segmentation` or :class:`Embedding`.
 
-        Test-time augmentation: ``tta="hflip"`` adds the mirrored input; ``"five_crop"`` replaces the
-        centre crop by torchvision's FiveCrop (corners and centre of the resized image); ``"ten_crop"``
+        Test-time augmentation (classifiers): ``tta="hflip"`` adds the mirrored input; ``"five_crop"`` replaces
+        the centre crop by torchvision's FiveCrop (corners and centre of the resized image); ``"ten_crop"``
         adds their mirrors; ``"multiscale"`` resizes by the spec's TTA scales. Views are merged by the
         mean of probabilities (``merge="probabilities"``) or of logits (``merge="logits"``, then softmax).
         The default ``tta="spec"`` applies what the converter recorded (none unless it did); ``None``
         turns it off.
         """
-        if not tasks.get(self.spec.task).tta:  # a detector or segmenter: the task's result
-            self._no_tta(tta)
-            return self.results([image], color=color)[0]
-        if self.spec.input.extra:  # inputs fed from the image's size: through the staged path, which knows it
-            self._no_tta(tta)
-            return self.results([image], color=color, top_k=top_k)[0]
-        if tta is None or (tta == "spec" and self.spec.tta is None):  # the common case, without detours
-            raw = self.run(self.preprocessor.batch((image,), color=color))
-            return postprocess.predictions(raw, kind=self.spec.output.kind, labels=self.spec.labels, top_k=top_k)[0]
         return self.predict_batch([image], color=color, top_k=top_k, tta=tta, merge=merge)[0]
 
     def predict_batch(self, images: Iterable[ImageInput], *, color: str = "bgr", top_k: int = 5,
-                      tta: str | None = "spec", merge: str | None = None) -> list[Prediction]:
-        """Predict several images in one model call (two with ``tta="hflip"``)."""
+                      tta: str | None = "spec", merge: str | None = None) -> list[Result]:
+        """:meth:`predict` for several images in one model call (one per view with test-time augmentation)."""
         images = list(images)
-        if not tasks.get(self.spec.task).tta or self.spec.input.extra:
-            self._no_tta(tta)
-            return self.results(images, color=color, top_k=top_k)
-        kind = self.spec.output.kind
         if tta == "spec":
             tta = self.spec.tta.mode if self.spec.tta is not None else None
+        if tta is None:
+            return self.results(images, color=color, top_k=top_k)
+        if self.task.tta is None:
+            raise SpecError(f"tta {tta!r}: test-time augmentation for a {self.spec.task} model is not supported "
+                            "(the training tool's merge of augmented results is not reproduced). Use tta=None.")
         if merge is None:
             merge = self.spec.tta.merge if self.spec.tta is not None else "probabilities"
-        if tta is None:
-            raw = self.run(self.preprocessor.batch(images, color=color))
-            return postprocess.predictions(raw, kind=kind, labels=self.labels, top_k=top_k)
-        if tta not in TTA_MODES or merge not in ("probabilities", "logits"):
-            raise ImageError(f"tta: expected one of {TTA_MODES} with merge 'probabilities' or 'logits', found "
+        if tta not in TTA_MODES or merge not in TTA_MERGES:
+            raise ImageError(f"tta: expected one of {TTA_MODES} with merge one of {TTA_MERGES}, found "
                              f"{tta!r}/{merge!r}.")
+        if self.spec.input.extra:
+            raise SpecError(f"tta {tta!r}: this model takes extra inputs from the image's size "
+                            f"({[e.name for e in self.spec.input.extra]}), which the augmented views would change. "
+                            "Use tta=None.")
         views = [pre.batch(images, color=color) for pre in self._crop_preprocessors(tta)]
         if tta in ("hflip", "ten_crop"):
             views += [v[..., ::-1] for v in views]
-        n = len(images)
-        raw = postprocess.class_scores(self.run(np.concatenate(views)))
-        per_view = raw.reshape(len(views), n, -1)
-        if merge == "logits" and kind in ("logits", "multilabel_logits"):
-            merged, merged_kind = per_view.mean(axis=0), kind
-        else:
-            merged = np.mean([postprocess.to_probabilities(v, kind) for v in per_view], axis=0)
-            merged_kind = "multilabel_probabilities" if kind.startswith("multilabel") else "probabilities"
-        return postprocess.predictions(merged, kind=merged_kind, labels=self.labels, top_k=top_k)
-
-    def _no_tta(self, tta: str | None) -> None:
-        if tta not in (None, "spec"):
-            raise SpecError(f"tta {tta!r}: test-time augmentation for a {self.spec.task} model is not supported "
-                            "(the training tool's merge of augmented detections is not reproduced). Use tta=None.")
+        raw = self.run(np.concatenate(views))
+        return self.task.tta(self.spec, raw.reshape(len(views), len(images), *raw.shape[1:]), merge=merge,
+                             top_k=top_k)
 
     def _crop_preprocessors(self, tta: str) -> list[Preprocessor]:
         if tta == "hflip":
@@ -286,17 +274,21 @@ class Model:
         if st is None:
             raise SpecError(f"{self.path}: the spec has no self-test vector. Re-export with converters.export(...), "
                             "which records one.")
-        probe = tasks.get(self.spec.task).selftest
+        probe = self.task.selftest
         if probe is None:
             raise SpecError(f"{self.path}: a {self.spec.task} model has no self-test vector.")
         img = decode(base64.b64decode(st.image_png), exif_orientation=False, source="self-test image")
-        raw = self.run(self.preprocessor.batch([img], color="bgr"))
+        raw = self.infer(self.prepare([img], color="bgr"))[0]
         got = np.asarray(probe(raw), dtype=np.float64).reshape(-1)
         want = np.asarray(st.expected, dtype=np.float64)
         if got.shape != want.shape:
             return SelfTestResult(False, float("inf"), st.atol, self.providers)
         diff = float(np.max(np.abs(got - want)))
         return SelfTestResult(diff <= st.atol, diff, st.atol, self.providers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``edgeinfer inspect --json`` prints and ``GET /model`` of ``edgeinfer serve`` answers."""
+        return {"path": self.path, "providers": list(self.providers), "spec": self.spec.to_dict()}
 
     def __repr__(self) -> str:
         return f"Model({self.path!r}, device={self.device!r}, providers={list(self.providers)})"
@@ -348,7 +340,7 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
     if spec is None and labels is None and output_kind is None:
         resolved = read_spec(session, p)
     else:
-        resolved = sources.resolve(spec if spec is not None else read_spec(session, p), session, path=p,
+        resolved = importers.resolve(spec if spec is not None else read_spec(session, p), session, path=p,
                                    labels=labels, output_kind=output_kind, hf_backend=hf_backend)
     return Model(session, resolved, path=str(p), device=profile.name, requested=choice.requested,
                  preprocess=preprocess or profile.preprocess)

@@ -60,7 +60,7 @@ def versions() -> dict[str, object]:
     import numpy as np
     import onnxruntime as ort
 
-    from edgeinfer import __version__
+    from edgeinfer.version import __version__
     from edgeinfer.pipeline import resample
 
     return {"edgeinfer": __version__, "python": platform.python_version(), "machine": platform.machine(),

@@ -35,15 +35,17 @@ ALPHA = ("drop",)
 # same, except that grayscale keeps 16/32-bit images unscaled), "opencv" is cv2.imread (IMREAD_COLOR).
 LOADERS = ("pil", "keras", "opencv")
 # The task names; what each does with the model's outputs is the task table's (edgeinfer.tasks).
-TASKS = ("classification", "detection", "pose", "obb", "segment", "semantic_segmentation", "embedding")
-# Tasks whose outputs need no postprocess section: a classifier's class scores, a semantic segmenter's
-# per-pixel class logits (B, C, h, w).
-SECTIONLESS_TASKS = ("classification", "semantic_segmentation", "embedding")
-# Detection-family decoders, one per output layout (edgeinfer.tasks.decoders implements each):
-#   ultralytics_raw   (B, 4 + nc [+ extra], A): cx cy w h in input pixels, sigmoided class scores, then NMS
-#   ultralytics_nms   (B, max_det, 6 [+ extra]): x1 y1 x2 y2 score class, zero-padded (nms=True, end2end heads)
-#   detr              (B, Q, 6): normalised cx cy w h, score, class per query, no NMS (Ultralytics RT-DETR)
-#   dets_labels       dets (B, N, 5) x1 y1 x2 y2 score in input pixels + labels (B, N) (MMDeploy, SSD style)
+# The task table (edgeinfer.tasks) registers each task here as it is imported -- the package's own
+# __init__ imports it, so every Spec sees every task. The schema checks what all specs share and hands the
+# rest to the task's record: the task names live in the table alone.
+_TASKS: dict[str, Any] = {}
+
+
+def register_task(task: Any) -> None:
+    """Make ``task`` (an :class:`edgeinfer.tasks.base.Task`) known to spec validation."""
+    _TASKS[task.name] = task
+
+
 DECODERS = ("ultralytics_raw", "ultralytics_nms", "detr", "dets_labels")
 # single-label: softmax over logits, or probabilities as they are; multi-label: sigmoid per class;
 # "raw": a detector's outputs, read by the spec's postprocess section
@@ -76,20 +78,20 @@ MAX_LABEL_CHARS = 1_000
 MAX_STEPS = 64
 
 
-def _expect(ok: bool, where: str, expected: str, found: Any, fix: str) -> None:
+def expect(ok: bool, where: str, expected: str, found: Any, fix: str) -> None:
     if not ok:
         raise SpecError(f"{where}: expected {expected}, found {found!r}. {fix}")
 
 
-_REEXPORT = "Re-export the model with converters.export(...) or fix the spec JSON."
+REEXPORT = "Re-export the model with converters.export(...) or fix the spec JSON."
 
 
 def _check_keys(where: str, data: Mapping[str, Any], cls: type) -> None:
-    _expect(isinstance(data, Mapping), where, "a JSON object", type(data).__name__, _REEXPORT)
+    expect(isinstance(data, Mapping), where, "a JSON object", type(data).__name__, REEXPORT)
     allowed = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}. {_REEXPORT}")
+        raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}. {REEXPORT}")
 
 
 @dataclass(frozen=True)
@@ -110,14 +112,14 @@ class Decode:
     loader: str = "pil"
 
     def validate(self) -> None:
-        _expect(self.color in COLORS, "decode.color", f"one of {COLORS}", self.color, _REEXPORT)
-        _expect(isinstance(self.exif_orientation, bool), "decode.exif_orientation", "true or false",
-                self.exif_orientation, _REEXPORT)
-        _expect(self.alpha in ALPHA, "decode.alpha", f"one of {ALPHA}", self.alpha, _REEXPORT)
-        _expect(self.loader in LOADERS, "decode.loader", f"one of {LOADERS}", self.loader,
+        expect(self.color in COLORS, "decode.color", f"one of {COLORS}", self.color, REEXPORT)
+        expect(isinstance(self.exif_orientation, bool), "decode.exif_orientation", "true or false",
+                self.exif_orientation, REEXPORT)
+        expect(self.alpha in ALPHA, "decode.alpha", f"one of {ALPHA}", self.alpha, REEXPORT)
+        expect(self.loader in LOADERS, "decode.loader", f"one of {LOADERS}", self.loader,
                 "Upgrade edgeinfer on the device, or re-export naming a loader it knows.")
         # color "l" is PIL's convert('L'); OpenCV's grayscale (IMREAD_GRAYSCALE, cvtColor) rounds otherwise
-        _expect(not (self.loader == "opencv" and self.color == "l"), "decode.color",
+        expect(not (self.loader == "opencv" and self.color == "l"), "decode.color",
                 "'rgb' with loader 'opencv' ('l' is PIL's convert('L'))", self.color,
                 "Record the grayscale step as a preprocessing step after an 'rgb' decode.")
 
@@ -144,8 +146,8 @@ class Step:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], index: int = 0) -> "Step":
-        _expect(isinstance(data, Mapping) and "op" in data, f"step {index}", "an object with an 'op' key",
-                data, _REEXPORT)
+        expect(isinstance(data, Mapping) and "op" in data, f"step {index}", "an object with an 'op' key",
+                data, REEXPORT)
         params = {k: v for k, v in data.items() if k != "op"}
         return cls(op=data["op"], params=params)
 
@@ -168,16 +170,16 @@ class ExtraInput:
             object.__setattr__(self, "value", tuple(float(v) for v in self.value))
 
     def validate(self) -> None:
-        _expect(isinstance(self.name, str) and self.name != "", "input.extra.name", "a non-empty string", self.name,
-                _REEXPORT)
-        _expect(self.rule in EXTRA_RULES, f"input.extra[{self.name}].rule", f"one of {EXTRA_RULES}", self.rule,
-                _REEXPORT)
-        _expect(self.dtype in ("float32", "float16", "int64", "int32"), f"input.extra[{self.name}].dtype",
-                "float32, float16, int64 or int32", self.dtype, _REEXPORT)
-        _expect((self.value is not None) == (self.rule == "constant") and
+        expect(isinstance(self.name, str) and self.name != "", "input.extra.name", "a non-empty string", self.name,
+                REEXPORT)
+        expect(self.rule in EXTRA_RULES, f"input.extra[{self.name}].rule", f"one of {EXTRA_RULES}", self.rule,
+                REEXPORT)
+        expect(self.dtype in ("float32", "float16", "int64", "int32"), f"input.extra[{self.name}].dtype",
+                "float32, float16, int64 or int32", self.dtype, REEXPORT)
+        expect((self.value is not None) == (self.rule == "constant") and
                 (self.value is None or (0 < len(self.value) <= 64 and all(math.isfinite(v) for v in self.value))),
                 f"input.extra[{self.name}].value", "1 to 64 finite numbers for a constant and none otherwise",
-                self.value, _REEXPORT)
+                self.value, REEXPORT)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "rule": self.rule, "dtype": self.dtype,
@@ -221,26 +223,26 @@ class InputSpec:
         return None in self.height_width
 
     def validate(self) -> None:
-        _expect(isinstance(self.name, str) and self.name != "", "input.name", "a non-empty string",
-                self.name, _REEXPORT)
-        _expect(self.layout in LAYOUTS, "input.layout", f"one of {LAYOUTS}", self.layout, _REEXPORT)
-        _expect(self.dtype in DTYPES, "input.dtype", f"one of {DTYPES}", self.dtype, _REEXPORT)
-        _expect(self.channel_order in CHANNEL_ORDERS, "input.channel_order", f"one of {CHANNEL_ORDERS}",
-                self.channel_order, _REEXPORT)
+        expect(isinstance(self.name, str) and self.name != "", "input.name", "a non-empty string",
+                self.name, REEXPORT)
+        expect(self.layout in LAYOUTS, "input.layout", f"one of {LAYOUTS}", self.layout, REEXPORT)
+        expect(self.dtype in DTYPES, "input.dtype", f"one of {DTYPES}", self.dtype, REEXPORT)
+        expect(self.channel_order in CHANNEL_ORDERS, "input.channel_order", f"one of {CHANNEL_ORDERS}",
+                self.channel_order, REEXPORT)
         ok = len(self.shape) == 4 and (self.shape[0] is None or _is_size(self.shape[0]))
         ok = ok and all(d is None or _is_size(d) for d in self.shape[1:])
         nchw = self.nchw if len(self.shape) == 4 else (None,) * 4
         ok = ok and _is_size(nchw[1])
         axes = "[batch, channels, height, width]" if self.layout == "NCHW" else "[batch, height, width, channels]"
-        _expect(ok, "input.shape", f"{axes} with positive ints (null for a dynamic batch, height or width)",
-                list(self.shape), _REEXPORT)
-        _expect(nchw[1] in (1, 3), "input channels", "1 or 3", nchw[1], _REEXPORT)
-        _expect(len(self.extra) <= 8, "input.extra", "at most 8 extra inputs", len(self.extra), _REEXPORT)
+        expect(ok, "input.shape", f"{axes} with positive ints (null for a dynamic batch, height or width)",
+                list(self.shape), REEXPORT)
+        expect(nchw[1] in (1, 3), "input channels", "1 or 3", nchw[1], REEXPORT)
+        expect(len(self.extra) <= 8, "input.extra", "at most 8 extra inputs", len(self.extra), REEXPORT)
         for e in self.extra:
             e.validate()
         names = [self.name] + [e.name for e in self.extra]
-        _expect(len(set(names)) == len(names), "input.extra", "names distinct from each other and the image input",
-                names, _REEXPORT)
+        expect(len(set(names)) == len(names), "input.extra", "names distinct from each other and the image input",
+                names, REEXPORT)
 
 
 @dataclass(frozen=True)
@@ -251,9 +253,9 @@ class OutputSpec:
     kind: str = "logits"
 
     def validate(self) -> None:
-        _expect(isinstance(self.name, str) and self.name != "", "output.name", "a non-empty string",
-                self.name, _REEXPORT)
-        _expect(self.kind in OUTPUT_KINDS, "output.kind", f"one of {OUTPUT_KINDS}", self.kind, _REEXPORT)
+        expect(isinstance(self.name, str) and self.name != "", "output.name", "a non-empty string",
+                self.name, REEXPORT)
+        expect(self.kind in OUTPUT_KINDS, "output.kind", f"one of {OUTPUT_KINDS}", self.kind, REEXPORT)
 
 
 @dataclass(frozen=True)
@@ -268,12 +270,12 @@ class SelfTest:
         object.__setattr__(self, "expected", tuple(float(v) for v in self.expected))
 
     def validate(self) -> None:
-        _expect(isinstance(self.image_png, str) and len(self.image_png) > 0, "self_test.image_png",
-                "base64 PNG text", type(self.image_png).__name__, _REEXPORT)
-        _expect(len(self.expected) > 0 and all(math.isfinite(v) for v in self.expected),
-                "self_test.expected", "a non-empty list of finite numbers", len(self.expected), _REEXPORT)
-        _expect(isinstance(self.atol, (int, float)) and math.isfinite(self.atol) and self.atol > 0,
-                "self_test.atol", "a positive number", self.atol, _REEXPORT)
+        expect(isinstance(self.image_png, str) and len(self.image_png) > 0, "self_test.image_png",
+                "base64 PNG text", type(self.image_png).__name__, REEXPORT)
+        expect(len(self.expected) > 0 and all(math.isfinite(v) for v in self.expected),
+                "self_test.expected", "a non-empty list of finite numbers", len(self.expected), REEXPORT)
+        expect(isinstance(self.atol, (int, float)) and math.isfinite(self.atol) and self.atol > 0,
+                "self_test.atol", "a positive number", self.atol, REEXPORT)
 
 
 @dataclass(frozen=True)
@@ -308,34 +310,29 @@ class Postprocess:
         if self.kpt_shape is not None:
             object.__setattr__(self, "kpt_shape", tuple(self.kpt_shape))
 
-    def validate(self, task: str) -> None:
-        _expect(self.decoder in DECODERS, "postprocess.decoder", f"one of {DECODERS}", self.decoder,
+    def validate(self) -> None:
+        expect(self.decoder in DECODERS, "postprocess.decoder", f"one of {DECODERS}", self.decoder,
                 "Upgrade edgeinfer on the device, or attach a spec with a decoder it knows.")
-        _expect(all(isinstance(o, str) and o for o in self.outputs) and 0 < len(self.outputs) <= 8,
-                "postprocess.outputs", "1 to 8 output names", list(self.outputs), _REEXPORT)
+        expect(all(isinstance(o, str) and o for o in self.outputs) and 0 < len(self.outputs) <= 8,
+                "postprocess.outputs", "1 to 8 output names", list(self.outputs), REEXPORT)
         for key, lo, hi in (("conf", 0.0, 1.0), ("iou", 0.0, 1.0)):
             v = getattr(self, key)
-            _expect(isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi,
-                    f"postprocess.{key}", f"a number in [{lo}, {hi}]", v, _REEXPORT)
+            expect(isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi,
+                    f"postprocess.{key}", f"a number in [{lo}, {hi}]", v, REEXPORT)
         for key in ("max_det", "max_nms"):
             v = getattr(self, key)
-            _expect(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1_000_000,
-                    f"postprocess.{key}", "a positive int", v, _REEXPORT)
-        _expect(isinstance(self.max_wh, (int, float)) and self.max_wh > 0, "postprocess.max_wh",
-                "a positive number", self.max_wh, _REEXPORT)
-        _expect(task != "segment" or len(self.outputs) == 2, "postprocess.outputs",
-                "two outputs for a segment model (detections with mask coefficients, then prototypes)",
-                list(self.outputs), _REEXPORT)
+            expect(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1_000_000,
+                    f"postprocess.{key}", "a positive int", v, REEXPORT)
+        expect(isinstance(self.max_wh, (int, float)) and self.max_wh > 0, "postprocess.max_wh",
+                "a positive number", self.max_wh, REEXPORT)
         for key in ("agnostic", "multi_label", "retina_masks"):
-            _expect(isinstance(getattr(self, key), bool), f"postprocess.{key}", "true or false",
-                    getattr(self, key), _REEXPORT)
+            expect(isinstance(getattr(self, key), bool), f"postprocess.{key}", "true or false",
+                    getattr(self, key), REEXPORT)
         kpt = self.kpt_shape
-        _expect((kpt is not None) == (task == "pose"), "postprocess.kpt_shape",
-                "[keypoints, 2 or 3] for a pose model and null otherwise", kpt, _REEXPORT)
-        _expect(kpt is None or (len(kpt) == 2 and _is_size(kpt[0]) and kpt[1] in (2, 3)),
-                "postprocess.kpt_shape", "[keypoints, 2 or 3]", kpt, _REEXPORT)
-        _expect(isinstance(self.rules, str) and self.rules != "", "postprocess.rules", "a tool==version string",
-                self.rules, _REEXPORT)
+        expect(kpt is None or (len(kpt) == 2 and _is_size(kpt[0]) and kpt[1] in (2, 3)),
+                "postprocess.kpt_shape", "[keypoints, 2 or 3]", kpt, REEXPORT)
+        expect(isinstance(self.rules, str) and self.rules != "", "postprocess.rules", "a tool==version string",
+                self.rules, REEXPORT)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -359,11 +356,11 @@ class TTA:
         object.__setattr__(self, "scales", tuple(float(v) for v in self.scales))
 
     def validate(self) -> None:
-        _expect(self.mode in TTA_MODES, "tta.mode", f"one of {TTA_MODES}", self.mode, _REEXPORT)
-        _expect(self.merge in TTA_MERGES, "tta.merge", f"one of {TTA_MERGES}", self.merge, _REEXPORT)
+        expect(self.mode in TTA_MODES, "tta.mode", f"one of {TTA_MODES}", self.mode, REEXPORT)
+        expect(self.merge in TTA_MERGES, "tta.merge", f"one of {TTA_MERGES}", self.merge, REEXPORT)
         ok = all(math.isfinite(v) and 0.25 <= v <= 4.0 for v in self.scales) and len(self.scales) <= 8
         ok = ok and (self.mode != "multiscale" or len(self.scales) >= 2)
-        _expect(ok, "tta.scales", "2 to 8 factors in [0.25, 4] for multiscale", list(self.scales), _REEXPORT)
+        expect(ok, "tta.scales", "2 to 8 factors in [0.25, 4] for multiscale", list(self.scales), REEXPORT)
 
 
 @dataclass(frozen=True)
@@ -395,43 +392,38 @@ class Spec:
             raise SchemaVersionError(
                 f"spec schema: expected {SCHEMA!r}, found {self.schema!r}. This runtime reads only "
                 f"{SCHEMA!r}; upgrade edgeinfer on the device or re-export with the matching converters.")
-        _expect(self.task in TASKS, "task", f"one of {TASKS}", self.task, _REEXPORT)
-        _expect((self.postprocess is None) == (self.task in SECTIONLESS_TASKS), "postprocess",
-                f"a postprocess section for detectors and none for {' and '.join(SECTIONLESS_TASKS)} models",
-                None if self.postprocess is None else self.postprocess.decoder, _REEXPORT)
-        _expect((self.task == "embedding") == (self.output.kind in EMBEDDING_KINDS), "output.kind",
-                f"one of {EMBEDDING_KINDS} for an embedding model and for no other task", self.output.kind, _REEXPORT)
-        if self.task == "semantic_segmentation":
-            _expect(self.output.kind in ("logits", "probabilities"), "output.kind",
-                    "'logits' or 'probabilities' (B, C, h, w) for a semantic segmenter", self.output.kind, _REEXPORT)
-            crops = [s.op for s in self.steps if s.op == "center_crop"]
-            _expect(not crops, "steps", "no centre crop for a semantic segmenter (its class map must cover the "
-                    "whole frame; the reference post-processing resizes the logits to the frame)", crops,
-                    "Export the segmenter with its evaluation transform, which resizes without cropping.")
-            _expect(self.tta is None, "tta", "none for a semantic segmenter", self.tta, _REEXPORT)
+        task = _TASKS.get(self.task)
+        expect(task is not None, "task", f"one of {tuple(_TASKS)}", self.task, REEXPORT)
+        expect((self.postprocess is not None) == task.detector, "postprocess",
+                f"a postprocess section for a detector and none for a {self.task} model",
+                None if self.postprocess is None else self.postprocess.decoder, REEXPORT)
+        expect(self.output.kind in task.output_kinds, "output.kind", f"one of {task.output_kinds} for a "
+                f"{self.task} model", self.output.kind, REEXPORT)
+        expect(self.tta is None or task.tta is not None, "tta", f"none for a {self.task} model (test-time "
+               "augmentation is merged for classifiers only)", self.tta, REEXPORT)
         if self.postprocess is not None:
-            self.postprocess.validate(self.task)
-            _expect(self.tta is None, "tta", "none for a detector (its predictor has no TTA merge here)",
-                    self.tta, _REEXPORT)
+            self.postprocess.validate()
+        if task.validate is not None:
+            task.validate(self)
         self.decode.validate()
         self.input.validate()
         self.output.validate()
-        _expect(0 < len(self.steps) <= MAX_STEPS, "steps", f"1 to {MAX_STEPS} steps", len(self.steps), _REEXPORT)
+        expect(0 < len(self.steps) <= MAX_STEPS, "steps", f"1 to {MAX_STEPS} steps", len(self.steps), REEXPORT)
         for i, step in enumerate(self.steps):
             ops.validate(step.op, step.params, where=f"step {i} '{step.op}'")
         ops.validate_sequence([s.op for s in self.steps], [s.params for s in self.steps],
                               channels=self.input.channels)
         if self.labels is not None:
-            _expect(len(self.labels) <= MAX_LABELS, "labels", f"at most {MAX_LABELS} labels", len(self.labels),
-                    _REEXPORT)
+            expect(len(self.labels) <= MAX_LABELS, "labels", f"at most {MAX_LABELS} labels", len(self.labels),
+                    REEXPORT)
             bad = [i for i, s in enumerate(self.labels) if not isinstance(s, str) or len(s) > MAX_LABEL_CHARS]
-            _expect(not bad, f"labels[{bad[0] if bad else 0}]", f"a string of at most {MAX_LABEL_CHARS} chars",
-                    self.labels[bad[0]] if bad else None, _REEXPORT)
+            expect(not bad, f"labels[{bad[0] if bad else 0}]", f"a string of at most {MAX_LABEL_CHARS} chars",
+                    self.labels[bad[0]] if bad else None, REEXPORT)
         if self.input.dtype == "uint8":
             scaled = [s.op for s in self.steps if s.op == "normalize" or (s.op == "to_float" and
                                                                          s.params.get("scale") != "none")]
-            _expect(not scaled, "steps", "no scaling or normalising for a uint8 input (the graph does it: the steps "
-                    "end with to_float(scale='none'), values 0-255)", scaled, _REEXPORT)
+            expect(not scaled, "steps", "no scaling or normalising for a uint8 input (the graph does it: the steps "
+                    "end with to_float(scale='none'), values 0-255)", scaled, REEXPORT)
         if self.self_test is not None:
             self.self_test.validate()
         if self.tta is not None:
@@ -472,8 +464,8 @@ class Spec:
                 f"spec schema: expected {SCHEMA!r}, found {schema!r}. This runtime reads only {SCHEMA!r}; "
                 f"upgrade edgeinfer on the device or re-export with the matching converters.")
         for key in ("steps", "input", "output"):
-            _expect(key in data, f"spec.{key}", "present", None, _REEXPORT)
-        _expect(isinstance(data["steps"], list), "spec.steps", "a list", type(data["steps"]).__name__, _REEXPORT)
+            expect(key in data, f"spec.{key}", "present", None, REEXPORT)
+        expect(isinstance(data["steps"], list), "spec.steps", "a list", type(data["steps"]).__name__, REEXPORT)
         decode = data.get("decode") or {}
         _check_keys("spec.decode", decode, Decode)
         _check_keys("spec.input", data["input"], InputSpec)
@@ -490,11 +482,11 @@ class Spec:
         if post is not None:
             _check_keys("spec.postprocess", post, Postprocess)
         labels = data.get("labels")
-        _expect(labels is None or isinstance(labels, list), "spec.labels", "a list of strings or null",
-                type(labels).__name__, _REEXPORT)
+        expect(labels is None or isinstance(labels, list), "spec.labels", "a list of strings or null",
+                type(labels).__name__, REEXPORT)
         provenance = data.get("provenance") or {}
-        _expect(isinstance(provenance, Mapping), "spec.provenance", "an object", type(provenance).__name__,
-                _REEXPORT)
+        expect(isinstance(provenance, Mapping), "spec.provenance", "an object", type(provenance).__name__,
+                REEXPORT)
         try:
             spec = cls(
                 schema=schema,
@@ -512,7 +504,7 @@ class Spec:
         except (TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):
                 raise
-            raise SpecError(f"spec: a field has the wrong type ({exc}). {_REEXPORT}") from exc
+            raise SpecError(f"spec: a field has the wrong type ({exc}). {REEXPORT}") from exc
         return spec.validate()
 
     @classmethod
@@ -524,7 +516,7 @@ class Spec:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise SpecError(f"spec JSON: expected valid JSON, found a parse error ({exc}). {_REEXPORT}") from exc
+            raise SpecError(f"spec JSON: expected valid JSON, found a parse error ({exc}). {REEXPORT}") from exc
         return cls.from_dict(data)
 
     def describe(self) -> str:
@@ -543,7 +535,7 @@ class Spec:
         if self.postprocess is not None:
             p = self.postprocess
             extra = f" kpt_shape={list(p.kpt_shape)}" if p.kpt_shape else ""
-            extra += f" retina_masks={p.retina_masks}" if self.task == "segment" else ""
+            extra += f" retina_masks={p.retina_masks}" if _TASKS[self.task].mask is not None else ""
             lines.append(f"postprocess: {p.decoder} {list(p.outputs)} conf>{p.conf} iou>{p.iou} max_det={p.max_det} "
                          f"max_nms={p.max_nms} agnostic={p.agnostic} multi_label={p.multi_label}{extra} "
                          f"({p.rules} rules)")

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from converters.doctor import doctor
+from converters.reference import check as doctor
 from conftest import edit_spec
 from edgeinfer.tools.check import check
 

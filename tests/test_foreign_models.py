@@ -125,7 +125,7 @@ def test_a_model_without_a_spec_lists_every_way_to_give_it_one():
 
 
 def test_transform_and_timm_sources(tmp_path, imagenet_transform):
-    from converters.sources import timm_transform
+    from converters.importers import timm_transform
 
     spec = attach_spec(LIGHT / "light_inception_v1.onnx", tmp_path / "a.onnx", imagenet_transform)
     assert [s.op for s in spec.steps] == ["resize", "center_crop", "to_float", "normalize"]

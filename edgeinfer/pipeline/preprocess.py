@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import cv2
@@ -21,6 +22,42 @@ Channels = tuple[int, ...]
 # the caller's layout -- a BGR frame is never flipped or copied whole -- and the channels are picked
 # once, from the small result.
 Stage = Callable[[np.ndarray, Channels], tuple[np.ndarray, Channels]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch of model input and what the later stages need of the images it came from: their (h, w).
+
+    :meth:`edgeinfer.Model.prepare` makes it; ``infer`` (extra inputs fed from the sizes) and ``finish``
+    (results mapped back to each image) take it, so no caller can run a batch without its images' sizes.
+    """
+
+    batch: np.ndarray  # (N, C, H, W) float32, RGB
+    sizes: tuple[tuple[int, int], ...]  # each image's (height, width) before preprocessing
+
+    def __post_init__(self) -> None:
+        sizes = tuple((int(h), int(w)) for h, w in self.sizes)
+        object.__setattr__(self, "sizes", sizes)
+        if self.batch.ndim != 4 or self.batch.shape[0] != len(sizes):
+            raise ImageError(f"prepared batch: expected (N, C, H, W) with N = {len(sizes)} image sizes, found "
+                             f"{self.batch.shape}.")
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """The model input's (height, width)."""
+        return int(self.batch.shape[2]), int(self.batch.shape[3])
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, index: slice) -> "Prepared":
+        """Some of the images, as their own batch (``prepared[:8]``)."""
+        return Prepared(self.batch[index], self.sizes[index])
+
+    @staticmethod
+    def concat(parts: Sequence["Prepared"]) -> "Prepared":
+        """One batch of several prepared ones of the same input size."""
+        return Prepared(np.concatenate([p.batch for p in parts]), tuple(s for p in parts for s in p.sizes))
 
 
 class Preprocessor:

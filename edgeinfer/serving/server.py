@@ -695,7 +695,6 @@ def create_app(model: Any, *, source: Any = None, token: str | None = None, limi
     """
     from contextlib import asynccontextmanager
 
-    from edgeinfer.cli import inspect_dict
 
     srv = Server(model, source=source, token=token, limits=limits, top_k=top_k, workers=workers)
     task = tasks.get(model.spec.task)
@@ -713,7 +712,7 @@ def create_app(model: Any, *, source: Any = None, token: str | None = None, limi
         return _answer(results, timing, many=True)
 
     async def model_info(request: Request) -> Response:
-        return JSONResponse(inspect_dict(model))
+        return JSONResponse(model.to_dict())
 
     async def health(request: Request) -> Response:
         cam = srv.camera.figures() if srv.camera is not None else None

@@ -34,19 +34,29 @@ class Candidates:
     extra: np.ndarray       # (N, E): keypoints (pose), mask coefficients (segment), empty otherwise
 
 
+@dataclass(frozen=True)
+class Head:
+    """What a detector's rows carry beyond box, score and class (its task entry says): an angle for oriented
+    boxes, keypoints for pose, mask coefficients with a second output of prototypes for instance masks."""
+
+    rotated: bool = False
+    keypoints: bool = False
+    masks: bool = False
+
+
 def xywh2xyxy(x: np.ndarray) -> np.ndarray:
     """Centre/size boxes to corners, in float32 as Ultralytics computes them (half size subtracted/added)."""
     half = x[:, 2:4] / np.float32(2)
     return np.concatenate([x[:, 0:2] - half, x[:, 0:2] + half], axis=1)
 
 
-def _ultralytics_raw(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+def _ultralytics_raw(outputs: Sequence[np.ndarray], post: Postprocess, head: Head, nc: int) -> list[Candidates]:
     """(B, 4 + nc + extra, A) heads: filter by the best class score, NMS per class, keep ``max_det``."""
     pred = outputs[0]
     if pred.ndim != 3 or pred.shape[1] < 4 + nc:
         raise ModelError(f"decoder ultralytics_raw: expected an output (batch, 4 + {nc} classes [+ extra], "
                          f"anchors), found {pred.shape}.")
-    rotated = task == "obb"
+    rotated = head.rotated
     out = []
     for x in pred:  # (4 + nc + extra, A)
         cls = x[4:4 + nc]
@@ -79,7 +89,7 @@ def _ultralytics_raw(outputs: Sequence[np.ndarray], post: Postprocess, task: str
     return out
 
 
-def _ultralytics_nms(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+def _ultralytics_nms(outputs: Sequence[np.ndarray], post: Postprocess, head: Head, nc: int) -> list[Candidates]:
     """(B, max_det, 6 + extra) rows x1 y1 x2 y2 score class [extra] (obb: x y w h score class angle);
     zero-padded. NMS already ran in the graph (or the head needs none): keep the rows above ``conf``."""
     pred = outputs[0]
@@ -89,7 +99,7 @@ def _ultralytics_nms(outputs: Sequence[np.ndarray], post: Postprocess, task: str
     out = []
     for x in pred:
         x = x[x[:, 4] > post.conf][:post.max_det]
-        if task == "obb":
+        if head.rotated:
             boxes = np.concatenate([x[:, :4], x[:, 6:7]], axis=1)
             rest = x[:, 7:]
         else:
@@ -99,7 +109,7 @@ def _ultralytics_nms(outputs: Sequence[np.ndarray], post: Postprocess, task: str
     return out
 
 
-def _detr(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+def _detr(outputs: Sequence[np.ndarray], post: Postprocess, head: Head, nc: int) -> list[Candidates]:
     """(B, Q, 6) queries: normalised cx cy w h, score, class -- Ultralytics' RT-DETR export, whose graph
     already took the top-k over queries x classes in score order. No NMS: the rows above ``conf``."""
     pred = outputs[0]
@@ -113,7 +123,7 @@ def _detr(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) 
     return out
 
 
-def _dets_labels(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc: int) -> list[Candidates]:
+def _dets_labels(outputs: Sequence[np.ndarray], post: Postprocess, head: Head, nc: int) -> list[Candidates]:
     """``dets`` (B, N, 5) x1 y1 x2 y2 score in input pixels and ``labels`` (B, N): the rows above ``conf``."""
     if len(outputs) != 2 or outputs[0].ndim != 3 or outputs[0].shape[2] != 5 or outputs[1].shape != outputs[0].shape[:2]:
         raise ModelError("decoder dets_labels: expected outputs dets (batch, N, 5) and labels (batch, N), found "
@@ -127,7 +137,7 @@ def _dets_labels(outputs: Sequence[np.ndarray], post: Postprocess, task: str, nc
     return out
 
 
-Decoder = Callable[[Sequence[np.ndarray], Postprocess, str, int], list[Candidates]]
+Decoder = Callable[[Sequence[np.ndarray], Postprocess, Head, int], list[Candidates]]
 DECODERS: dict[str, Decoder] = {"ultralytics_raw": _ultralytics_raw, "ultralytics_nms": _ultralytics_nms,
                                 "detr": _detr, "dets_labels": _dets_labels}
 # DETR-style boxes are fractions of the image; Ultralytics' RT-DETR predictor multiplies them by the
@@ -135,7 +145,7 @@ DECODERS: dict[str, Decoder] = {"ultralytics_raw": _ultralytics_raw, "ultralytic
 NORMALISED = {"detr"}
 
 
-def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[int, int], *, task: str,
+def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[int, int], *, head: Head,
                 post: Postprocess, labels: Sequence[str] | None, protos: np.ndarray | None = None,
                 input_hw: tuple[int, int] | None = None) -> Detections:
     """Map candidates from model-input pixels to the original frame, as Ultralytics 8.4 does: boxes and
@@ -148,7 +158,7 @@ def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[in
         boxes[:, [0, 2]] *= np.float32(w0)
         boxes[:, [1, 3]] *= np.float32(h0)
         return Detections(boxes, c.confidence, c.class_id, labels=labels)
-    if task == "obb":
+    if head.rotated:
         centre = ops.to_source(boxes[:, :2], chain)
         xywhr = np.concatenate([centre, boxes[:, 2:4] / _gain(chain), boxes[:, 4:5]], axis=1)
         pts = corners(xywhr)
@@ -158,14 +168,14 @@ def to_original(c: Candidates, chain: Sequence[ops.Placement], orig_hw: tuple[in
     xy[:, [0, 2]] = np.clip(xy[:, [0, 2]], 0, w0)
     xy[:, [1, 3]] = np.clip(xy[:, [1, 3]], 0, h0)
     keypoints = mask = None
-    if task == "pose":
+    if head.keypoints:
         k, dims = post.kpt_shape
         kpts = c.extra[:, :k * dims].reshape(-1, k, dims).astype(np.float32, copy=True)
         kpts[..., :2] = ops.to_source(kpts[..., :2], chain)
         kpts[..., 0] = np.clip(kpts[..., 0], 0, w0)
         kpts[..., 1] = np.clip(kpts[..., 1], 0, h0)
         keypoints = kpts
-    if task == "segment":
+    if head.masks:
         mask, keep = instance_masks(c.extra, protos, boxes, xy, input_hw, orig_hw, retina=post.retina_masks)
         return Detections(xy[keep], c.confidence[keep], c.class_id[keep], mask=mask[keep], labels=labels)
     return Detections(xy, c.confidence, c.class_id, keypoints=keypoints, labels=labels)

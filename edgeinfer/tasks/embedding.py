@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeinfer.errors import ImageError, ModelError
+from edgeinfer.tasks.base import Evidence, Findings, Task, draw_text, finding
 
 
 def vectors(raw: np.ndarray, *, l2: bool) -> np.ndarray:
@@ -101,3 +102,46 @@ def load(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         raise ImageError(f"{path}: {len(vecs)} vectors but {len(names)} names in {listing.name}; the files do not "
                          "belong together.")
     return names, vecs
+
+
+# -- the task entry ---------------------------------------------------------------------------------------
+KINDS = ("embedding", "embedding_l2")
+
+
+def _finish(spec: Any, outputs: Sequence[np.ndarray], prepared: Any, **_: Any) -> list[Embedding]:
+    l2 = spec.output.kind == "embedding_l2"
+    return [Embedding(v, normalized=l2) for v in vectors(outputs[0], l2=l2)]
+
+
+def _draw(frame: np.ndarray, emb: Embedding) -> np.ndarray:
+    draw_text(frame, [repr(emb)])
+    return frame
+
+
+def _kind_of(raw: np.ndarray) -> str:
+    """A graph that ends in an L2 normalisation gives unit vectors on any input."""
+    norms = np.linalg.norm(vectors(raw, l2=False).astype(np.float64), axis=1)
+    return "embedding_l2" if np.allclose(norms, 1.0, atol=1e-4) else "embedding"
+
+
+def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings:
+    """Collapse: every image's vector points the same way, so the model cannot tell the images apart."""
+    vecs = np.stack([e.vector for e, _ in evidence.results]).astype(np.float64)
+    if len(vecs) < 3:
+        return []
+    sim = cosine(vecs, vecs)[np.triu_indices(len(vecs), k=1)]
+    measured["embedding_min_cosine"] = round(float(sim.min()), 6)
+    measured["embedding_mean_cosine"] = round(float(sim.mean()), 6)
+    if float(sim.min()) > 0.995:
+        return [finding(
+            "embedding_collapse", "error", f"the vectors of {len(vecs)} different images are nearly parallel "
+            f"(smallest cosine similarity {sim.min():.4f}): the model ignores its input.",
+            "Check the weights were loaded and trained, that BatchNorm statistics are real (model.eval()), and "
+            "that the preprocessing matches the training transform (edgeinfer check --reference-transform).",
+            min_cosine=float(sim.min()))]
+    return []
+
+
+# the self-test records the vector itself, as the model gives it
+TASK = Task("embedding", Embedding, _finish, _draw, Embedding.rows, ("dim", "norm"), repr, KINDS, kind_of=_kind_of,
+            selftest=lambda raw: vectors(raw, l2=False)[0], checks=_checks)

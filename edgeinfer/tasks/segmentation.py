@@ -20,7 +20,10 @@ import cv2
 import numpy as np
 
 from edgeinfer.pipeline import ops
-from edgeinfer.errors import ImageError
+from edgeinfer.errors import ImageError, ModelError
+from edgeinfer.spec import REEXPORT, expect
+from edgeinfer.tasks.base import Evidence, Findings, Task, draw_text, finding
+from edgeinfer.tasks.classification import to_probabilities
 
 
 def _axis(n_out: int, n_src: int, scale: float, offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,3 +200,63 @@ class Segmentation:
     def __repr__(self) -> str:
         top = ", ".join(f"{self.label(i)} {a / max(self.class_map.size, 1):.0%}" for i, a in list(self.areas().items())[:4])
         return f"Segmentation({self.shape[0]}x{self.shape[1]}: {top})"
+
+
+# -- the task entry ---------------------------------------------------------------------------------------
+def _finish(spec: Any, outputs: Sequence[np.ndarray], prepared: Any, *, scores: bool = False,
+            **_: Any) -> list[Segmentation]:
+    logits = outputs[0]
+    if logits.ndim != 4 or (spec.labels is not None and logits.shape[1] != len(spec.labels)):
+        raise ModelError(f"output {spec.output.name!r}: expected class logits (B, C, h, w)"
+                         f"{'' if spec.labels is None else f' with C = {len(spec.labels)} labels'}, found "
+                         f"{logits.shape}.")
+    steps = [(s.op, s.params) for s in spec.steps]
+    out = []
+    for raw, hw in zip(logits, prepared.sizes):
+        scale, offset = frame_to_logits(ops.placements(steps, *hw), hw, prepared.input_hw, raw.shape[1:])
+        probs = to_probabilities(raw.reshape(raw.shape[0], -1).T, spec.output.kind).T.reshape(raw.shape) \
+            if scores else None
+        out.append(Segmentation(class_map(raw, hw, scale, offset), labels=spec.labels, scores=probs))
+    return out
+
+
+def _validate(spec: Any) -> None:
+    crops = [s.op for s in spec.steps if s.op == "center_crop"]
+    expect(not crops, "steps", "no centre crop for a semantic segmenter (its class map must cover the whole frame; "
+           "the reference post-processing resizes the logits to the frame)", crops,
+           "Export the segmenter with its evaluation transform, which resizes without cropping.")
+
+
+def _summary(seg: Segmentation) -> str:
+    total = max(seg.class_map.size, 1)
+    items = list(seg.areas().items())
+    more = f"; ... {len(items) - 6} more" if len(items) > 6 else ""
+    return "; ".join(f"{seg.label(i)} {a / total:.1%}" for i, a in items[:6]) + more
+
+
+def _draw(frame: np.ndarray, seg: Segmentation) -> np.ndarray:
+    seg.overlay(frame)
+    draw_text(frame, [_summary(seg)])
+    return frame
+
+
+def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings:
+    results = evidence.results
+    classes = [np.unique(seg.class_map) for seg, _ in results]
+    if len(results) >= 2 and all(len(c) == 1 for c in classes) and len({int(c[0]) for c in classes}) == 1:
+        only = int(classes[0][0])
+        name = results[0][0].label(only)
+        return [finding(
+            "class_map_constant", "error", f"every pixel of all {len(results)} images is class {only} ({name}): "
+            "the model sees nothing it can segment.", "Compare the preprocessing with the training transform "
+            "(normalisation, size), make sure the export read the main output (not an auxiliary head) and that "
+            "BatchNorm statistics are real (model.eval(); recalibrate after short training).", class_id=only,
+            images=len(results))]
+    return []
+
+
+# the self-test records each class's mean logit over the map: the whole map would not fit in a spec
+TASK = Task("semantic_segmentation", Segmentation, _finish, _draw, Segmentation.rows,
+            ("class_id", "label", "area", "fraction"), _summary, ("logits", "probabilities"),
+            validate=_validate, dense=True, kind_of=lambda raw: "logits",
+            selftest=lambda raw: raw[0].mean(axis=(1, 2)), mask=lambda seg: seg.class_map, checks=_checks)

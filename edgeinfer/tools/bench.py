@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer.tasks import classification as postprocess
 from edgeinfer.errors import ImageError, SpecError
 from edgeinfer.pipeline.images import IMAGE_SUFFIXES, decode, image_files
 from edgeinfer.model import load
@@ -209,7 +208,7 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
     if runs < 1 or warmup < 0 or any(b < 1 for b in batches):
         raise ValueError(f"runs >= 1, warmup >= 0 and batch sizes >= 1 expected, found {runs}, {warmup}, {list(batches)}")
     model = load(model_path, device=device, threads=threads, preprocess=preprocess)
-    if tta is not None and model.spec.postprocess is not None:
+    if tta is not None and model.task.tta is None:
         raise SpecError(f"bench --tta: test-time augmentation is for classifiers; {model_path} is a "
                         f"{model.spec.task} model.")
     exif = model.spec.decode.exif_orientation
@@ -240,19 +239,17 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
             t0 = time.perf_counter()
             frames = [decode(x, exif_orientation=exif) for x in chunk]
             t1 = time.perf_counter()
-            batch, sizes = model.prepare(frames)
+            prepared = model.prepare(frames)
             t2 = time.perf_counter()
             if tta is None:  # the task's own outputs and decoding (top-k; boxes and NMS for a detector)
-                outputs = model.infer(batch)
+                outputs = model.infer(prepared)
                 t3 = time.perf_counter()
-                model.finish(outputs, sizes, batch.shape[2:])
-            else:
+                model.finish(prepared, outputs)
+            else:  # the mirrored view beside each image, merged by the task's TTA rule
+                batch = prepared.batch
                 raw = model.run(np.concatenate([batch, batch[..., ::-1]]))
                 t3 = time.perf_counter()
-                probs = postprocess.class_scores(raw)
-                probs = postprocess.softmax(probs) if model.spec.output.kind == "logits" else probs
-                postprocess.predictions((probs[:b] + probs[b:]) / 2, kind="probabilities", labels=model.labels,
-                                        top_k=5)
+                model.task.tta(model.spec, raw.reshape(2, b, *raw.shape[1:]), merge="probabilities", top_k=5)
             t4 = time.perf_counter()
             if i < warmup:
                 continue

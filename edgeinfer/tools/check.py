@@ -1,8 +1,10 @@
 """The deployment doctor: checks that find the silent failures, each with a stable code and the fix.
 
-Runtime checks need only the model file and, optionally, a few images. Checks against the training
-reference (colour order, resize, parity with torch) live in ``converters.doctor`` and add their findings
-to the same report. ``edgeinfer check`` runs both and writes JSON, a markdown report and plots.
+Runtime checks need only the model file and, optionally, a few images: the spec and self-test, the model
+input's statistics, determinism, and the task's own checks of its results (the task table's ``checks``;
+a task without checks of its own gets none). Checks against the training reference (colour order,
+resize, parity with torch) and the plots live on the workstation side (``converters.check``), which adds
+its findings to the same report; ``edgeinfer check`` runs both when given the reference.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeinfer import tasks
-from edgeinfer import importers as sources
-from edgeinfer.tasks.detections import Detections
+from edgeinfer import importers
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
-from edgeinfer.tasks.classification import class_scores, to_probabilities
+from edgeinfer.pipeline.preprocess import Prepared
+from edgeinfer.tasks.base import Evidence
 from edgeinfer.tools.reports import SCHEMAS
 from edgeinfer.spec import METADATA_KEY
 
@@ -85,7 +86,7 @@ def _load(path: Path, findings: list[Finding], device: str = "cpu") -> Any:
         return load(path, device=device)
     except SpecMissingError as exc:
         findings.append(Finding("spec_missing", "error", str(exc).split(". ")[0] + ".",
-                                "The runtime cannot guess preprocessing. " + sources.WAYS))
+                                "The runtime cannot guess preprocessing. " + importers.WAYS))
     except SpecError as exc:
         findings.append(Finding("spec_invalid", "error", str(exc), "Re-export the model with the converters that "
                                 "match this runtime; never edit the spec by hand."))
@@ -119,60 +120,19 @@ def _input_stats(model: Any, batch: np.ndarray, findings: list[Finding], measure
             {"spread": spread, "peak": peak}))
 
 
-def _output_checks(model: Any, raw: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> np.ndarray:
-    scores = class_scores(raw).astype(np.float64)
-    looks_prob = bool(np.all(scores >= -1e-6) and np.all(scores <= 1 + 1e-6)
-                      and np.allclose(scores.sum(1), 1.0, atol=1e-3))
-    kind = model.spec.output.kind
-    if kind.startswith("multilabel"):
-        return to_probabilities(scores.astype(np.float32), kind)  # per-class sigmoids need not sum to 1
-    if kind == "logits" and looks_prob and scores.shape[1] > 1:
-        findings.append(Finding(
-            "double_softmax", "error", "the spec says the output is logits but the model already outputs "
-            "probabilities (every row sums to 1): softmax would be applied twice, flattening confidences.",
-            "Re-export with output_kind='probabilities' (converters.export detects it by default)."))
-    if kind == "probabilities" and not looks_prob:
-        findings.append(Finding(
-            "double_softmax", "error", "the spec says the output is probabilities but the rows do not sum to 1: "
-            "these are logits and scores would be read without softmax.",
-            "Re-export with output_kind='logits'."))
-    return to_probabilities(scores.astype(np.float32), kind)
-
-
-def _collapse(probs: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> None:
-    n, k = probs.shape
-    top = probs.argmax(1)
-    counts = np.bincount(top, minlength=k)
-    share = float(counts.max() / n)
-    variation = float(probs.std(axis=0).max())
-    measured["top1_share_of_most_common_class"] = round(share, 3)
-    measured["largest_score_std_across_images"] = round(variation, 6)
-    if n >= 2 and variation < 1e-3:
-        findings.append(Finding(
-            "collapse", "error", f"outputs barely change across {n} different images (largest per-class std "
-            f"{variation:.1e}): the model ignores its input.",
-            "Check the weights were loaded and trained (random-init or mis-exported models do this), and that "
-            "BatchNorm running statistics are sane (mobilenet_v3 needs them recomputed after short training).",
-            {"variation": variation}))
-    elif n >= 8 and k > 2 and share >= 0.9:
-        findings.append(Finding(
-            "collapse", "warning", f"one class ({int(counts.argmax())}) wins {share:.0%} of {n} images.",
-            "If the images are varied, the model or its preprocessing is broken; compare with the training "
-            "pipeline (edgeinfer check --reference-transform ...).", {"share": share}))
-
-
-def _determinism(model: Any, batch: np.ndarray, findings: list[Finding], measured: dict[str, Any]) -> None:
-    first, second = model.run(batch), model.run(batch)
-    nondet = float(np.max(np.abs(first - second)))
+def _determinism(model: Any, prepared: Any, findings: list[Finding], measured: dict[str, Any]) -> None:
+    """The same input twice, and each image alone against its batch: a graph left in training mode differs."""
+    first, second = model.infer(prepared), model.infer(prepared)
+    nondet = max((float(np.max(np.abs(x - y))) for x, y in zip(first, second) if x.size), default=0.0)
     measured["repeat_max_abs_diff"] = nondet
     if nondet > 1e-5:
         findings.append(Finding(
             "train_mode", "error", f"the same input gives different outputs on repeated runs (max diff {nondet:.2e}): "
             "Dropout or another training-time op is active in the graph.",
             "Call model.eval() before exporting (converters.export does, and warns)."))
-    if batch.shape[0] >= 2 and model.fixed_batch is None:
-        singles = np.concatenate([model.run(batch[i:i + 1]) for i in range(batch.shape[0])])
-        dep = float(np.max(np.abs(first - singles)))
+    if len(prepared) >= 2 and model.fixed_batch is None and not model.task.detector:
+        singles = [model.infer(prepared[i:i + 1]) for i in range(len(prepared))]
+        dep = max(float(np.max(np.abs(a - np.concatenate(s)))) for a, s in zip(first, zip(*singles)))
         measured["batch_vs_single_max_abs_diff"] = dep
         if dep > 1e-4:
             findings.append(Finding(
@@ -187,11 +147,11 @@ def _tool_rule(model: Any, findings: list[Finding]) -> None:
     does? A plain resize, another pad value or the square where the tool uses the minimal rectangle each
     change scores and boxes without any error."""
     meta = model.session.get_modelmeta().custom_metadata_map
-    if not sources.is_ultralytics(meta) or METADATA_KEY not in meta:
+    if not importers.is_ultralytics(meta) or METADATA_KEY not in meta:
         return
     dynamic = not isinstance(model.session.get_outputs()[0].shape[0], int)
     try:
-        want = {s.op: s.params for s in sources.from_ultralytics(meta, dynamic=dynamic).steps}
+        want = {s.op: s.params for s in importers.from_ultralytics(meta, dynamic=dynamic).steps}
     except (ModelError, SpecError):
         return
     have = {s.op: s.params for s in model.spec.steps}
@@ -222,54 +182,31 @@ def _tool_rule(model: Any, findings: list[Finding]) -> None:
             {"spec_auto": bool(lb_have.get("auto")), "tool_auto": bool(lb_want.get("auto"))}))
 
 
-def _task_checks(model: Any, items: Sequence[Any], findings: list[Finding], measured: dict[str, Any]) -> None:
-    """Detectors and segmenters: the results on the images, checked by the task's own rules (the task table)."""
+def _run(model: Any, items: Sequence[Any], findings: list[Finding], measured: dict[str, Any]) -> None:
+    """The model on each image (an unreadable one is skipped), then the checks every task shares and the task's
+    own checks of its results."""
     _tool_rule(model, findings)
-    results, inputs = [], []
+    prepared, evidence = [], Evidence([], [])
     for item in items:
         try:
-            batch, sizes = model.prepare([item])
+            one = model.prepare([item])
         except ImageError:
             continue
-        inputs.append(batch)
-        results.append((model.finish(model.infer(batch), sizes, batch.shape[2:])[0], sizes[0]))
-    measured["images"] = len(results)
-    if not results:
+        outputs = model.infer(one)
+        prepared.append(one)
+        evidence.outputs.append(outputs)
+        evidence.results.append((model.finish(one, outputs)[0], one.sizes[0]))
+    measured["images"] = len(prepared)
+    if not prepared:
         return
-    flat = np.concatenate([b.reshape(b.shape[1], -1) for b in inputs], axis=1)[None, :, :, None]
+    flat = np.concatenate([p.batch.reshape(p.batch.shape[1], -1) for p in prepared], axis=1)[None, :, :, None]
     _input_stats(model, flat, findings, measured)
-    if isinstance(results[0][0], Detections):
-        measured["detections"] = sum(len(d) for d, _ in results)
-        measured["detections_per_image"] = [len(d) for d, _ in results]
-    for found in tasks.get(model.spec.task).checks(model.spec, results):
-        measured.update({k: v for k, v in found["details"].items() if k not in measured})
-        findings.append(Finding(**found))
-    first = inputs[0]
-    a, b = model.infer(first), model.infer(first)
-    nondet = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(a, b))
-    measured["repeat_max_abs_diff"] = nondet
-    if nondet > 1e-5:
-        findings.append(Finding(
-            "train_mode", "error", f"the same input gives different outputs on repeated runs (max diff {nondet:.2e}).",
-            "Call model.eval() before exporting."))
-
-
-def doctor(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
-           reference_transform: Any = None, torch_model: Any = None, plots: str | os.PathLike | None = None,
-           max_images: int = 64, device: str = "cpu") -> CheckReport:
-    """The deployment doctor (``edgeinfer.check``): the runtime checklist on the device; with the training
-    ``reference_transform`` and/or ``torch_model``, or ``plots`` (a folder), also the reference checks and
-    debug plots of the workstation side (``converters.doctor``, which needs torch and matplotlib)."""
-    if reference_transform is None and torch_model is None and plots is None:
-        return check(model_path, images=images, max_images=max_images, device=device)
-    try:
-        from converters.doctor import doctor as reference_doctor
-    except ImportError as exc:
-        raise ModelError(f"check: the reference checks and plots run on the workstation side (converters, torch), "
-                         f"which this machine cannot import ({exc}). Run the runtime checks alone here, or install "
-                         "edgeinfer[export,plots] where training happened.") from exc
-    return reference_doctor(model_path, images if images is not None else [], transform=reference_transform,
-                            torch_model=torch_model, plots_dir=plots, max_images=max_images)
+    if model.task.checks is not None:
+        for found in model.task.checks(model.spec, evidence, measured):
+            measured.update({k: v for k, v in found["details"].items() if k not in measured})
+            findings.append(Finding(**found))
+    same = [p for p in prepared if p.batch.shape == prepared[0].batch.shape][:8]
+    _determinism(model, Prepared.concat(same), findings, measured)
 
 
 def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
@@ -306,22 +243,5 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
     else:
         items = list(images or [])
     items = items[:max_images]
-    if tasks.get(model.spec.task).checks is not None:
-        _task_checks(model, items, findings, measured)
-        return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)
-    arrays = []
-    for item in items:
-        try:
-            arrays.append(model.preprocess(item))
-        except ImageError:
-            continue
-    measured["images"] = len(arrays)
-    if not arrays:
-        return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)
-    batch = np.stack(arrays)
-    _input_stats(model, batch, findings, measured)
-    raw = np.concatenate([model.run(batch[i:i + 16]) for i in range(0, len(batch), 16)])
-    probs = _output_checks(model, raw, findings, measured)
-    _collapse(probs, findings, measured)
-    _determinism(model, batch[:8], findings, measured)
+    _run(model, items, findings, measured)
     return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, ImageError
+from edgeinfer.pipeline.preprocess import Prepared
 
 _END = object()
 
@@ -243,10 +244,11 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
                 break
             index, frame, captured, capture_ms, pre_ms, x = item
             t1 = time.perf_counter()
-            outputs = model.infer(x)
+            prepared_frame = Prepared(x, [frame.shape[:2]])
+            outputs = model.infer(prepared_frame)
             t2 = time.perf_counter()
             # the task's own decoding: top-k for a classifier, boxes back in this frame for a detector
-            pred = model.finish(outputs, [frame.shape[:2]], x.shape[2:], top_k=top_k)[0]
+            pred = model.finish(prepared_frame, outputs, top_k=top_k)[0]
             t3 = time.perf_counter()
             timing = Timing(index, capture_ms, pre_ms, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t3 - captured) * 1e3)
             stats.frames += 1

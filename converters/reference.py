@@ -1,4 +1,5 @@
-"""Checks against the training reference: colour order, resize/normalisation, parity with torch.
+"""The doctor with the training reference (``converters.check``): the runtime's checklist (``edgeinfer.check``),
+then colour order, resize/normalisation and parity with torch, and the debug plots.
 
 They need torch (the user's transform and model), so they live on the workstation side and add their
 findings to the runtime's :class:`edgeinfer.tools.check.CheckReport`.
@@ -14,7 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from converters.compare import load_like_training
-from edgeinfer.tools.check import CheckReport, Finding, check
+from edgeinfer.tools.check import CheckReport, Finding
+from edgeinfer.tools.check import check as runtime_check
 from edgeinfer.pipeline.images import image_files
 
 
@@ -35,9 +37,9 @@ def _training_loader(spec: Any) -> Callable[[Any], Any]:
     return lambda item: load_like_training(item, mode)
 
 
-def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None, torch_model: Any = None,
+def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, torch_model: Any = None,
            loader: Callable[[Any], Any] | None = None, plots_dir: str | os.PathLike | None = None,
-           max_images: int = 64) -> CheckReport:
+           max_images: int = 64, device: str = "cpu") -> CheckReport:
     """The full checklist: runtime checks, then the reference checks that ``transform``/``torch_model`` allow.
 
     ``loader`` turns an image (path) into what the training pipeline fed ``transform`` (default: PIL
@@ -48,14 +50,15 @@ def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None,
 
     items: list[Any] = list(image_files(images)) if isinstance(images, (str, os.PathLike)) else list(images)
     items = items[:max_images]
-    report = check(model_path, images=items)
+    report = runtime_check(model_path, images=items, device=device)
     findings, measured = list(report.findings), dict(report.measured)
     written: list[str] = []
     if any(f.code in ("spec_missing", "spec_invalid", "shape_mismatch", "model_unloadable") for f in findings):
         return report
     model = edgeinfer.load(model_path)
     spec = model.spec
-    if spec.postprocess is not None:  # detectors: the runtime checks are the whole checklist so far
+    scores = model.task.scores
+    if scores is None:  # the reference checks read class scores: classifiers only so far
         return report
     deployed = np.stack([model.preprocess(i) for i in items]) if items else None
     out = Path(plots_dir) if plots_dir else None
@@ -63,8 +66,7 @@ def doctor(model_path: str | os.PathLike, images: Any, *, transform: Any = None,
         out.mkdir(parents=True, exist_ok=True)
     if deployed is not None and out is not None:
         raw = np.concatenate([model.run(deployed[i:i + 16]) for i in range(0, len(deployed), 16)])
-        probs = np.stack([p.scores for p in edgeinfer.tasks.classification.predictions(raw, kind=spec.output.kind,
-                                                                              labels=spec.labels, top_k=1)])
+        probs = scores(spec, raw)
         for name, fn in (("input_histograms.png", lambda p: plots.plot_input_histograms(deployed, p)),
                          ("confidence.png", lambda p: plots.plot_confidence(probs, p)),
                          ("classes.png", lambda p: plots.plot_class_distribution(probs, spec.labels, p))):
