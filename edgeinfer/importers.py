@@ -497,7 +497,7 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     if rtdetr:
         letterbox["scale_fill"] = True
     steps = (Step("letterbox", letterbox), Step("to_float", {"scale": "div255"}))
-    kpt = _literal(meta, "kpt_shape", None)  # written by pose exports only
+    kpt = _literal(meta, "kpt_shape") if "kpt_shape" in meta else None  # written by pose exports only
     decoder = "detr" if rtdetr else "ultralytics_nms" if (args.get("nms") or end2end) else "ultralytics_raw"
     post = Postprocess(decoder=decoder, kpt_shape=tuple(kpt) if kpt else None, rules=f"ultralytics=={version}")
     return Preprocessing(steps=steps, labels=labels, output_kind="raw", provenance=provenance,

@@ -74,6 +74,13 @@ def photos(photo_files):
     return photo_files[:5]
 
 
+def _folder(photos, folder: Path) -> Path:
+    folder.mkdir()
+    for p in photos:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
 def _top(pred):
     return pred.index, round(pred.score, 5)
 
@@ -108,10 +115,7 @@ def test_an_extra_input_model_gives_predicts_results_in_stream_bench_and_check(s
 
 def test_an_extra_input_model_through_the_cli_and_the_server(sized, photos, tmp_path):
     model = edgeinfer.load(sized)
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for p in photos:
-        shutil.copy(p, folder / p.name)
+    folder = _folder(photos, tmp_path / "in")
     out = tmp_path / "preds.jsonl"
     done = subprocess.run([sys.executable, "-m", "edgeinfer", "predict", str(sized), str(folder), "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
@@ -141,10 +145,7 @@ def test_an_extra_input_model_through_the_cli_and_the_server(sized, photos, tmp_
 @pytest.mark.slow
 def test_an_extra_input_model_on_ray(sized, photos, tmp_path):
     model = edgeinfer.load(sized)
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for p in photos:
-        shutil.copy(p, folder / p.name)
+    folder = _folder(photos, tmp_path / "in")
     out = tmp_path / "preds.jsonl"
     done = subprocess.run([sys.executable, "-m", "edgeinfer", "predict", str(sized), str(folder), "--engine", "ray",
                            "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
