@@ -104,6 +104,27 @@ def _score(name: str, ref_raw: np.ndarray, got_raw: np.ndarray, kind: str, names
         worst=tuple((names[i], float(per_image[i])) for i in order))
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """The raw outputs :func:`compare` scores, image by image: the reference's and each candidate's."""
+
+    names: tuple[str, ...]
+    kind: str  # the spec's output kind
+    reference: np.ndarray
+    candidates: dict[str, np.ndarray]  # "export", "deployment", "variant:<file name>"
+    deployment: Any  # the edgeinfer Model the deployment candidate ran on
+
+    def parity(self, model: str | os.PathLike, *, n_worst: int = 5) -> ParityReport:
+        """Score every candidate against the reference; ``model`` is the path the report names."""
+        from edgeinfer.tools.bench import environment
+
+        dep = self.deployment
+        return ParityReport(model=str(model), images=len(self.names), output_kind=self.kind,
+                            candidates=tuple(_score(key, self.reference, raw, self.kind, self.names, n_worst)
+                                             for key, raw in self.candidates.items()),
+                            device=dep.device, environment=environment(dep.session, dep.requested_providers, None))
+
+
 def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, images: Any, *,
             variants: Sequence[str | os.PathLike] = (), batch: int = 16, n_worst: int = 5,
             progress: bool = False, device: str = "cpu") -> ParityReport:
@@ -114,12 +135,18 @@ def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, imag
     int8, optimised) deployed through edgeinfer the same way. ``progress`` shows a tqdm bar. ``device`` is
     the profile the deployed candidates load with (its providers, threads, preprocessing mode), as on the device.
     """
+    return collect(torch_model, transform, onnx_path, images, variants=variants, batch=batch, progress=progress,
+                   device=device).parity(onnx_path, n_worst=n_worst)
+
+
+def collect(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, images: Any, *,
+            variants: Sequence[str | os.PathLike] = (), batch: int = 16, progress: bool = False,
+            device: str = "cpu") -> Outputs:
+    """The raw outputs behind :func:`compare` (same arguments), for callers that judge them themselves."""
     import onnxruntime as ort
     import torch
 
     import edgeinfer
-
-    from edgeinfer.tools.bench import environment
 
     deployed = {"deployment": edgeinfer.load(onnx_path, device=device)}
     for v in variants:
@@ -154,15 +181,9 @@ def compare(torch_model: Any, transform: Any, onnx_path: str | os.PathLike, imag
     finally:
         if bar is not None:
             bar.close()
-    names = [n for n, _ in named]
-    ref_raw = np.concatenate(ref)
-    kind = spec.output.kind
-    candidates = [_score("export", ref_raw, np.concatenate(onnx_out), kind, names, n_worst)]
-    candidates += [_score(key, ref_raw, np.concatenate(v), kind, names, n_worst) for key, v in dep.items()]
-    dep_model = deployed["deployment"]
-    return ParityReport(model=str(onnx_path), images=len(named), output_kind=kind, candidates=tuple(candidates),
-                        device=dep_model.device,
-                        environment=environment(dep_model.session, dep_model.requested_providers, None))
+    candidates = {"export": np.concatenate(onnx_out), **{key: np.concatenate(v) for key, v in dep.items()}}
+    return Outputs(names=tuple(n for n, _ in named), kind=spec.output.kind, reference=np.concatenate(ref),
+                   candidates=candidates, deployment=deployed["deployment"])
 
 
 class TorchReference:

@@ -302,7 +302,8 @@ def spec_from_transform(transform: Any, *, input_name: str = "input", output_nam
     if len({s[0] for s in shapes}) != 1 or (len(shapes) != 1 and not dynamic_size):
         raise ConversionError(f"the transform gives different output shapes for different images ({sorted(shapes)}); "
                               "a model input needs a fixed size: add a CenterCrop or an exact Resize (a segmenter "
-                              "whose input follows the image is exported with converters.export_segmenter).")
+                              "whose input follows the image is exported with converters.export(..., "
+                              "task='semantic_segmentation')).")
     c, h, w = shapes.pop()
     if dynamic_size:
         h = w = None
