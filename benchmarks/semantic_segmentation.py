@@ -10,7 +10,7 @@ the within-round ratios):
    1/8 of the input, as SegFormer and DeepLab give): edgeinfer's :func:`edgeinfer.tasks.segmentation.class_map` vs
    the reference every training tool runs (``F.interpolate(bilinear, align_corners=False)`` to the frame, then
    argmax; Hugging Face's ``post_process_semantic_segmentation``), with the peak memory each allocates.
-2. **End to end** on a 1080p JPEG file: the torchvision LR-ASPP trained here (``converters/semseg.py``),
+2. **End to end** on a 1080p JPEG file: the torchvision LR-ASPP trained here (``tests/material/semseg.py``),
    ``edgeinfer.load(...).predict(path)`` vs the pipeline a user writes from the training code (PIL open,
    the preset transform, the same ONNX Runtime session, the reference post-processing).
 Both contenders' maps are compared; agreement is printed beside the times.

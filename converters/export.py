@@ -24,11 +24,11 @@ from converters.compare import ParityReport, collect, load_like_training
 from converters.transforms import probe_images, spec_from_transform
 from edgeinfer.errors import ExportError
 from edgeinfer.spec import OUTPUT_KINDS, OutputSpec, SelfTest, Spec
-from edgeinfer.tasks import classification as postprocess
-from edgeinfer.tasks.gates import GATES, Verdict
+from edgeinfer import tasks
+from edgeinfer.tasks import classification
+from edgeinfer.tasks.gates import Verdict
 
 OPSET = 18
-DETECTION_TASKS = ("detection", "pose", "obb", "segment")
 
 
 class ExportWarning(UserWarning):
@@ -231,6 +231,7 @@ class _Job:
     tta: Any
     tolerances: dict[str, float]  # keyword arguments for the task's gate
     notes: list[str]
+    task_given: bool = True  # False: a detector's task comes from its source
     spec: Spec | None = None  # before the graph exists (None: the piece makes it from the graph)
     probe: Any = None  # (N, C, H, W) torch batch of real inputs: the behaviour checks and the tracing example
     named: list[tuple[str, Any]] = field(default_factory=list)  # verification images as the piece needs them
@@ -330,7 +331,6 @@ def _selftested(job: _Job, proto: Any, raw_path: Path) -> Spec:
     import onnxruntime as ort
     import torch
 
-    from edgeinfer import tasks
 
     st_rgb = selftest_image()
     with torch.no_grad():
@@ -367,7 +367,7 @@ def _classifier_prepare(job: _Job) -> None:
         ref_raw = job.net(job.probe).detach().cpu().numpy()
     kind = job.output_kind
     if kind == "auto":
-        kind = "probabilities" if postprocess.looks_like_probabilities(ref_raw) else "logits"
+        kind = "probabilities" if classification.looks_like_probabilities(ref_raw) else "logits"
         if kind == "probabilities":
             job.notes.append("the model output is already a probability distribution; the runtime will not apply "
                              "softmax again.")
@@ -382,9 +382,9 @@ def _classifier_verify(job: _Job, deployed: Any, staged: Path) -> tuple[Verdict,
     # about above) is judged on what each image gives alone
     outputs = collect(job.model, job.transform, staged, images, batch=1)
     kind = outputs.kind
-    probs = {key: postprocess.to_probabilities(postprocess.class_scores(raw), kind)
+    probs = {key: classification.to_probabilities(classification.class_scores(raw), kind)
              for key, raw in (("reference", outputs.reference), ("deployment", outputs.candidates["deployment"]))}
-    verdict = GATES["classification"]([{"probabilities": p} for p in probs["reference"]],
+    verdict = tasks.get("classification").gate([{"probabilities": p} for p in probs["reference"]],
                                       [{"probabilities": p} for p in probs["deployment"]], **job.tolerances)
     return verdict, outputs
 
@@ -427,7 +427,7 @@ def _semantic_verify(job: _Job, deployed: Any, staged: Path) -> tuple[Verdict, A
         ref.append({"logits": logits[0].numpy(), "class_map": ref_map.numpy()})
         got.append({"logits": deployed.run(deployed.preprocess(rgb, color="rgb")[None])[0],
                     "class_map": deployed.predict(rgb, color="rgb").class_map})
-    return GATES["semantic_segmentation"](ref, got, **job.tolerances), None
+    return tasks.get("semantic_segmentation").gate(ref, got, **job.tolerances), None
 
 
 def _semantic_report(job: _Job, path: str, spec: Spec, verdict: Verdict, _: Any, switched: bool) -> Any:
@@ -464,7 +464,7 @@ def _embedder_verify(job: _Job, deployed: Any, staged: Path) -> tuple[Verdict, A
             ref.append({"vector": vectors(job.net(job.transform(img).unsqueeze(0).float()).numpy(), l2=False)[0]})
         raw = deployed.run(deployed.preprocess(np.asarray(img.convert("RGB")), color="rgb")[None])
         got.append({"vector": vectors(raw, l2=False)[0]})
-    return GATES["embedding"](ref, got, **job.tolerances), None
+    return tasks.get("embedding").gate(ref, got, **job.tolerances), None
 
 
 def _embedder_report(job: _Job, path: str, spec: Spec, verdict: Verdict, _: Any, switched: bool) -> Any:
@@ -506,7 +506,7 @@ def _detector_prepare(job: _Job) -> None:
 
 def _detector_spec(job: _Job, proto: Any, raw_path: Path) -> Spec:
     spec = spec_for(raw_path, job.source, labels=list(job.labels) if job.labels is not None else None)
-    if job.task != "detection" and spec.task != job.task:
+    if job.task_given and spec.task != job.task:
         raise ExportError(f"task: expected {job.task!r}, found {spec.task!r} in the source; give the task in the "
                           "source ('task': ...) or pass the same task.")
     job.task = spec.task
@@ -516,19 +516,18 @@ def _detector_spec(job: _Job, proto: Any, raw_path: Path) -> Spec:
 def _detector_verify(job: _Job, deployed: Any, staged: Path) -> tuple[Verdict, Any]:
     import torch
 
-    from edgeinfer import tasks
 
-    read = tasks.get(deployed.spec.task).outputs(deployed.spec)
+    read = deployed.task.outputs(deployed.spec)
     ref, got = [], []
     for _, item in job.named:
-        x, sizes = deployed.prepare([_frame(item)])
+        prepared = deployed.prepare([_frame(item)])
         with torch.no_grad():
-            mine = dict(zip(job.output_names, _numpy_outputs(job.net(torch.from_numpy(x)))))
-        theirs = deployed.infer(x, sizes)
+            mine = dict(zip(job.output_names, _numpy_outputs(job.net(torch.from_numpy(prepared.batch)))))
+        theirs = deployed.infer(prepared)
         for side, outs in ((ref, [mine[n] for n in read]), (got, theirs)):
-            det = deployed.finish(outs, sizes, x.shape[2:])[0]
+            det = deployed.finish(prepared, outs)[0]
             side.append({"outputs": outs, "xyxy": det.xyxy, "class_id": det.class_id})
-    return GATES[deployed.spec.task](ref, got, **job.tolerances), None
+    return deployed.task.gate(ref, got, **job.tolerances), None
 
 
 def _detector_report(job: _Job, path: str, spec: Spec, verdict: Verdict, _: Any, switched: bool) -> Any:
@@ -561,7 +560,7 @@ PIECES: dict[str, _Piece] = {
         "input", ("embedding",), {0: "batch"}, False, _embedder_prepare, _selftested, _embedder_verify,
         _embedder_report,
         lambda f: f"the vectors reach cosine {f['min_cosine']:.6f} with torch's at worst (required {f['required']})"),
-    **{task: _DETECTOR for task in DETECTION_TASKS},
+    **{t.name: _DETECTOR for t in tasks.TABLE.values() if t.detector},
 }
 
 
@@ -576,8 +575,9 @@ def _task_of(task: str | None, transform: Any, source: Any, output_kind: str) ->
         return "detection"  # the source's own task decides among the detector tasks
     if type(transform).__name__ == "SemanticSegmentation":
         return "semantic_segmentation"
-    if output_kind in ("embedding", "embedding_l2"):
-        return "embedding"
+    implied = [t.name for t in tasks.TABLE.values() if output_kind in t.output_kinds and not t.detector]
+    if len(implied) == 1:  # the kind says it (an embedding kind); logits may be a classifier's or a segmenter's
+        return implied[0]
     return "classification"
 
 
@@ -598,7 +598,7 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any = None, task: 
     batch are reported the same way. It is exported at ``opset`` >= 17 with the task's dynamic axes (batch;
     also height and width for segmenters and detectors), the spec and its self-test vector are written into
     the ONNX metadata, and the deployed model (edgeinfer's preprocessing, ONNX Runtime) is checked on
-    ``images`` against torch by the task's gate (:data:`edgeinfer.tasks.gates.GATES`; ``tolerances`` override
+    ``images`` against torch by the task's gate (the task table's ``gate``, :mod:`edgeinfer.tasks.gates`; ``tolerances`` override
     its keyword arguments, e.g. ``{"min_agreement": 0.995}``). Nothing is written unless the gate passes;
     the file is written to a temporary name beside ``path`` and renamed into place.
 
@@ -617,13 +617,13 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any = None, task: 
       "dets_labels"}}``); ``output_name`` lists the outputs in the order the decoder reads them; ``images``
       are BGR frames or files; ``example_hw`` is the size of the tracing example.
     """
-    task = _task_of(task, transform, source, output_kind)
+    given, task = task, _task_of(task, transform, source, output_kind)
     piece = PIECES[task]
     if opset < 17:
         raise ExportError(f"opset: expected 17 or newer, found {opset}. Older opsets lack ops the exporter needs.")
-    if task not in DETECTION_TASKS and transform is None:
+    if not tasks.get(task).detector and transform is None:
         raise ExportError(f"a {task} export needs transform=... (the eval transform the model was trained with).")
-    if tta is not None and task != "classification":
+    if tta is not None and tasks.get(task).tta is None:
         raise ExportError(f"tta: test-time augmentation is recorded for classifiers; this is a {task} export.")
     names = (output_name,) if isinstance(output_name, str) else tuple(output_name or piece.output_names)
     notes: list[str] = []
@@ -632,7 +632,8 @@ def export(model: Any, path: str | os.PathLike, *, transform: Any = None, task: 
                transform=transform, source=source, labels=tuple(labels) if labels is not None else None,
                images=list(images) if images is not None else None, loader_color=loader_color,
                input_name=input_name or piece.input_name, output_names=names, output_kind=output_kind,
-               example_hw=tuple(example_hw), tta=tta, tolerances=dict(tolerances or {}), notes=notes)
+               example_hw=tuple(example_hw), tta=tta, tolerances=dict(tolerances or {}), notes=notes,
+               task_given=given is not None)
     piece.prepare(job)
     _behaviour_checks(job, strict)
 
@@ -664,7 +665,8 @@ def export_detector(model: Any, path: str | os.PathLike, *, source: Any, labels:
     ``atol`` bounds the raw outputs relative to their magnitude (``atol * max(1, |value|)``); boxes must agree
     within 0.5 px with equal counts per image (:func:`edgeinfer.tasks.gates.detection`).
     """
-    return export(model, path, task="detection", source=source, labels=labels, images=images,
+    # no task: the source says which detector task (detection, pose, obb, segment)
+    return export(model, path, source=source, labels=labels, images=images,
                   output_name=tuple(output_names), input_name=input_name, example_hw=example_hw, opset=opset,
                   tolerances={"atol": atol})
 

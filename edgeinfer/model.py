@@ -20,7 +20,12 @@ from edgeinfer.tasks.detections import Detections
 from edgeinfer.pipeline.images import ImageInput, decode, to_model_layout
 from edgeinfer.pipeline.preprocess import Prepared, Preprocessor
 from edgeinfer.spec import METADATA_KEY, TTA_MERGES, TTA_MODES, Spec, Step
-from edgeinfer.tasks.base import Result
+from edgeinfer.tasks.classification import Prediction
+from edgeinfer.tasks.embedding import Embedding
+from edgeinfer.tasks.segmentation import Segmentation
+
+# what predict gives, by task: the task table's result types
+Result = Prediction | Detections | Segmentation | Embedding
 
 def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") -> Spec:
     """Return the validated spec stored in a session's model metadata.

@@ -1,6 +1,6 @@
 """Semantic segmentation: class maps in the original frame, equal to the training tools' post-processing.
 
-Real material: a torchvision LR-ASPP segmenter trained here on the shapes scenes (converters/semseg.py),
+Real material: a torchvision LR-ASPP segmenter trained here on the shapes scenes (tests/material/semseg.py),
 exported with torchvision's own SemanticSegmentation preset (dynamic input size); a SegFormer built from a
 config with a real ``preprocessor_config.json`` beside a plain ``torch.onnx.export``; real photos.
 """

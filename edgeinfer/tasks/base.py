@@ -50,6 +50,9 @@ class Task:
     # message, fix, details. Evidence: ``results`` [(result, (h, w))] and ``outputs`` (the raw outputs of each
     # image). None: the task has no checks of its own (it never borrows another task's).
     checks: Callable[[Any, "Evidence"], Findings] | None = None
+    # the parity gate a converted model must pass against its reference (export, precision variants, engines):
+    # (reference samples, candidate samples, tolerances) -> Verdict (edgeinfer.tasks.gates)
+    gate: Callable[..., Any] | None = None
     # per-class probabilities of a batch's raw output, for plots and parity (classifiers only)
     scores: Callable[[Any, np.ndarray], np.ndarray] | None = None
 

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeinfer.errors import ModelError
+from edgeinfer.tasks import gates
 from edgeinfer.tasks.base import Evidence, Findings, Task, draw_text, finding
 
 
@@ -179,5 +180,5 @@ def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings
 TASK = Task(
     "classification", Prediction, _finish, _draw, _rows, ("index", "label", "score", "top_k"), _summary, KINDS,
     kind_of=lambda raw: "probabilities" if looks_like_probabilities(raw) else "logits",
-    selftest=lambda raw: class_scores(raw)[0], tta=merge_views, checks=_checks,
+    selftest=lambda raw: class_scores(raw)[0], tta=merge_views, checks=_checks, gate=gates.classification,
     scores=lambda spec, raw: to_probabilities(class_scores(raw), spec.output.kind))

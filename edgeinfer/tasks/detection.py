@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeinfer.pipeline import ops
 from edgeinfer.spec import REEXPORT, expect
-from edgeinfer.tasks import decoders
+from edgeinfer.tasks import decoders, gates
 from edgeinfer.tasks.base import Evidence, Findings, Task, draw_text, finding
 from edgeinfer.tasks.detections import Detections
 
@@ -139,7 +139,7 @@ BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 def _entry(name: str, head: decoders.Head, columns: tuple[str, ...], **extra: Any) -> Task:
     return Task(name, Detections, _finisher(head), _draw, Detections.rows, BOX_COLUMNS + columns, _summary, KINDS,
                 outputs=lambda spec: list(spec.postprocess.outputs), detector=True, validate=_validator(head),
-                checks=_checks, **extra)
+                checks=_checks, gate=gates.detection, **extra)
 
 
 TASKS = (

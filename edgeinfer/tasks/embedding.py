@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeinfer.errors import ImageError, ModelError
+from edgeinfer.tasks import gates
 from edgeinfer.tasks.base import Evidence, Findings, Task, draw_text, finding
 
 
@@ -144,4 +145,4 @@ def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings
 
 # the self-test records the vector itself, as the model gives it
 TASK = Task("embedding", Embedding, _finish, _draw, Embedding.rows, ("dim", "norm"), repr, KINDS, kind_of=_kind_of,
-            selftest=lambda raw: vectors(raw, l2=False)[0], checks=_checks)
+            selftest=lambda raw: vectors(raw, l2=False)[0], checks=_checks, gate=gates.embedding)

@@ -155,26 +155,3 @@ def embedding(reference: Sequence[Sample], candidate: Sequence[Sample], *, min_c
         cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-24)))
     return Verdict(min(cosines) >= min_cosine, {"images": len(pairs), "cosine": cosines, "min_cosine": min(cosines),
                                                 "required": min_cosine, "max_abs_diff": worst})
-
-
-#: What each gate reads from one image's sample.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("probabilities",),
-    "detection": ("outputs", "xyxy", "class_id"),
-    "semantic_segmentation": ("logits", "class_map"),
-    "embedding": ("vector",),
-}
-for _t in ("pose", "obb", "segment"):
-    FIELDS[_t] = FIELDS["detection"]
-
-#: The gate of each runtime task (edgeinfer.spec.TASKS). Pose, oriented boxes and instance masks are judged
-#: on their boxes and raw outputs (keypoints, angles and mask coefficients are raw outputs).
-GATES: dict[str, Callable[..., Verdict]] = {
-    "classification": classification,
-    "detection": detection,
-    "pose": detection,
-    "obb": detection,
-    "segment": detection,
-    "semantic_segmentation": semantic_segmentation,
-    "embedding": embedding,
-}

@@ -22,6 +22,7 @@ import numpy as np
 from edgeinfer.pipeline import ops
 from edgeinfer.errors import ImageError, ModelError
 from edgeinfer.spec import REEXPORT, expect
+from edgeinfer.tasks import gates
 from edgeinfer.tasks.base import Evidence, Findings, Task, draw_text, finding
 from edgeinfer.tasks.classification import to_probabilities
 
@@ -259,4 +260,5 @@ def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings
 TASK = Task("semantic_segmentation", Segmentation, _finish, _draw, Segmentation.rows,
             ("class_id", "label", "area", "fraction"), _summary, ("logits", "probabilities"),
             validate=_validate, dense=True, kind_of=lambda raw: "logits",
-            selftest=lambda raw: raw[0].mean(axis=(1, 2)), mask=lambda seg: seg.class_map, checks=_checks)
+            selftest=lambda raw: raw[0].mean(axis=(1, 2)), mask=lambda seg: seg.class_map, checks=_checks,
+            gate=gates.semantic_segmentation)
