@@ -453,7 +453,7 @@ def test_model_health_and_metrics_describe_the_server(live_server, classifier):
 # -- the page, in a real browser ---------------------------------------------------------------------
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "Chromium is needed (Debian: apt-get install chromium; .ci/run installs it)"
+    assert path, "this test needs Chromium and found none on PATH; ./edge test installs it (apt-get install chromium, as root)"
     return path
 
 
