@@ -214,3 +214,17 @@ def test_without_any_opencv_import_says_which_command_installs_one(built, tmp_pa
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("edgeinfer.errors.DependencyError: edgeinfer needs OpenCV"), last
     assert "edgeinfer[opencv]" in last and "python3-opencv" in last
+
+
+def test_the_wheel_carries_no_training_code(built):
+    """What a device installs holds the runtime and the workstation's converters, never the test material or
+    the demos that train models (tests/material, benchmarks/)."""
+    import zipfile
+
+    names = zipfile.ZipFile(built["wheel"]).namelist()
+    modules = [n for n in names if n.endswith(".py")]
+    assert not [n for n in modules if not n.startswith(("edgeinfer/", "converters/"))]
+    training = [n for n in modules if any(word in zipfile.ZipFile(built["wheel"]).read(n).decode()
+                                          for word in (".backward()", "optimizer.step", "opt.step()", ".train(data="))]
+    assert training == []
+    assert "edgeinfer/serving/serve.html" in names and "edgeinfer/tasks/detection.py" in names
