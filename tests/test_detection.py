@@ -388,6 +388,8 @@ FAULTS = {
                                   "backend": "opencv"}),) + s.steps[1:])),
     "letterbox_fill": ("detect_raw", lambda s, dc: dc.replace(s, steps=_step(s, "letterbox", fill=0))),
     "letterbox_auto": ("detect_raw_dynamic", lambda s, dc: dc.replace(s, steps=_step(s, "letterbox", auto=False))),
+    "letterbox_center": ("detect_raw", lambda s, dc: dc.replace(s, steps=_step(s, "letterbox", center=False))),
+    "channel_order": ("detect_raw", lambda s, dc: dc.replace(s, input=dc.replace(s.input, channel_order="bgr"))),
     "boxes_empty": ("detect_raw", lambda s, dc: dc.replace(s, postprocess=dc.replace(s.postprocess, conf=1.0))),
     "boxes_clipped": ("detect_nms", lambda s, dc: dc.replace(s, postprocess=dc.replace(s.postprocess, decoder="detr"))),
 }
@@ -405,3 +407,6 @@ def test_doctor_finds_each_detector_deployment_fault_and_says_the_fix(fault, lay
     healthy = edgeinfer.check(layouts[base], images=photo_files[:4])
     assert healthy.ok, healthy.codes()
     assert healthy.measured["detections"] > 0 and healthy.measured["images"] == 4
+    # the spec the tool's rule implies, attached by hand: every field compared, none differs
+    same = edgeinfer.check(_with_spec(layouts[base], tmp_path / "same.onnx", lambda s, dc: s), images=photo_files[:4])
+    assert same.ok, same.codes()

@@ -551,6 +551,11 @@ def _place_letterbox(h: int, w: int, p: Params) -> Placement:
     oh, ow = new_h + top + bottom, new_w + left + right
     if p.get("scale_fill", False):
         return Placement((h, w), (oh, ow), (ow / w, oh / h))
+    if not p.get("center", True) or not p.get("scaleup", True):
+        # Ultralytics' inverse re-derives a centred padding and an upscaling gain from the sizes: for a
+        # corner-padded or never-upscaled letterbox it disagrees with the pixels (by up to the whole padding),
+        # so the way back is what the forward step did
+        return Placement((h, w), (oh, ow), (new_w / w, new_h / h), (left, top))
     gain = min(oh / h, ow / w)
     rh, rw = max(round(h * gain), 1), max(round(w * gain), 1)
     return Placement((h, w), (oh, ow), (rw / w, rh / h), (round((ow - rw) / 2 - 0.1), round((oh - rh) / 2 - 0.1)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -141,45 +141,79 @@ def _determinism(model: Any, prepared: Any, findings: list[Finding], measured: d
                 "Call model.eval() before exporting and re-export."))
 
 
-# -- detectors ---------------------------------------------------------------------------------------
+# -- the training tool's own rule ---------------------------------------------------------------------
+def _letterbox(steps: dict[str, Any]) -> dict[str, Any]:
+    from edgeinfer.pipeline import ops
+
+    return ops.get("letterbox").with_defaults(steps["letterbox"]) if "letterbox" in steps else {}
+
+
+def _scale(steps: dict[str, Any]) -> Any:
+    return steps.get("to_float", {}).get("scale")
+
+
+def _normalize(steps: dict[str, Any]) -> Any:
+    n = steps.get("normalize")
+    return None if n is None else {"mean": [round(float(v), 6) for v in n["mean"]],
+                                   "std": [round(float(v), 6) for v in n["std"]]}
+
+
+# Each field of an attached spec that the training tool's predictor decides: the finding's code, how to read
+# it from (steps by op, channel order), and what a mismatch does. One row a field: a new field is one line.
+TOOL_FIELDS: tuple[tuple[str, Callable[[dict[str, Any], str], Any], str], ...] = (
+    ("letterbox_size", lambda s, c: list(_letterbox(s).get("size", [])), "another input size: objects at another scale"),
+    ("letterbox_fill", lambda s, c: _letterbox(s).get("fill"), "the border the model sees differs from training"),
+    ("letterbox_auto", lambda s, c: _letterbox(s).get("auto"),
+     "the full square where the tool uses the minimal stride-aligned rectangle, or the reverse: another input "
+     "size, other scores and boxes"),
+    ("letterbox_stride", lambda s, c: _letterbox(s).get("stride") if _letterbox(s).get("auto") else None,
+     "another rectangle for the minimal letterbox"),
+    ("letterbox_center", lambda s, c: _letterbox(s).get("center"),
+     "the image sits in another place of the input than in training (padding on one side): boxes and "
+     "confidences shift"),
+    ("letterbox_scaleup", lambda s, c: _letterbox(s).get("scaleup"), "small images enlarged, or not, unlike training"),
+    ("letterbox_scale_fill", lambda s, c: _letterbox(s).get("scale_fill"), "stretched instead of padded, or the reverse"),
+    ("channel_order", lambda s, c: c, "the colour channels reach the model swapped (BGR for RGB): confidences drop "
+     "and colour-dependent classes are confused"),
+    ("scale", lambda s, c: _scale(s), "pixel values in another range than in training (0-255 for 0-1)"),
+    ("normalize", lambda s, c: _normalize(s), "another mean/std than in training"),
+)
+
+
 def _tool_rule(model: Any, findings: list[Finding]) -> None:
-    """An Ultralytics file carrying an edgeinfer spec: does the spec letterbox the way the tool's predictor
-    does? A plain resize, another pad value or the square where the tool uses the minimal rectangle each
-    change scores and boxes without any error."""
+    """A file that carries its training tool's own description (Ultralytics' metadata) and an edgeinfer spec:
+    every field of the spec the tool's predictor decides is compared with the tool's rule. A plain resize,
+    another pad value, padding on one side, swapped channels or another scaling each change scores and boxes
+    without any error."""
     meta = model.session.get_modelmeta().custom_metadata_map
     if not importers.is_ultralytics(meta) or METADATA_KEY not in meta:
         return
     dynamic = not isinstance(model.session.get_outputs()[0].shape[0], int)
     try:
-        want = {s.op: s.params for s in importers.from_ultralytics(meta, dynamic=dynamic).steps}
+        rule = importers.from_ultralytics(meta, dynamic=dynamic)
     except (ModelError, SpecError):
         return
+    want = {s.op: s.params for s in rule.steps}
     have = {s.op: s.params for s in model.spec.steps}
     tool = f"Ultralytics {meta.get('version', '?')}"
     fix = ("Delete the edgeinfer spec from the file (Ultralytics exports load from their own metadata) or "
-           "re-attach one with a letterbox as the tool's predictor uses it.")
+           "re-attach one that does what the tool's predictor does: " + "; ".join(repr(s) for s in rule.steps)
+           + ".")
     if "letterbox" in want and "letterbox" not in have:
         findings.append(Finding(
             "letterbox_missing", "error", f"the spec resizes without a letterbox, but {tool}'s predictor letterboxes "
             f"(aspect ratio kept, pad {want['letterbox'].get('fill', 114)}): objects are stretched, scores drop and "
             "boxes come back in the wrong place.", fix, {"spec_steps": sorted(have)}))
-        return
-    if "letterbox" not in want:
-        return
-    lb_want, lb_have = want["letterbox"], have["letterbox"]
-    if lb_have.get("fill", 114) != lb_want.get("fill", 114):
-        findings.append(Finding(
-            "letterbox_fill", "error", f"the letterbox pads with {lb_have.get('fill', 114)}, {tool}'s predictor with "
-            f"{lb_want.get('fill', 114)}: the border the model sees differs from training.", fix,
-            {"spec_fill": lb_have.get("fill", 114), "tool_fill": lb_want.get("fill", 114)}))
-    if bool(lb_have.get("auto", False)) != bool(lb_want.get("auto", False)):
-        findings.append(Finding(
-            "letterbox_auto", "error",
-            "the spec letterboxes to " + ("the minimal stride-aligned rectangle" if lb_have.get("auto") else
-                                          "the full square") + f" where {tool}'s predictor uses " +
-            ("the minimal rectangle (a dynamic file)" if lb_want.get("auto") else "the full square (a static file)") +
-            ": another input size, other scores and boxes.", fix,
-            {"spec_auto": bool(lb_have.get("auto")), "tool_auto": bool(lb_want.get("auto"))}))
+        want.pop("letterbox")
+    order_want, order_have = rule.contract.get("channel_order", "rgb"), model.spec.input.channel_order
+    for code, read, harm in TOOL_FIELDS:
+        tool_value, spec_value = read(want, order_want), read(have, order_have)
+        if code.startswith("letterbox") and "letterbox" not in want:
+            continue
+        if tool_value != spec_value:
+            findings.append(Finding(code, "error", f"{code.replace('_', ' ')}: the spec has {spec_value!r}, "
+                                    f"{tool}'s predictor {tool_value!r}: {harm}.", fix,
+                                    {"spec": spec_value, "tool": tool_value}))
 
 
 def _run(model: Any, items: Sequence[Any], findings: list[Finding], measured: dict[str, Any]) -> None:
