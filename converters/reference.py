@@ -57,61 +57,27 @@ def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, 
         return report
     model = edgeinfer.load(model_path)
     spec = model.spec
-    scores = model.task.scores
-    if scores is None:  # the reference checks read class scores: classifiers only so far
-        return report
-    deployed = np.stack([model.preprocess(i) for i in items]) if items else None
+    scores = model.task.scores  # class probabilities: the plots and parity read them (classifiers)
+    deployed = [model.preprocess(i) for i in items]
     out = Path(plots_dir) if plots_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    if deployed is not None and out is not None:
-        raw = np.concatenate([model.run(deployed[i:i + 16]) for i in range(0, len(deployed), 16)])
+    if deployed and out is not None and scores is not None:
+        batch = np.stack(deployed)
+        raw = np.concatenate([model.run(batch[i:i + 16]) for i in range(0, len(batch), 16)])
         probs = scores(spec, raw)
-        for name, fn in (("input_histograms.png", lambda p: plots.plot_input_histograms(deployed, p)),
+        for name, fn in (("input_histograms.png", lambda p: plots.plot_input_histograms(batch, p)),
                          ("confidence.png", lambda p: plots.plot_confidence(probs, p)),
                          ("classes.png", lambda p: plots.plot_class_distribution(probs, spec.labels, p))):
             fn(out / name)
             written.append(str(out / name))
     if transform is not None and items:
-        import torch
-
-        load = loader or _training_loader(spec)
-        with torch.no_grad():
-            ref = np.stack([transform(load(i)).numpy() for i in items]).astype(np.float64)
-        per_level = _levels(spec)
-        direct = np.abs(ref - deployed).max(axis=(1, 2, 3)) * per_level
-        swapped = (np.abs(ref - deployed[:, ::-1]).max(axis=(1, 2, 3)) * per_level
-                   if deployed.shape[1] == 3 else direct)
-        measured["reference_max_levels"] = round(float(direct.max()), 3)
-        worst = int(np.argmax(direct))
-        if deployed.shape[1] == 3 and float(np.median(swapped)) < 0.25 * float(np.median(direct)) and direct.max() > 1.01:
-            findings.append(Finding(
-                "color_order", "error", f"the deployed input matches the training input only with red and blue "
-                f"swapped (median {np.median(direct):.1f} levels off as is, {np.median(swapped):.1f} swapped).",
-                "The training loader delivered BGR (cv2.imread) or RGB differently from the spec: export with the "
-                "loader's colour order, or pass color='rgb'/'bgr' to predict to match your frames."))
-        elif direct.max() > 1.01:
-            # an affine per-channel relation (a*ref + b) means scaling/normalisation, anything else resampling
-            a, b, r2 = _affine_fit(ref, deployed)
-            if r2 > 0.999 and (np.max(np.abs(a - 1)) > 0.01 or np.max(np.abs(b)) > 0.01):
-                findings.append(Finding(
-                    "input_stats", "error", f"deployed inputs are a rescaled copy of the training inputs (per-channel "
-                    f"scale {np.round(a, 3).tolist()}, offset {np.round(b, 3).tolist()}): normalisation or scaling "
-                    "differs from training.", "Export the spec from the exact training transform (mean/std, /255) "
-                    "with converters.export(model, path, transform=...).", {"scale": a.tolist(), "offset": b.tolist()}))
-            else:
-                steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
-                findings.append(Finding(
-                    "resize_mismatch", "error", f"deployed pixels differ from the training transform's by up to "
-                    f"{direct.max():.1f} levels of 255 (mean {float(np.abs(ref - deployed).mean() * per_level):.2f}); "
-                    f"geometry steps in the spec: {steps}.", "Re-export the spec from the training transform itself "
-                    "(spec_from_transform reproduces it within 1 level); do not hand-write the resize.",
-                    {"max_levels": float(direct.max())}))
-        if out is not None:
-            name = out / "preprocessing.png"
-            plots.plot_preprocessing(ref[worst], deployed[worst], spec, name,
-                                     title=f"{Path(str(items[worst])).name}: worst of {len(items)} images")
-            written.append(str(name))
+        # the channels as the graph receives them (an input contract may reverse them), against the transform's
+        fed = [d[::-1] if spec.input.channel_order == "bgr" else d for d in deployed]
+        findings += _against_transform(transform, loader or _training_loader(spec), items, fed, spec,
+                                       measured, out, written)
+    if scores is None:  # parity with the torch model reads class scores: classifiers only so far
+        return dataclasses.replace(report, findings=tuple(findings), measured=measured, plots=tuple(written))
     if torch_model is not None and transform is not None and items:
         from converters.compare import compare
 
@@ -134,10 +100,69 @@ def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, 
     return dataclasses.replace(report, findings=tuple(findings), measured=measured, plots=tuple(written))
 
 
-def _affine_fit(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _against_transform(transform: Any, load: Callable[[Any], Any], items: Sequence[Any], deployed: list[np.ndarray],
+                       spec: Any, measured: dict[str, Any], out: Path | None, written: list[str]) -> list[Finding]:
+    """The deployed input of each image against the training transform's, for any task: channels swapped, a
+    rescaled copy (normalisation), or other pixels or another size (the resize)."""
+    import torch
+
+    with torch.no_grad():
+        ref = [transform(load(i)).numpy().astype(np.float64) for i in items]
+    per_level = _levels(spec)
+    sizes = [(r.shape, d.shape) for r, d in zip(ref, deployed) if r.shape != d.shape]
+    if sizes:
+        steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
+        return [Finding(
+            "resize_mismatch", "error", f"the deployed input has another size than the training transform's on "
+            f"{len(sizes)} of {len(items)} images (e.g. {list(sizes[0][1])} for {list(sizes[0][0])}); geometry "
+            f"steps in the spec: {steps}.", "Re-export the spec from the training transform itself "
+            "(spec_from_transform reproduces it); do not hand-write the resize.",
+            {"training_shape": list(sizes[0][0]), "deployed_shape": list(sizes[0][1])})]
+    direct = np.array([np.abs(r - d).max() for r, d in zip(ref, deployed)]) * per_level
+    three = all(d.shape[0] == 3 for d in deployed)
+    swapped = (np.array([np.abs(r - d[::-1]).max() for r, d in zip(ref, deployed)]) * per_level if three else direct)
+    measured["reference_max_levels"] = round(float(direct.max()), 3)
+    worst = int(np.argmax(direct))
+    found = []
+    if three and float(np.median(swapped)) < 0.25 * float(np.median(direct)) and direct.max() > 1.01:
+        found.append(Finding(
+            "color_order", "error", f"the deployed input matches the training input only with red and blue "
+            f"swapped (median {np.median(direct):.1f} levels off as is, {np.median(swapped):.1f} swapped).",
+            "The training loader delivered BGR (cv2.imread) or RGB differently from the spec: export with the "
+            "loader's colour order, or pass color='rgb'/'bgr' to predict to match your frames."))
+    elif direct.max() > 1.01:
+        # an affine per-channel relation (a*ref + b) means scaling/normalisation, anything else resampling
+        a, b, r2 = _affine_fit(ref, deployed)
+        if r2 > 0.999 and (np.max(np.abs(a - 1)) > 0.01 or np.max(np.abs(b)) > 0.01):
+            found.append(Finding(
+                "input_stats", "error", f"deployed inputs are a rescaled copy of the training inputs (per-channel "
+                f"scale {np.round(a, 3).tolist()}, offset {np.round(b, 3).tolist()}): normalisation or scaling "
+                "differs from training.", "Export the spec from the exact training transform (mean/std, /255) "
+                "with converters.export(model, path, transform=...).", {"scale": a.tolist(), "offset": b.tolist()}))
+        else:
+            steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
+            mean = float(np.mean([np.abs(r - d).mean() for r, d in zip(ref, deployed)]) * per_level)
+            found.append(Finding(
+                "resize_mismatch", "error", f"deployed pixels differ from the training transform's by up to "
+                f"{direct.max():.1f} levels of 255 (mean {mean:.2f}); geometry steps in the spec: {steps}.",
+                "Re-export the spec from the training transform itself (spec_from_transform reproduces it within "
+                "1 level); do not hand-write the resize.", {"max_levels": float(direct.max())}))
+    if out is not None:
+        from edgeinfer.tools import plots
+
+        name = out / "preprocessing.png"
+        plots.plot_preprocessing(ref[worst], deployed[worst], spec, name,
+                                 title=f"{Path(str(items[worst])).name}: worst of {len(items)} images")
+        written.append(str(name))
+    return found
+
+
+def _affine_fit(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per channel, the least-squares ``got = a * ref + b`` over (C, H, W) inputs, and the worst channel's R²."""
     a, b, r2 = [], [], []
-    for c in range(ref.shape[1]):
-        x, y = ref[:, c].ravel(), got[:, c].ravel().astype(np.float64)
+    for c in range(ref[0].shape[0]):
+        x = np.concatenate([r[c].ravel() for r in ref])
+        y = np.concatenate([g[c].ravel() for g in got]).astype(np.float64)
         A = np.stack([x, np.ones_like(x)], axis=1)
         (ac, bc), *_ = np.linalg.lstsq(A, y, rcond=None)
         resid = y - (ac * x + bc)

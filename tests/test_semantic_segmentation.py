@@ -269,3 +269,38 @@ def test_doctor_finds_masks_misaligned_with_their_boxes_and_masks_are_written(tm
         saved = Segmentation.read_png(masks / f"{n}.png").class_map
         again = model.predict(str(folder / "sub" / f"{n}.png"))
         assert np.array_equal(saved, again.instance_map())
+
+
+# Each fault a semantic segmenter's spec can carry, injected into the trained LR-ASPP's file, with the doctor
+# code it must raise: the input resized to another size, another normalisation, the channels reversed by the
+# input contract, a centre crop (refused: the class map must cover the frame).
+def _normalize(spec, **params):
+    for step in spec["steps"]:
+        if step["op"] == "normalize":
+            step.update(params)
+
+
+SEGMENTER_FAULTS = {
+    "resize_mismatch": lambda s: next(st for st in s["steps"] if st["op"] == "resize").update(size=96),
+    "input_stats": lambda s: _normalize(s, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]),
+    "color_order": lambda s: s["input"].update(channel_order="bgr"),
+    "spec_invalid": lambda s: s["steps"].insert(1, {"op": "center_crop", "size": [96, 96]}),
+}
+
+
+@pytest.mark.slow
+def test_the_doctor_with_the_training_transform_names_each_segmenter_fault(lraspp, photo_files, tmp_path):
+    from conftest import edit_spec
+    from converters import check
+    from tests.material import semseg
+
+    _, path, _, _, _ = lraspp
+    images = photo_files[:4]
+    healthy = check(path, images, transform=semseg.transform())
+    assert not [f for f in healthy.findings if f.severity == "error"], healthy.codes()
+    assert healthy.measured["reference_max_levels"] <= 1.01
+    for code, edit in SEGMENTER_FAULTS.items():
+        broken = edit_spec(path, tmp_path / f"{code}.onnx", edit)
+        report = check(broken, images, transform=semseg.transform())
+        found = {f.code: f for f in report.findings}
+        assert code in found and found[code].severity == "error" and found[code].fix, (code, report.codes())
