@@ -109,7 +109,10 @@ def _input_stats(model: Any, batch: np.ndarray, findings: list[Finding], measure
     peak = max(max(abs(lo), abs(hi)) for _, _, lo, hi in per_channel)
     spread = max(s for _, s, _, _ in per_channel)
     normalized = any(s.op == "normalize" for s in spec.steps)
-    if peak > 20:
+    # 0-255 by design: a uint8 input (the graph scales itself) and Keras' caffe and "none" modes (the mean
+    # subtracted from 0-255 pixels; EfficientNet-style graphs that rescale inside)
+    raw_range = spec.input.dtype == "uint8" or spec.provenance.get("source") == "keras"
+    if peak > 20 and not raw_range:
         findings.append(Finding(
             "input_stats", "error", f"model inputs reach {peak:.0f}: pixel values were not scaled to 0-1 before "
             "normalisation (0-255 input into a model trained on 0-1).",
