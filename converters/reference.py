@@ -57,14 +57,14 @@ def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, 
         return report
     model = edgeinfer.load(model_path)
     spec = model.spec
-    scores = model.task.scores
-    if scores is None:  # the reference checks read class scores: classifiers only so far
-        return report
-    deployed = np.stack([model.preprocess(i) for i in items]) if items else None
+    scores = model.task.scores  # class scores: the plots and parity read them (classifiers only so far)
+    # each image's model input before the contract; a dynamic-size model (a segmenter) makes one size per image
+    inputs = [model.preprocess(i) for i in items]
+    deployed = np.stack(inputs) if inputs and len({x.shape for x in inputs}) == 1 else None
     out = Path(plots_dir) if plots_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    if deployed is not None and out is not None:
+    if deployed is not None and out is not None and scores is not None:
         raw = np.concatenate([model.run(deployed[i:i + 16]) for i in range(0, len(deployed), 16)])
         probs = scores(spec, raw)
         for name, fn in (("input_histograms.png", lambda p: plots.plot_input_histograms(deployed, p)),
@@ -77,22 +77,36 @@ def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, 
 
         load = loader or _training_loader(spec)
         with torch.no_grad():
-            ref = np.stack([transform(load(i)).numpy() for i in items]).astype(np.float64)
+            ref = [transform(load(i)).numpy().astype(np.float64) for i in items]
+        # what the graph receives (the contract's channel order, channels first): what the training transform
+        # handed the model must equal it
+        fed = [x[::-1] if spec.input.channel_order == "bgr" and x.shape[0] == 3 else x for x in inputs]
         per_level = _levels(spec)
-        direct = np.abs(ref - deployed).max(axis=(1, 2, 3)) * per_level
-        swapped = (np.abs(ref - deployed[:, ::-1]).max(axis=(1, 2, 3)) * per_level
-                   if deployed.shape[1] == 3 else direct)
+        sizes = [(r.shape, f.shape) for r, f in zip(ref, fed) if r.shape != f.shape]
+        if sizes:
+            steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
+            findings.append(Finding(
+                "resize_mismatch", "error", f"the deployed input has another size than the training transform's on "
+                f"{len(sizes)} of {len(items)} images (first: deployed {list(sizes[0][1])}, training "
+                f"{list(sizes[0][0])}, C x H x W); geometry steps in the spec: {steps}.", "Re-export the spec from "
+                "the training transform itself (spec_from_transform reproduces it within 1 level); do not "
+                "hand-write the resize.", {"deployed_shape": list(sizes[0][1]), "training_shape": list(sizes[0][0])}))
+            return dataclasses.replace(report, findings=tuple(findings), measured=measured, plots=tuple(written))
+        direct = np.asarray([np.abs(r - f).max() for r, f in zip(ref, fed)]) * per_level
+        swapped = (np.asarray([np.abs(r - f[::-1]).max() for r, f in zip(ref, fed)]) * per_level
+                   if all(f.shape[0] == 3 for f in fed) else direct)
         measured["reference_max_levels"] = round(float(direct.max()), 3)
         worst = int(np.argmax(direct))
-        if deployed.shape[1] == 3 and float(np.median(swapped)) < 0.25 * float(np.median(direct)) and direct.max() > 1.01:
+        if swapped is not direct and float(np.median(swapped)) < 0.25 * float(np.median(direct)) and direct.max() > 1.01:
             findings.append(Finding(
                 "color_order", "error", f"the deployed input matches the training input only with red and blue "
                 f"swapped (median {np.median(direct):.1f} levels off as is, {np.median(swapped):.1f} swapped).",
-                "The training loader delivered BGR (cv2.imread) or RGB differently from the spec: export with the "
-                "loader's colour order, or pass color='rgb'/'bgr' to predict to match your frames."))
+                "The training loader delivered BGR (cv2.imread) or RGB differently from the spec, or the spec's "
+                "channel_order is the other one: export with the loader's colour order, set input.channel_order to "
+                "what the model was trained on, or pass color='rgb'/'bgr' to predict to match your frames."))
         elif direct.max() > 1.01:
             # an affine per-channel relation (a*ref + b) means scaling/normalisation, anything else resampling
-            a, b, r2 = _affine_fit(ref, deployed)
+            a, b, r2 = _affine_fit(ref, fed)
             if r2 > 0.999 and (np.max(np.abs(a - 1)) > 0.01 or np.max(np.abs(b)) > 0.01):
                 findings.append(Finding(
                     "input_stats", "error", f"deployed inputs are a rescaled copy of the training inputs (per-channel "
@@ -101,17 +115,19 @@ def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, 
                     "with converters.export(model, path, transform=...).", {"scale": a.tolist(), "offset": b.tolist()}))
             else:
                 steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
+                mean = float(np.mean([np.abs(r - f).mean() for r, f in zip(ref, fed)]) * per_level)
                 findings.append(Finding(
                     "resize_mismatch", "error", f"deployed pixels differ from the training transform's by up to "
-                    f"{direct.max():.1f} levels of 255 (mean {float(np.abs(ref - deployed).mean() * per_level):.2f}); "
-                    f"geometry steps in the spec: {steps}.", "Re-export the spec from the training transform itself "
-                    "(spec_from_transform reproduces it within 1 level); do not hand-write the resize.",
-                    {"max_levels": float(direct.max())}))
+                    f"{direct.max():.1f} levels of 255 (mean {mean:.2f}); geometry steps in the spec: {steps}.",
+                    "Re-export the spec from the training transform itself (spec_from_transform reproduces it within "
+                    "1 level); do not hand-write the resize.", {"max_levels": float(direct.max())}))
         if out is not None:
             name = out / "preprocessing.png"
-            plots.plot_preprocessing(ref[worst], deployed[worst], spec, name,
+            plots.plot_preprocessing(ref[worst], fed[worst], spec, name,
                                      title=f"{Path(str(items[worst])).name}: worst of {len(items)} images")
             written.append(str(name))
+    if scores is None:  # parity reads class scores
+        return dataclasses.replace(report, findings=tuple(findings), measured=measured, plots=tuple(written))
     if torch_model is not None and transform is not None and items:
         from converters.compare import compare
 
@@ -134,10 +150,13 @@ def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, 
     return dataclasses.replace(report, findings=tuple(findings), measured=measured, plots=tuple(written))
 
 
-def _affine_fit(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _affine_fit(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per channel, the least-squares a, b of got = a * ref + b over every image (C, H, W each), and the worst
+    channel's R^2."""
     a, b, r2 = [], [], []
-    for c in range(ref.shape[1]):
-        x, y = ref[:, c].ravel(), got[:, c].ravel().astype(np.float64)
+    for c in range(ref[0].shape[0]):
+        x = np.concatenate([r[c].ravel() for r in ref])
+        y = np.concatenate([g[c].ravel() for g in got]).astype(np.float64)
         A = np.stack([x, np.ones_like(x)], axis=1)
         (ac, bc), *_ = np.linalg.lstsq(A, y, rcond=None)
         resid = y - (ac * x + bc)
