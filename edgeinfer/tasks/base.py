@@ -55,6 +55,10 @@ class Task:
     gate: Callable[..., Any] | None = None
     # per-class probabilities of a batch's raw output, for plots and parity (classifiers only)
     scores: Callable[[Any, np.ndarray], np.ndarray] | None = None
+    # how sure the model is of each image of a batch, from its raw outputs: (spec, outputs) -> (N,) floats, larger
+    # = surer. The doctor's channel-order probe compares it on the images as deployed and with their red and blue
+    # swapped (a model fed the other order than it was trained on is surer swapped). None: no such measure.
+    confidence: Callable[[Any, Sequence[np.ndarray]], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -177,8 +177,13 @@ def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings
     return out
 
 
+def _confidence(spec: Any, outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Each image's top probability (the top-1 score a user sees)."""
+    return to_probabilities(class_scores(outputs[0]), spec.output.kind).max(axis=1).astype(np.float64)
+
+
 TASK = Task(
     "classification", Prediction, _finish, _draw, _rows, ("index", "label", "score", "top_k"), _summary, KINDS,
     kind_of=lambda raw: "probabilities" if looks_like_probabilities(raw) else "logits",
     selftest=lambda raw: class_scores(raw)[0], tta=merge_views, checks=_checks, gate=gates.classification,
-    scores=lambda spec, raw: to_probabilities(class_scores(raw), spec.output.kind))
+    scores=lambda spec, raw: to_probabilities(class_scores(raw), spec.output.kind), confidence=_confidence)

@@ -133,13 +133,32 @@ def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings
     return out
 
 
+# The confidence measure of a detector: the mean of its three best detections, down to a floor of 0.01, zeros
+# where it finds fewer. Measured on the shapes detector (16 frames, red and blue swapped against as deployed):
+# it separates the two orders with a paired t of 2.7, the sum of the detections above the spec's threshold only
+# 2.1, the count 1.4 (a frame gains or loses a whole detection, or nothing).
+TOP, FLOOR = 3, 0.01
+
+
+def _confidence(head: decoders.Head):
+    def confidence(spec: Any, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        post = dataclasses.replace(spec.postprocess, conf=min(FLOOR, spec.postprocess.conf))
+        nc = len(spec.labels) if spec.labels is not None else 0
+        out = []
+        for c in decoders.DECODERS[post.decoder](outputs, post, head, nc):
+            best = np.sort(np.asarray(c.confidence, np.float64))[::-1][:TOP]
+            out.append(float(np.pad(best, (0, TOP - len(best))).mean()))
+        return np.asarray(out)
+    return confidence
+
+
 BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 
 
 def _entry(name: str, head: decoders.Head, columns: tuple[str, ...], **extra: Any) -> Task:
     return Task(name, Detections, _finisher(head), _draw, Detections.rows, BOX_COLUMNS + columns, _summary, KINDS,
                 outputs=lambda spec: list(spec.postprocess.outputs), detector=True, validate=_validator(head),
-                checks=_checks, gate=gates.detection, **extra)
+                checks=_checks, gate=gates.detection, confidence=_confidence(head), **extra)
 
 
 TASKS = (

@@ -256,9 +256,16 @@ def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings
     return []
 
 
+def _confidence(spec: Any, outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Each image's mean over its output pixels of the top class probability."""
+    logits = outputs[0]
+    flat = logits.reshape(logits.shape[0], logits.shape[1], -1).transpose(0, 2, 1)  # (N, pixels, C)
+    return np.asarray([to_probabilities(f, spec.output.kind).max(axis=1).mean(dtype=np.float64) for f in flat])
+
+
 # the self-test records each class's mean logit over the map: the whole map would not fit in a spec
 TASK = Task("semantic_segmentation", Segmentation, _finish, _draw, Segmentation.rows,
             ("class_id", "label", "area", "fraction"), _summary, ("logits", "probabilities"),
             validate=_validate, dense=True, kind_of=lambda raw: "logits",
             selftest=lambda raw: raw[0].mean(axis=(1, 2)), mask=lambda seg: seg.class_map, checks=_checks,
-            gate=gates.semantic_segmentation)
+            gate=gates.semantic_segmentation, confidence=_confidence)

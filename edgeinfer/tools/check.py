@@ -1,8 +1,10 @@
 """The deployment doctor: checks that find the silent failures, each with a stable code and the fix.
 
-Runtime checks need only the model file and, optionally, a few images: the spec and self-test, the model
-input's statistics, determinism, and the task's own checks of its results (the task table's ``checks``;
-a task without checks of its own gets none). Checks against the training reference (colour order,
+Runtime checks need only the model file and, optionally, a few images: the spec and self-test, the attached
+spec against the training tool's own rule where the file carries one (field by field), the model input's
+statistics, determinism, a channel-order probe (the images again with red and blue swapped, read through the
+task's confidence measure), and the task's own checks of its results (the task table's ``checks``; a task
+without checks of its own gets none). Checks against the training reference (colour order,
 resize, parity with torch) and the plots live on the workstation side (``converters.check``), which adds
 its findings to the same report; ``edgeinfer check`` runs both when given the reference.
 """
@@ -18,6 +20,7 @@ import numpy as np
 
 from edgeinfer import importers
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
+from edgeinfer.pipeline import ops
 from edgeinfer.pipeline.preprocess import Prepared
 from edgeinfer.tasks.base import Evidence
 from edgeinfer.tools.reports import SCHEMAS
@@ -106,7 +109,10 @@ def _input_stats(model: Any, batch: np.ndarray, findings: list[Finding], measure
     peak = max(max(abs(lo), abs(hi)) for _, _, lo, hi in per_channel)
     spread = max(s for _, s, _, _ in per_channel)
     normalized = any(s.op == "normalize" for s in spec.steps)
-    if peak > 20:
+    # 0-255 by design: a uint8 input (the graph scales itself) and Keras' caffe and "none" modes (the mean
+    # subtracted from 0-255 pixels; EfficientNet-style graphs that rescale inside)
+    raw_range = spec.input.dtype == "uint8" or spec.provenance.get("source") == "keras"
+    if peak > 20 and not raw_range:
         findings.append(Finding(
             "input_stats", "error", f"model inputs reach {peak:.0f}: pixel values were not scaled to 0-1 before "
             "normalisation (0-255 input into a model trained on 0-1).",
@@ -142,78 +148,207 @@ def _determinism(model: Any, prepared: Any, findings: list[Finding], measured: d
 
 
 # -- the training tool's own rule ---------------------------------------------------------------------
-def _letterbox(steps: dict[str, Any]) -> dict[str, Any]:
-    from edgeinfer.pipeline import ops
-
-    return ops.get("letterbox").with_defaults(steps["letterbox"]) if "letterbox" in steps else {}
+GEOMETRIC = ("resize", "center_crop", "pad", "letterbox")
 
 
-def _scale(steps: dict[str, Any]) -> Any:
-    return steps.get("to_float", {}).get("scale")
+def _view(steps: Sequence[Any], contract: dict[str, Any], decode: Any) -> dict[str, Any]:
+    """What a pipeline decides, in one flat form both sides share: each op's parameters (with the op table's
+    defaults) by op name, the input contract under "@contract", the decoded colour under "@color"."""
+    v: dict[str, Any] = {s.op: ops.get(s.op).with_defaults(s.params) for s in steps}
+    v["@ops"] = tuple(s.op for s in steps if s.op in GEOMETRIC)
+    v["@contract"] = {"channel_order": "rgb", "layout": "NCHW", **contract}
+    v["@color"] = decode.color
+    return v
 
 
-def _normalize(steps: dict[str, Any]) -> Any:
-    n = steps.get("normalize")
-    return None if n is None else {"mean": [round(float(v), 6) for v in n["mean"]],
-                                   "std": [round(float(v), 6) for v in n["std"]]}
+def _method(v: dict[str, Any]) -> Any:
+    """How the pixels are resampled: the letterbox's OpenCV interpolation, or the resize's library and filter."""
+    if "letterbox" in v:
+        return ["opencv", v["letterbox"]["interpolation"]]
+    if "resize" in v:
+        r = v["resize"]
+        return [r["backend"], r["interpolation"]] + (["antialias"] if r["backend"] == "torch" and r["antialias"] else [])
+    return None
 
 
-# Each field of an attached spec that the training tool's predictor decides: the finding's code, how to read
-# it from (steps by op, channel order), and what a mismatch does. One row a field: a new field is one line.
-TOOL_FIELDS: tuple[tuple[str, Callable[[dict[str, Any], str], Any], str], ...] = (
-    ("letterbox_size", lambda s, c: list(_letterbox(s).get("size", [])), "another input size: objects at another scale"),
-    ("letterbox_fill", lambda s, c: _letterbox(s).get("fill"), "the border the model sees differs from training"),
-    ("letterbox_auto", lambda s, c: _letterbox(s).get("auto"),
-     "the full square where the tool uses the minimal stride-aligned rectangle, or the reverse: another input "
-     "size, other scores and boxes"),
-    ("letterbox_stride", lambda s, c: _letterbox(s).get("stride") if _letterbox(s).get("auto") else None,
-     "another rectangle for the minimal letterbox"),
-    ("letterbox_center", lambda s, c: _letterbox(s).get("center"),
-     "the image sits in another place of the input than in training (padding on one side): boxes and "
-     "confidences shift"),
-    ("letterbox_scaleup", lambda s, c: _letterbox(s).get("scaleup"), "small images enlarged, or not, unlike training"),
-    ("letterbox_scale_fill", lambda s, c: _letterbox(s).get("scale_fill"), "stretched instead of padded, or the reverse"),
-    ("channel_order", lambda s, c: c, "the colour channels reach the model swapped (BGR for RGB): confidences drop "
-     "and colour-dependent classes are confused"),
-    ("scale", lambda s, c: _scale(s), "pixel values in another range than in training (0-255 for 0-1)"),
-    ("normalize", lambda s, c: _normalize(s), "another mean/std than in training"),
+def _range(v: dict[str, Any]) -> Any:
+    scale = v.get("to_float", {}).get("scale")
+    return None if scale is None else "0-255" if scale == "none" else "0-1"  # div255 and mul_inv255: 1 ulp apart
+
+
+def _normalize(v: dict[str, Any]) -> Any:
+    n = v.get("normalize", {"mean": [0.0], "std": [1.0]})
+    return {k: [round(float(x), 4) for x in (n[k] * 3 if len(n[k]) == 1 else n[k])] for k in ("mean", "std")}
+
+
+@dataclass(frozen=True)
+class ToolField:
+    """One field of a spec that the training tool's own rule decides: the finding's code, the op it belongs to
+    (compared only when both pipelines have that op; None: the whole pipeline), how to read it from a
+    :func:`_view`, and what a mismatch does to results."""
+
+    code: str
+    op: str | None
+    read: Callable[[dict[str, Any]], Any]
+    harm: str
+
+
+# One row a field: a new field is one line. "geometry" is reported as letterbox_missing where the tool
+# letterboxes and the spec does not; the other geometric rows are compared only when the geometry agrees.
+TOOL_FIELDS: tuple[ToolField, ...] = (
+    ToolField("geometry", None, lambda v: list(v["@ops"]), "objects are stretched or cut otherwise than in "
+              "training: scores drop and boxes come back in the wrong place"),
+    ToolField("letterbox_size", "letterbox", lambda v: list(v["letterbox"]["size"]),
+              "another input size: objects at another scale"),
+    ToolField("letterbox_fill", "letterbox", lambda v: v["letterbox"]["fill"],
+              "the border the model sees differs from training"),
+    ToolField("letterbox_auto", "letterbox", lambda v: v["letterbox"]["auto"],
+              "the full square where the tool uses the minimal stride-aligned rectangle, or the reverse: another "
+              "input size, other scores and boxes"),
+    ToolField("letterbox_stride", "letterbox",
+              lambda v: v["letterbox"]["stride"] if v["letterbox"]["auto"] else None,
+              "another rectangle for the minimal letterbox"),
+    ToolField("letterbox_center", "letterbox", lambda v: v["letterbox"]["center"],
+              "the image sits in another place of the input than in training (padding on one side): boxes and "
+              "confidences shift"),
+    ToolField("letterbox_scaleup", "letterbox", lambda v: v["letterbox"]["scaleup"],
+              "small images enlarged, or not, unlike training"),
+    ToolField("letterbox_scale_fill", "letterbox", lambda v: v["letterbox"]["scale_fill"],
+              "stretched instead of padded, or the reverse"),
+    ToolField("resize_size", "resize", lambda v: [v["resize"]["rule"], v["resize"]["size"], v["resize"]["max_size"]],
+              "another input size or aspect rule: objects at another scale"),
+    ToolField("crop_size", "center_crop", lambda v: list(v["center_crop"]["size"]),
+              "another part of the image reaches the model"),
+    ToolField("resize_method", None, _method, "other resampled pixels (another library or filter): scores move"),
+    ToolField("color", None, lambda v: v["@color"], "grey where the model saw colour, or the reverse"),
+    ToolField("channel_order", None, lambda v: v["@contract"]["channel_order"],
+              "the colour channels reach the model swapped (BGR for RGB): confidences drop and colour-dependent "
+              "classes are confused"),
+    ToolField("layout", None, lambda v: v["@contract"]["layout"],
+              "channels-first data fed to a channels-last model, or the reverse"),
+    ToolField("scale", None, _range, "pixel values in another range than in training (0-255 for 0-1)"),
+    ToolField("normalize", None, _normalize, "another mean/std than in training"),
 )
 
 
-def _tool_rule(model: Any, findings: list[Finding]) -> None:
-    """A file that carries its training tool's own description (Ultralytics' metadata) and an edgeinfer spec:
-    every field of the spec the tool's predictor decides is compared with the tool's rule. A plain resize,
-    another pad value, padding on one side, swapped channels or another scaling each change scores and boxes
-    without any error."""
+def _tool_rule_source(model: Any) -> tuple[str, str, Any] | None:
+    """The training tool's own description of this file's preprocessing, where the file carries one beside an
+    attached edgeinfer spec: (who says it, the fix, the importer's reading). Ultralytics writes its predictor's
+    rule into the ONNX metadata; Hugging Face writes ``preprocessor_config.json`` beside the model
+    (``save_pretrained``, Optimum's ONNX export). A Keras or plain ONNX file carries none (the spec's own
+    provenance is what the user claimed, not the tool's word), so it has nothing to compare."""
     meta = model.session.get_modelmeta().custom_metadata_map
-    if not importers.is_ultralytics(meta) or METADATA_KEY not in meta:
-        return
-    dynamic = not isinstance(model.session.get_outputs()[0].shape[0], int)
+    if METADATA_KEY not in meta:
+        return None  # the spec was read from the tool's own description: nothing to compare it with
+    if importers.is_ultralytics(meta):
+        dynamic = not isinstance(model.session.get_outputs()[0].shape[0], int)
+        try:
+            rule = importers.from_ultralytics(meta, dynamic=dynamic)
+        except (ModelError, SpecError):
+            return None
+        return (f"Ultralytics {meta.get('version', '?')}'s predictor",
+                "Delete the edgeinfer spec from the file (Ultralytics exports load from their own metadata) or "
+                "re-attach one that does what the tool's predictor does: " + "; ".join(repr(s) for s in rule.steps)
+                + ".", rule)
+    config = Path(model.path).parent / "preprocessor_config.json"
+    if not config.is_file():
+        return None
     try:
-        rule = importers.from_ultralytics(meta, dynamic=dynamic)
-    except (ModelError, SpecError):
+        rule = importers.from_huggingface(config)
+    except SpecError:
+        # transformers 4 and 5 resize a bare processor class with different libraries; without transformers
+        # here to ask, the spec's own resize library stands for it (the filter, sizes and values still compare)
+        resize = next((s for s in model.spec.steps if s.op == "resize"), None)
+        backend = "torchvision" if resize is not None and resize.params.get("backend") == "torch" else "pil"
+        try:
+            rule = importers.from_huggingface(config, backend=backend)
+        except SpecError:
+            return None
+    return (f"the Hugging Face processor beside the model ({config.name}: "
+            f"{rule.provenance.get('image_processor_type') or 'image processor'})",
+            f"Re-attach the spec from the processor itself: `edgeinfer attach MODEL --from {config}` (or "
+            "converters.attach_spec(src, dst, that file)).", rule)
+
+
+def _tool_rule(model: Any, findings: list[Finding]) -> None:
+    """A file that carries its training tool's own description and an attached edgeinfer spec: every field of
+    :data:`TOOL_FIELDS` the tool decides is compared with the tool's rule, one finding per mismatch with both
+    values. A plain resize, another pad value, padding on one side, swapped channels or another scaling each
+    change scores and boxes without any error."""
+    source = _tool_rule_source(model)
+    if source is None:
         return
-    want = {s.op: s.params for s in rule.steps}
-    have = {s.op: s.params for s in model.spec.steps}
-    tool = f"Ultralytics {meta.get('version', '?')}"
-    fix = ("Delete the edgeinfer spec from the file (Ultralytics exports load from their own metadata) or "
-           "re-attach one that does what the tool's predictor does: " + "; ".join(repr(s) for s in rule.steps)
-           + ".")
-    if "letterbox" in want and "letterbox" not in have:
-        findings.append(Finding(
-            "letterbox_missing", "error", f"the spec resizes without a letterbox, but {tool}'s predictor letterboxes "
-            f"(aspect ratio kept, pad {want['letterbox'].get('fill', 114)}): objects are stretched, scores drop and "
-            "boxes come back in the wrong place.", fix, {"spec_steps": sorted(have)}))
-        want.pop("letterbox")
-    order_want, order_have = rule.contract.get("channel_order", "rgb"), model.spec.input.channel_order
-    for code, read, harm in TOOL_FIELDS:
-        tool_value, spec_value = read(want, order_want), read(have, order_have)
-        if code.startswith("letterbox") and "letterbox" not in want:
+    tool, fix, rule = source
+    spec = model.spec
+    want = _view(rule.steps, dict(rule.contract), rule.decode)
+    have = _view(spec.steps, {"channel_order": spec.input.channel_order, "layout": spec.input.layout}, spec.decode)
+    if "layout" not in rule.contract:  # the tool does not say: the graph decides, as the importers read it
+        want["@contract"]["layout"] = spec.input.layout
+    geometry_agrees = want["@ops"] == have["@ops"]
+    for f in TOOL_FIELDS:
+        if f.op is not None and (f.op not in want or f.op not in have or not geometry_agrees):
             continue
-        if tool_value != spec_value:
-            findings.append(Finding(code, "error", f"{code.replace('_', ' ')}: the spec has {spec_value!r}, "
-                                    f"{tool}'s predictor {tool_value!r}: {harm}.", fix,
-                                    {"spec": spec_value, "tool": tool_value}))
+        tool_value, spec_value = f.read(want), f.read(have)
+        if tool_value == spec_value:
+            continue
+        code = f.code
+        if code == "geometry" and "letterbox" in want["@ops"] and "letterbox" not in have["@ops"]:
+            code = "letterbox_missing"
+        findings.append(Finding(code, "error", f"{f.code.replace('_', ' ')}: the spec has {spec_value!r}, {tool} "
+                                f"{tool_value!r}: {f.harm}.", fix, {"field": f.code, "spec": spec_value,
+                                                                    "tool": tool_value}))
+
+
+# -- the channel-order probe -------------------------------------------------------------------------
+# Decided on the paired per-image confidences (the task's measure) as deployed and with red and blue swapped:
+# at least PROBE_MIN_IMAGES images, the swapped run surer on the whole by PROBE_MIN_GAIN (relative) and by a
+# paired t of PROBE_MIN_T. Measured (swapped against deployed, healthy files, 2026-12-04): photo classifiers
+# (18 crops) resnet18 -9.7 % t -3.7, mobilenet_v3_small +5.8 % t 0.8 (surer swapped, but not consistently);
+# Keras classifiers trained here (30 photos and crops) caffe -36 % t -7.1, tf -20 % t -3.4, torch -35 % t -8.7,
+# none -31 % t -7.5; the shapes detector (16 frames) -26 % t -2.7; the shapes segmenter (16 scenes, trained on
+# shapes of every hue) -0.4 % t -0.9. With the wrong channel order each figure turns round: caught from +11 %
+# t 3.7 (resnet18) and +34 % t 2.7 (detector) to +58 % t 7.1; not caught: mobilenet -5.4 % t -0.8, the segmenter
+# +0.4 % t 0.9 (their confidence does not tell the orders apart; the reference check finds them). The gain
+# alone would have raised mobilenet's healthy file; the paired t (>= 2.5: p ~ 0.01 on 16 images) keeps it
+# quiet, and the gain keeps a colour-blind model's chance t quiet.
+PROBE_MIN_IMAGES, PROBE_MIN_GAIN, PROBE_MIN_T = 8, 0.05, 2.5
+
+
+def _channel_probe(model: Any, prepared: Sequence[Prepared], outputs: Sequence[list[np.ndarray]],
+                   findings: list[Finding], measured: dict[str, Any]) -> None:
+    """Each image again with its model input's red and blue swapped: a model trained on the other channel order
+    than the spec feeds is surer that way."""
+    measure = model.task.confidence
+    if measure is None or model.spec.input.channels != 3:
+        return
+    spec = model.spec
+    as_is, swapped = [], []
+    for one, outs in zip(prepared, outputs):
+        other = Prepared(np.ascontiguousarray(one.batch[:, ::-1]), one.sizes)
+        as_is.extend(measure(spec, outs))
+        swapped.extend(measure(spec, model.infer(other)))
+    d, s = np.asarray(as_is, np.float64), np.asarray(swapped, np.float64)
+    n = len(d)
+    diff = s - d
+    spread = float(diff.std(ddof=1)) if n > 1 else 0.0
+    t = float(diff.mean() / (spread / np.sqrt(n))) if spread > 0 else 0.0
+    gain = float((s.sum() - d.sum()) / max(d.sum(), 1e-9))
+    order = spec.input.channel_order
+    other_order = "rgb" if order == "bgr" else "bgr"
+    measured["channel_probe"] = {"images": n, "confidence_as_deployed": round(float(d.mean()), 4),
+                                 f"confidence_{other_order}": round(float(s.mean()), 4),
+                                 "relative_change": round(gain, 4), "paired_t": round(t, 2)}
+    if n < PROBE_MIN_IMAGES or gain < PROBE_MIN_GAIN or t < PROBE_MIN_T:
+        return
+    findings.append(Finding(
+        "channels_swapped", "warning", f"the model is surer with the red and blue channels of its input swapped: "
+        f"fed {other_order.upper()} instead of {order.upper()}, its confidence goes from {d.mean():.3f} to "
+        f"{s.mean():.3f} ({gain:+.0%}, paired t {t:.1f} over {n} images). It was most likely trained on "
+        f"{other_order.upper()} input.", f"Set the input contract's channel_order to '{other_order}' (re-attach "
+        f"the spec with channel_order='{other_order}', or re-export from the training transform); if the training "
+        "loader read files with OpenCV, export with that loader's colour order.",
+        {"spec_channel_order": order, "better_channel_order": other_order, "images": n, "relative_change": gain,
+         "paired_t": t}))
 
 
 def _run(model: Any, items: Sequence[Any], findings: list[Finding], measured: dict[str, Any]) -> None:
@@ -239,6 +374,7 @@ def _run(model: Any, items: Sequence[Any], findings: list[Finding], measured: di
         for found in model.task.checks(model.spec, evidence, measured):
             measured.update({k: v for k, v in found["details"].items() if k not in measured})
             findings.append(Finding(**found))
+    _channel_probe(model, prepared, evidence.outputs, findings, measured)
     same = [p for p in prepared if p.batch.shape == prepared[0].batch.shape][:8]
     _determinism(model, Prepared.concat(same), findings, measured)
 

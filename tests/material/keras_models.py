@@ -105,7 +105,7 @@ LABEL_SMOOTHING = 0.3
 BATCH = 32
 #: Bumped whenever the recipe changes in a way the recipe dict does not show.
 RECIPE_VERSION = 1
-COMMITTED = Path(__file__).resolve().parent.parent / "tests" / "data" / "keras"
+COMMITTED = Path(__file__).resolve().parents[1] / "data" / "keras"
 PIL_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
 
 
