@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from edgeinfer.errors import ImageError
+from edgeinfer.pipeline.headers import image_header
 from edgeinfer.pipeline.ops import MAX_SIDE, pil_luma
 from edgeinfer.spec import Decode
 
@@ -17,6 +18,37 @@ ImageInput = Union[np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]
 COLOR_ORDERS = ("bgr", "rgb")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 MAX_ENCODED_BYTES = 256 * 1024 * 1024
+# Pillow's DecompressionBombWarning threshold (Image.MAX_IMAGE_PIXELS, half its error threshold): an image of
+# more pixels is refused from its header before a byte is decoded. A 20000 x 20000 PNG of 1.2 MB would
+# otherwise take 1.2 GB to decode. EDGEINFER_MAX_PIXELS overrides it for a process and its workers.
+MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+def max_pixels() -> int:
+    """The pixel cap every decode applies: ``$EDGEINFER_MAX_PIXELS`` if set, else :data:`MAX_PIXELS`."""
+    value = os.environ.get("EDGEINFER_MAX_PIXELS")
+    if value is None:
+        return MAX_PIXELS
+    try:
+        cap = int(value)
+    except ValueError:
+        cap = 0
+    if cap <= 0:
+        raise ImageError(f"EDGEINFER_MAX_PIXELS: expected a positive number of pixels, found {value!r}.")
+    return cap
+
+
+def check_size(data: bytes | bytearray | memoryview, *, source: str = "bytes") -> tuple[str, int, int]:
+    """``(format, width, height)`` from the header, refusing an image over :func:`max_pixels` or
+    :data:`~edgeinfer.pipeline.ops.MAX_SIDE` before anything is decoded."""
+    fmt, w, h = image_header(bytes(data) if isinstance(data, memoryview) else data, source=source)
+    cap = max_pixels()
+    if w * h > cap or max(w, h) > MAX_SIDE:
+        raise ImageError(f"{source}: expected an image of at most {cap:,} pixels with sides up to {MAX_SIDE}, found "
+                         f"a {fmt} header declaring {w} x {h} ({w * h:,} pixels); refused before decoding (a "
+                         "decompression bomb costs its decoded size in memory). Downscale the file, or raise the "
+                         "cap with EDGEINFER_MAX_PIXELS if such images are expected.")
+    return fmt, w, h
 
 
 def decode(data: bytes | bytearray | memoryview, *, exif_orientation: bool, source: str = "bytes",
@@ -33,6 +65,7 @@ def decode(data: bytes | bytearray | memoryview, *, exif_orientation: bool, sour
         raise ImageError(f"{source}: expected encoded image bytes (JPEG, PNG, ...), found 0 bytes.")
     if len(data) > MAX_ENCODED_BYTES:
         raise ImageError(f"{source}: expected at most {MAX_ENCODED_BYTES} bytes, found {len(data)}.")
+    check_size(data, source=source)
     orient = 0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION
     buf = np.frombuffer(data, dtype=np.uint8)
     # The common files (8-bit JPEG, PNG, WebP, BMP) cost one look at the header: OpenCV's 8-bit BGR is PIL's.
@@ -227,6 +260,9 @@ def read(path: str | os.PathLike, *, exif_orientation: bool, loader: str = "pil"
     if p.is_dir():
         raise ImageError(f"{p}: expected an image file, found a directory.")
     try:
+        size = p.stat().st_size
+        if size > MAX_ENCODED_BYTES:
+            raise ImageError(f"{p}: expected at most {MAX_ENCODED_BYTES} bytes, found {size}.")
         data = p.read_bytes()
     except OSError as exc:
         raise ImageError(f"{p}: expected a readable image file, found {exc.strerror or exc}.") from exc

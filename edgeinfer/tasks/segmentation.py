@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edgeinfer.pipeline import ops
+from edgeinfer.pipeline.images import check_size
 from edgeinfer.errors import ImageError, ModelError
 from edgeinfer.spec import REEXPORT, expect
 from edgeinfer.tasks import gates
@@ -167,6 +168,7 @@ class Segmentation:
     def read_png(data: bytes | str | os.PathLike, labels: Sequence[str] | None = None) -> "Segmentation":
         """A segmentation back from :meth:`png` bytes or a file written by :meth:`save_png`."""
         raw = Path(data).read_bytes() if isinstance(data, (str, os.PathLike)) else data
+        check_size(raw, source="class map PNG")
         m = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
         if m is None or m.ndim != 2:
             raise ImageError("class map PNG: expected a single-channel PNG written by Segmentation.png().")

@@ -10,8 +10,10 @@ back-off and reported; it never hangs. Ctrl-C and the end of a file end the loop
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
+from pathlib import Path
 import threading
 import time
 from collections import deque
@@ -22,6 +24,7 @@ import cv2
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, ImageError
+from edgeinfer.pipeline import images
 from edgeinfer.pipeline.preprocess import Prepared
 
 _END = object()
@@ -115,6 +118,9 @@ def is_live(source: Any) -> bool:
 
 def _open(source: Any) -> Any:
     src = int(source) if isinstance(source, str) and source.isdigit() else source
+    if isinstance(src, (str, os.PathLike)) and Path(src).suffix.lower() in images.IMAGE_SUFFIXES and Path(src).is_file():
+        # OpenCV opens a still image with imread: its size is checked from the header first (a bomb is refused)
+        images.check_size(Path(src).read_bytes(), source=str(src))
     cap = cv2.VideoCapture(src if isinstance(src, int) else str(src))
     return cap if cap.isOpened() else None
 
@@ -143,8 +149,15 @@ class _Capture(threading.Thread):
             except queue.Full:
                 continue
 
+    def _open(self) -> Any:
+        try:
+            return self.opener(self.source)
+        except EdgeInferError as exc:  # a refused still image: the loop ends with its reason, never hangs
+            self.stats.error(str(exc))
+            return None
+
     def run(self) -> None:
-        cap, index, failures = self.opener(self.source), 0, 0
+        cap, index, failures = self._open(), 0, 0
         shape = None
         if cap is None:
             self.stats.error(f"could not open source {self.source!r}")
@@ -175,7 +188,7 @@ class _Capture(threading.Thread):
                 time.sleep(self.backoff * (2 ** failures))
                 failures += 1
                 self.stats.reconnects += 1
-                cap = self.opener(self.source)
+                cap = self._open()
         finally:
             if cap is not None:
                 cap.release()
