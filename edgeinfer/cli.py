@@ -39,7 +39,13 @@ def _spec_source(args: argparse.Namespace) -> Any:
 
 def _sidecar(args: argparse.Namespace) -> dict[str, Any]:
     return {"spec": _spec_source(args), "labels": getattr(args, "labels", None),
-            "output_kind": getattr(args, "output_kind", None), "hf_backend": getattr(args, "hf_backend", None)}
+            "output_kind": getattr(args, "output_kind", None), "hf_backend": getattr(args, "hf_backend", None),
+            "imgsz": _imgsz(args)}
+
+
+def _imgsz(args: argparse.Namespace) -> int | list[int] | None:
+    v = getattr(args, "imgsz", None)
+    return None if v is None else v[0] if len(v) == 1 else v
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -48,6 +54,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
     side = _sidecar(args)
     if side["spec"] is None:
         raise SpecError("attach: expected --from SOURCE or --size (with --mean/--std/--interpolation).")
+    if side.pop("imgsz") is not None:
+        raise SpecError("attach: --imgsz is a run option; pass it where the model runs (predict, camera, serve, "
+                        "or edgeinfer.load(path, imgsz=...)).")
     spec = attach_spec(args.model, args.output, side.pop("spec"), **side)
     if args.json:
         _print_json({"path": args.output, "spec": spec.to_dict()})
@@ -258,7 +267,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from edgeinfer.tasks import embedding
     from edgeinfer.model import load
 
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, imgsz=_imgsz(args))
     if model.task.result is not embedding.Embedding:
         raise SpecError(f"{args.model}: embed needs an embedding model; this model's task is {model.spec.task!r}. "
                         "Use predict.")
@@ -381,7 +390,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from edgeinfer.model import load
     from edgeinfer.tools.stream import StreamStats, annotate, stream
 
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, imgsz=_imgsz(args))
     source = int(args.source) if args.source.isdigit() else args.source
     stats = StreamStats()
     show = args.show and (bool(os.environ.get("DISPLAY")) or sys.platform in ("win32", "darwin"))
@@ -431,7 +440,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("EDGEINFER_TOKEN") or None
     limits = serve.Limits(max_bytes=args.max_bytes, max_side=args.max_side, max_files=args.max_files)
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, imgsz=_imgsz(args))
     logging.basicConfig(level=logging.INFO, format="edgeinfer: %(message)s")
     source = int(args.source) if args.source is not None and args.source.isdigit() else args.source
     where = f"http://{args.host}:{args.port}/"
@@ -569,12 +578,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if model is None and transform is None and args.plots is None:
         from edgeinfer.tools.check import check
 
-        report = check(args.model, images=args.images, device=args.device)
+        report = check(args.model, images=args.images, device=args.device, imgsz=_imgsz(args))
     else:  # the training reference or the plots: the workstation side (torch, matplotlib)
         from converters.reference import check
 
         report = check(args.model, args.images if args.images is not None else [], transform=transform,
-                       torch_model=model, plots_dir=args.plots, device=args.device)
+                       torch_model=model, plots_dir=args.plots, device=args.device, imgsz=_imgsz(args))
     from edgeinfer.tools.files import write_text_atomic
 
     if args.json:
@@ -629,6 +638,13 @@ def _source_args(p: argparse.ArgumentParser, flag: str) -> None:
                    help="default: measured on the model (a graph ending in softmax gives probabilities)")
     g.add_argument("--hf-backend", choices=("pil", "torchvision"),
                    help="the resize a Hugging Face processor ran, when its class name does not say")
+    _imgsz_arg(p)
+
+
+def _imgsz_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--imgsz", type=int, nargs="+", metavar="S",
+                   help="run a dynamic-input detector at S (or H W), rounded up to its stride, as Ultralytics' "
+                        "predict(imgsz=...); a graph fixed at another size is refused")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -696,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    _imgsz_arg(p)
     p.set_defaults(func=cmd_camera)
 
     p = sub.add_parser("serve", help="an HTTP API for the model; with --source, a live view in the browser "
@@ -716,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="predictions run at once (default: min(4, CPUs))")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--access-log", action="store_true", help="log every request")
+    _imgsz_arg(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("devices", help="list device profiles and which of their providers this build offers")
@@ -779,6 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the findings to this JSON file")
     p.add_argument("--report", help="write a markdown report (linking the plots) to this file")
     p.add_argument("--plots", help="write debug plots into this folder (needs matplotlib)")
+    _imgsz_arg(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("fleet", help="compare the bench, parity, check and tune reports of many devices")

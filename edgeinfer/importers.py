@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -475,7 +475,8 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     else:
         labels = tuple(str(n) for n in names)
     version = meta.get("version", "?")
-    provenance = {"source": "ultralytics", "ultralytics": version, "ultralytics_task": task}
+    provenance = {"source": "ultralytics", "ultralytics": version, "ultralytics_task": task,
+                  "export_imgsz": f"{imgsz[0]}x{imgsz[1]}"}
     h, w = imgsz
     if not tasks.get(ULTRALYTICS_TASKS[task]).detector:  # Ultralytics' classify
         resize = {"rule": "shorter", "size": h} if h == w else {"rule": "exact", "size": [h, w]}
@@ -492,7 +493,8 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     if dynamic and not rtdetr:
         side = max(math.ceil(ULTRALYTICS_DEFAULT_IMGSZ / stride) * stride, stride)  # check_imgsz's rounding
         h = w = side
-        provenance["imgsz"] = f"{side} (the predictor's default for a dynamic file; exported at {imgsz})"
+        provenance["imgsz"] = (f"{side} (the predictor's default for a dynamic file; exported at {imgsz}: "
+                               "load(path, imgsz=...) as predict(imgsz=...))")
     letterbox = {"size": [h, w], "auto": bool(dynamic) and not rtdetr, "stride": stride, "fill": 114}
     if rtdetr:
         letterbox["scale_fill"] = True
@@ -502,6 +504,34 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     post = Postprocess(decoder=decoder, kpt_shape=tuple(kpt) if kpt else None, rules=f"ultralytics=={version}")
     return Preprocessing(steps=steps, labels=labels, output_kind="raw", provenance=provenance,
                          task=ULTRALYTICS_TASKS[task], postprocess=post)
+
+
+def at_size(spec: Spec, imgsz: int | Sequence[int], path: str | os.PathLike = "model") -> Spec:
+    """``spec`` letterboxing to ``imgsz`` (an int or [h, w]), as ``YOLO(file).predict(imgsz=...)`` runs a dynamic
+    file: each side rounded up to the letterbox's stride (Ultralytics' ``check_imgsz``). A graph fixed at its
+    size runs only at that size; a spec without a letterbox has no size to change."""
+    sides = [imgsz, imgsz] if isinstance(imgsz, int) and not isinstance(imgsz, bool) else list(imgsz)
+    if len(sides) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= ops.MAX_SIDE
+                                  for v in sides):
+        raise SpecError(f"imgsz: expected an int or [height, width] of ints in 1..{ops.MAX_SIDE}, found {imgsz!r}.")
+    at = [i for i, s in enumerate(spec.steps) if s.op == "letterbox"]
+    if not at:
+        raise SpecError(f"{path}: imgsz sets the letterbox's size, and this spec has none (steps: "
+                        f"{[s.op for s in spec.steps]}). Give the size in the spec's resize instead.")
+    step = spec.steps[at[0]]
+    stride = int(step.params.get("stride", 32))
+    size = [max(math.ceil(v / stride) * stride, stride) for v in sides]
+    fixed = spec.input.height_width
+    if all(v is not None for v in fixed):
+        if list(fixed) != size:
+            raise ModelError(f"{path}: imgsz {sides} asks for {size}, but the graph's input is fixed at "
+                             f"{list(fixed)}. Export the model again at that size (or with dynamic=True).")
+        return spec
+    steps = list(spec.steps)
+    steps[at[0]] = Step("letterbox", {**step.params, "size": size})
+    was = step.params.get("size")
+    note = f"{size} (imgsz={imgsz!r} at load; the spec said {was})"
+    return dataclasses.replace(spec, steps=tuple(steps), provenance={**spec.provenance, "imgsz": note}).validate()
 
 
 # -- resolving any source against a model -----------------------------------------------------------
@@ -594,8 +624,49 @@ def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", lab
         spec = dataclasses.replace(spec, output=OutputSpec(name=spec.output.name, kind=output_kind))
     if labels is not None:
         spec = dataclasses.replace(spec, labels=_labels(labels))
+    elif not spec.labels:
+        # a spec given beside a file that names its classes keeps those names (unless the user gives labels)
+        found = file_labels(session.get_modelmeta().custom_metadata_map)
+        if found is not None:
+            key, names = found
+            spec = dataclasses.replace(spec, labels=names,
+                                       provenance={**spec.provenance, "labels": f"the file's metadata ({key})"})
     check_io(spec.validate(), session, path)
     return spec
+
+
+# The metadata keys other tools store class names under: Ultralytics' ``names`` (a dict literal), PaddleOCR's
+# and paddle2onnx's ``character`` (one name per line, or a list), a Hugging Face ``id2label`` (JSON).
+LABEL_KEYS = ("names", "character", "id2label", "labels")
+
+
+def file_labels(meta: Mapping[str, str]) -> tuple[str, tuple[str, ...]] | None:
+    """``(key, class names)`` a model file's own metadata carries, or None when it carries none we can read."""
+    for key in LABEL_KEYS:
+        text = meta.get(key)
+        if not isinstance(text, str) or not text.strip():
+            continue
+        value: Any = None
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                value = parse(text)
+                break
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+        if isinstance(value, Mapping) and value:
+            try:
+                keys = sorted(int(k) for k in value)
+            except (TypeError, ValueError):
+                continue
+            if keys == list(range(len(keys))):
+                return key, tuple(str(value.get(k, value.get(str(k)))) for k in keys)
+        elif isinstance(value, (list, tuple)) and value:
+            return key, tuple(str(v) for v in value)
+        elif value is None or isinstance(value, (str, int, float)):
+            lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+            if len(lines) > 1:
+                return key, lines
+    return None
 
 
 _GRAPH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}

@@ -102,8 +102,15 @@ class Model:
 
     # -- running ----------------------------------------------------------------------------------
     def preprocess(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
-        """The float32 (C, H, W) input the model receives for ``image``."""
+        """The float32 (C, H, W) RGB input the training transform made for ``image``: what a torch
+        ``transform(img)`` gives, to compare with it. Under an input contract (BGR, NHWC, uint8) the graph
+        receives another array: :meth:`graph_input` gives that one."""
         return self.preprocessor(image, color=color)
+
+    def graph_input(self, image: ImageInput, *, color: str = "bgr") -> np.ndarray:
+        """The image tensor the graph receives for ``image`` (batch of one): :meth:`preprocess` with the input
+        contract applied -- its layout, dtype and channel order."""
+        return contract.image_feed(self.spec.input, self.preprocessor(image, color=color)[None])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on a preprocessed (N, C, H, W) float32 batch and return its raw output."""
@@ -308,7 +315,7 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
          threads: int | None = None,
          preprocess: str | None = None, session_config: dict[str, str] | None = None,
          strict: bool = False, spec: Any = None, labels: Any = None, output_kind: str | None = None,
-         hf_backend: str | None = None) -> Model:
+         hf_backend: str | None = None, imgsz: int | Sequence[int] | None = None) -> Model:
     """Load an ONNX model with its spec and return a ready :class:`Model`.
 
     The spec is the one stored in the file; Ultralytics exports are read from their own metadata.
@@ -324,7 +331,9 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
     precision variant to prefer (``model.fp16.onnx`` beside ``model.onnx``, when it exists) and the
     preprocessing mode. ``preprocess`` and ``threads`` override the profile; ``"exact"`` reproduces the
     training library's pixels, ``"fast"`` trades a measured fraction of a level for speed.
-    ``session_config`` entries go to ``SessionOptions.add_session_config_entry``.
+    ``session_config`` entries go to ``SessionOptions.add_session_config_entry``. ``imgsz`` (an int or
+    [h, w]) runs a letterboxing detector with a dynamic input at that size, as Ultralytics'
+    ``predict(imgsz=...)`` does (rounded up to the stride); a graph fixed at another size is refused.
     """
     p = Path(path)
     if not p.is_file():
@@ -347,5 +356,7 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
     else:
         resolved = importers.resolve(spec if spec is not None else read_spec(session, p), session, path=p,
                                    labels=labels, output_kind=output_kind, hf_backend=hf_backend)
+    if imgsz is not None:
+        resolved = importers.at_size(resolved, imgsz, p)
     return Model(session, resolved, path=str(p), device=profile.name, requested=choice.requested,
                  preprocess=preprocess or profile.preprocess)

@@ -187,6 +187,46 @@ def test_dynamic_exports_letterbox_to_the_minimal_stride_rectangle(layouts):
     assert len(one) > 0
 
 
+@pytest.mark.slow
+def test_a_dynamic_export_runs_at_the_size_asked_for_as_the_predictors_imgsz(layouts):
+    path = layouts["detect_raw_dynamic"]
+    at_320 = edgeinfer.load(path, imgsz=320)
+    assert at_320.preprocess(frames()["1080p"]).shape == (3, 192, 320)  # minimal stride rectangle of 320
+    assert edgeinfer.load(path, imgsz=300).spec.steps[0].params["size"] == [320, 320]  # check_imgsz rounds up
+    found = 0
+    for frame in frames().values():
+        det = at_320.predict(frame)
+        assert_same_as_ultralytics(det, ultralytics_result(path, frame, imgsz=320))
+        found += len(det)
+    assert found > 0
+    # the doctor: a dynamic file run at the predictor's default 640 although exported at 320
+    from edgeinfer.tools.check import check
+
+    assert "imgsz_differs" in check(path).codes()
+    assert "imgsz_differs" not in check(path, imgsz=320).codes()
+    # a fixed graph runs at its own size only
+    from edgeinfer.errors import ModelError
+
+    assert edgeinfer.load(layouts["detect_raw"], imgsz=320).spec == edgeinfer.load(layouts["detect_raw"]).spec
+    with pytest.raises(ModelError, match=r"imgsz \[640, 640\].*fixed at \[320, 320\]"):
+        edgeinfer.load(layouts["detect_raw"], imgsz=640)
+
+
+def test_a_spec_attached_to_an_ultralytics_file_keeps_its_class_names(layouts):
+    path = layouts["detect_raw"]
+    own = edgeinfer.load(path)
+    given = own.spec.to_dict()
+    given.pop("labels")
+    attached = edgeinfer.load(path, spec=given)
+    assert attached.labels == own.labels and len(own.labels) == 80
+    assert attached.spec.provenance["labels"] == "the file's metadata (names)"
+    frame = frames()["landscape_512x512"]
+    assert attached.predict(frame).to_dict() == own.predict(frame).to_dict()
+    # labels the user gives win
+    mine = [f"c{i}" for i in range(80)]
+    assert edgeinfer.load(path, spec=given, labels=mine).labels == tuple(mine)
+
+
 def test_greedy_nms_keeps_what_torchvision_keeps():
     torch = pytest.importorskip("torch")
     import torchvision

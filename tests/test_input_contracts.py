@@ -137,6 +137,26 @@ def test_each_contract_loads_validates_and_matches_its_reference(graphs, photo_f
         assert [b.index for b in batch] == [model.predict(str(p)).index for p in photo_files[:3]]
 
 
+def test_graph_input_is_what_the_graph_receives_and_preprocess_the_transforms_output(graphs, photo_files):
+    # what each reference above hands its graph, against model.graph_input; preprocess stays RGB, NCHW, float32
+    given = {
+        "uint8": ({"size": SIZE, "scale": "none"}, lambda px: torch.from_numpy(px.transpose(2, 0, 1).copy())[None]),
+        "float16": (PLAIN, lambda px: _normalised(px).half()),
+        "bgr": ({**PLAIN, "channel_order": "bgr"}, lambda px: _normalised(px)[:, [2, 1, 0]]),
+        "nhwc": (PLAIN, lambda px: _normalised(px).permute(0, 2, 3, 1)),
+    }
+    path = photo_files[0]
+    for key, (source, fed) in given.items():
+        model = edgeinfer.load(graphs[key], spec=source)
+        want = fed(_pixels(path)).numpy()
+        got = model.graph_input(str(path))
+        assert got.dtype == want.dtype and got.shape == want.shape, key
+        assert np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))) <= (1e-3 if key == "float16" else 1e-5), key
+        assert model.preprocess(str(path)).shape == (3, SIZE, SIZE) and model.preprocess(str(path)).dtype == np.float32
+    bgr = edgeinfer.load(graphs["bgr"], spec={**PLAIN, "channel_order": "bgr"})
+    assert np.array_equal(bgr.graph_input(str(path))[0], bgr.preprocess(str(path))[::-1])
+
+
 def test_wrong_contracts_are_refused_at_load_naming_both_sides(graphs):
     with pytest.raises(ModelError, match=r"tensor\(uint8\) in the graph, the spec says float32"):
         edgeinfer.load(graphs["uint8"], spec={**PLAIN, "dtype": "float32"})

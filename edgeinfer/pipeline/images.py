@@ -65,11 +65,11 @@ def decode(data: bytes | bytearray | memoryview, *, exif_orientation: bool, sour
         raise ImageError(f"{source}: expected encoded image bytes (JPEG, PNG, ...), found 0 bytes.")
     if len(data) > MAX_ENCODED_BYTES:
         raise ImageError(f"{source}: expected at most {MAX_ENCODED_BYTES} bytes, found {len(data)}.")
-    check_size(data, source=source)
     orient = 0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION
     buf = np.frombuffer(data, dtype=np.uint8)
     # The common files (8-bit JPEG, PNG, WebP, BMP) cost one look at the header: OpenCV's 8-bit BGR is PIL's.
     kind = "opencv" if loader == "opencv" else _file_kind(buf, source)
+    check_size(data, source=source)  # before a pixel is decoded: a small file may declare a huge image
     if kind == "opencv":
         return _imdecode(buf, cv2.IMREAD_COLOR | orient, source)
     if kind == "gif":

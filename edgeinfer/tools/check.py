@@ -82,11 +82,11 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _load(path: Path, findings: list[Finding], device: str = "cpu") -> Any:
+def _load(path: Path, findings: list[Finding], device: str = "cpu", imgsz: Any = None) -> Any:
     from edgeinfer.model import load
 
     try:
-        return load(path, device=device)
+        return load(path, device=device, imgsz=imgsz)
     except SpecMissingError as exc:
         findings.append(Finding("spec_missing", "error", str(exc).split(". ")[0] + ".",
                                 "The runtime cannot guess preprocessing. " + importers.WAYS))
@@ -379,20 +379,40 @@ def _run(model: Any, items: Sequence[Any], findings: list[Finding], measured: di
     _determinism(model, Prepared.concat(same), findings, measured)
 
 
+def _run_size(model: Any, findings: list[Finding]) -> None:
+    """A dynamic-input model letterboxed to another size than it was exported at (Ultralytics' predictor runs a
+    dynamic file at 640 whatever it was trained at): objects reach it at another scale."""
+    exported = model.spec.provenance.get("export_imgsz")
+    boxes = [s for s in model.spec.steps if s.op == "letterbox"]
+    if not exported or not boxes or all(v is not None for v in model.spec.input.height_width):
+        return
+    h, w = (int(v) for v in exported.split("x"))
+    runs = list(boxes[0].params["size"])
+    if runs != [h, w]:
+        findings.append(Finding(
+            "imgsz_differs", "warning", f"this dynamic model was exported at {h}x{w} and runs letterboxed to "
+            f"{runs[0]}x{runs[1]}: objects reach it {runs[0] / h:.2g} times the size it was exported for.",
+            f"If it was trained at {h}, run it there: edgeinfer.load(path, imgsz={h}) or --imgsz {h} (Ultralytics: "
+            f"predict(imgsz={h})); keep {runs[0]} only if that is what you validated.",
+            {"export_imgsz": [h, w], "runs_at": runs}))
+
+
 def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
-          max_images: int = 64, device: str = "cpu") -> CheckReport:
+          max_images: int = 64, device: str = "cpu", imgsz: int | Sequence[int] | None = None) -> CheckReport:
     """Run the runtime checklist on a model file (and images, when given) and return the findings.
 
-    ``device`` is the profile the model is loaded with, as on the device (its providers, threads, precision)."""
+    ``device`` is the profile the model is loaded with, as on the device (its providers, threads, precision);
+    ``imgsz`` the size a dynamic detector runs at, as ``edgeinfer.load(path, imgsz=...)``."""
     from edgeinfer.tools.bench import environment
     from edgeinfer.pipeline.images import image_files
 
     path = Path(model_path)
     findings: list[Finding] = []
     measured: dict[str, Any] = {}
-    model = _load(path, findings, device)
+    model = _load(path, findings, device, imgsz)
     if model is None:
         return CheckReport(str(path), tuple(findings), measured, device=str(device))
+    _run_size(model, findings)
     env = environment(model.session, model.requested_providers, None)
     device = model.device  # the profile's own name, also when a .toml path was given
     if model.spec.self_test is None:
