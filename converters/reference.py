@@ -17,6 +17,7 @@ import numpy as np
 from converters.compare import load_like_training
 from edgeinfer.tools.check import CheckReport, Finding
 from edgeinfer.tools.check import check as runtime_check
+from edgeinfer.pipeline import ops
 from edgeinfer.pipeline.images import image_files
 
 
@@ -111,7 +112,7 @@ def _against_transform(transform: Any, load: Callable[[Any], Any], items: Sequen
     per_level = _levels(spec)
     sizes = [(r.shape, d.shape) for r, d in zip(ref, deployed) if r.shape != d.shape]
     if sizes:
-        steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
+        steps = [repr(s) for s in spec.steps if ops.get(s.op).place is not None]
         return [Finding(
             "resize_mismatch", "error", f"the deployed input has another size than the training transform's on "
             f"{len(sizes)} of {len(items)} images (e.g. {list(sizes[0][1])} for {list(sizes[0][0])}); geometry "
@@ -140,7 +141,7 @@ def _against_transform(transform: Any, load: Callable[[Any], Any], items: Sequen
                 "differs from training.", "Export the spec from the exact training transform (mean/std, /255) "
                 "with converters.export(model, path, transform=...).", {"scale": a.tolist(), "offset": b.tolist()}))
         else:
-            steps = [repr(s) for s in spec.steps if s.op in ("resize", "center_crop", "letterbox", "pad")]
+            steps = [repr(s) for s in spec.steps if ops.get(s.op).place is not None]
             mean = float(np.mean([np.abs(r - d).mean() for r, d in zip(ref, deployed)]) * per_level)
             found.append(Finding(
                 "resize_mismatch", "error", f"deployed pixels differ from the training transform's by up to "

@@ -77,7 +77,10 @@ class Preprocessing:
 
 # -- plain dictionaries -----------------------------------------------------------------------------
 PLAIN_KEYS = ("size", "mean", "std", "interpolation", "resize", "crop_pct", "backend", "scale", "letterbox", "task",
-              "postprocess", "layout", "dtype", "channel_order", "extra_inputs")
+              "postprocess", "layout", "dtype", "channel_order", "extra_inputs", "pad_square", "long_side",
+              "crop_offsets", "mean_order")
+# crop_offsets -> the centre crop's anchor: torchvision rounds (half to even), hand-written code floors
+CROP_OFFSETS = {"round": "center", "floor": "center_floor"}
 CONTRACT_KEYS = {"layout": "layout", "dtype": "dtype", "channel_order": "channel_order", "extra_inputs": "extra"}
 _PLAIN_HELP = ("A plain source is {'size': 224 or [h, w], 'mean': [...], 'std': [...], 'interpolation': "
                "'bilinear'} with optional 'resize' (shorter side before a centre crop, torchvision's "
@@ -91,7 +94,11 @@ _PLAIN_HELP = ("A plain source is {'size': 224 or [h, w], 'mean': [...], 'std': 
                "input contract, when the graph does not say it: 'layout' (NCHW | NHWC), 'dtype' (float32 | float16 | "
                "uint8: with 'scale': 'none' and no mean/std, the graph scales), 'channel_order' (rgb | bgr: what the "
                "model expects) and 'extra_inputs' ([{'name', 'rule': orig_hw | orig_wh | input_hw | input_wh | "
-               "scale_hw | scale_wh | constant, 'dtype', 'value'}]).")
+               "scale_hw | scale_wh | constant, 'dtype', 'value'}]). Hand-written pipelines: 'pad_square' (true, "
+               "'top_left' or 'center', or {'anchor', 'fill'}: pad to a square, then resize to size), 'long_side' "
+               "('truncate', torchvision, or 'round': how 'resize' sizes the long side), 'crop_offsets' ('round', "
+               "torchvision, or 'floor'), 'mean_order' ('rgb' or 'bgr': the channel order mean/std are written in; "
+               "required with channel_order 'bgr' and per-channel values).")
 
 
 def _pair(where: str, v: Any) -> list[int]:
@@ -154,6 +161,28 @@ def from_plain(source: Mapping[str, Any]) -> Preprocessing:
         raise SpecError("plain source: give 'resize' or 'crop_pct', not both; both say how big to resize before "
                         "the centre crop.")
     steps: list[Step] = []
+    anchor = CROP_OFFSETS.get(source.get("crop_offsets", "round"))
+    if anchor is None:
+        raise SpecError(f"crop_offsets: expected one of {sorted(CROP_OFFSETS)}, found {source['crop_offsets']!r}.")
+    crop = {"size": size} if anchor == "center" else {"size": size, "anchor": anchor}
+    long_side = source.get("long_side", "truncate")
+    if long_side not in ops.LONG_SIDES:
+        raise SpecError(f"long_side: expected one of {list(ops.LONG_SIDES)}, found {long_side!r}.")
+    if long_side != "truncate" and "resize" not in source:
+        raise SpecError("long_side: applies to 'resize' (the shorter side before the crop); give 'resize' too.")
+    if "crop_offsets" in source and not ("resize" in source or "crop_pct" in source):
+        raise SpecError("crop_offsets: applies to the centre crop that 'resize' or 'crop_pct' makes; give one.")
+    square = source.get("pad_square")
+    if square is not None and square is not False:
+        if any(k in source for k in ("resize", "crop_pct", "letterbox")):
+            raise SpecError("pad_square: pads to a square, then resizes to exactly size; it does not combine with "
+                            "'resize', 'crop_pct' or 'letterbox'.")
+        params = ({} if square is True else {"anchor": square} if isinstance(square, str)
+                  else dict(square) if isinstance(square, Mapping) else None)
+        if params is None:
+            raise SpecError(f"pad_square: expected true, 'top_left', 'center' or {{'anchor', 'fill'}}, found {square!r}.")
+        ops.validate("pad_square", params, where="pad_square")
+        steps.append(Step("pad_square", params))
     if "crop_pct" in source:
         pct = source["crop_pct"]
         if not (isinstance(pct, (int, float)) and 0 < pct <= 1):
@@ -161,20 +190,30 @@ def from_plain(source: Mapping[str, Any]) -> Preprocessing:
         # timm: scale_size = floor(size / crop_pct), the shorter side for a square crop
         scaled = [math.floor(s / pct) for s in size]
         resize = ({"rule": "shorter", "size": scaled[0]} if size[0] == size[1] else {"rule": "exact", "size": scaled})
-        steps += [Step("resize", _resize_params(interpolation, backend, **resize)),
-                  Step("center_crop", {"size": size})]
+        steps += [Step("resize", _resize_params(interpolation, backend, **resize)), Step("center_crop", crop)]
     elif "resize" in source:
         shorter = source["resize"]
         if not (isinstance(shorter, int) and not isinstance(shorter, bool) and 0 < shorter <= ops.MAX_SIDE):
             raise SpecError(f"resize: expected the shorter side as a positive int, found {shorter!r}.")
-        steps += [Step("resize", _resize_params(interpolation, backend, rule="shorter", size=shorter)),
-                  Step("center_crop", {"size": size})]
+        rounding = {"long_side": long_side} if long_side != "truncate" else {}
+        steps += [Step("resize", _resize_params(interpolation, backend, rule="shorter", size=shorter, **rounding)),
+                  Step("center_crop", crop)]
     elif source.get("letterbox"):
         extra = source["letterbox"] if isinstance(source["letterbox"], Mapping) else {}
         steps.append(Step("letterbox", {"size": size, **extra}))
     else:
         steps.append(Step("resize", _resize_params(interpolation, backend, rule="exact", size=size)))
-    steps += _normalize_steps(scale, _triple("mean", source.get("mean"), 0.0), _triple("std", source.get("std"), 1.0))
+    mean, std = _triple("mean", source.get("mean"), 0.0), _triple("std", source.get("std"), 1.0)
+    order = source.get("mean_order")
+    if order not in (None, "rgb", "bgr"):
+        raise SpecError(f"mean_order: expected 'rgb' or 'bgr' (the order mean and std are written in), found {order!r}.")
+    if order is None and source.get("channel_order") == "bgr" and (len(set(mean)) > 1 or len(set(std)) > 1):
+        raise SpecError(f"mean/std with channel_order 'bgr': expected 'mean_order' ('rgb' or 'bgr') saying which "
+                        f"channel each value belongs to, found none (mean {mean}). A BGR model's code often lists "
+                        "them blue first; say so with 'mean_order': 'bgr', or 'rgb' if red comes first.")
+    if order == "bgr":  # the steps normalise RGB; the contract hands the graph BGR afterwards
+        mean, std = mean[::-1], std[::-1]
+    steps += _normalize_steps(scale, mean, std)
     provenance = {"source": "plain", "plain": json.dumps(dict(source))}
     contract = {CONTRACT_KEYS[k]: source[k] for k in CONTRACT_KEYS if k in source}
     name = source.get("task", "classification")

@@ -62,7 +62,9 @@ def test_letterbox_inverse_puts_markers_back_where_they_were(params, hw, photos)
 GEOMETRY = [
     ("resize", {"rule": "exact", "size": [200, 260], "interpolation": "bilinear", "backend": "opencv"}),
     ("resize", {"rule": "shorter", "size": 256, "interpolation": "bilinear", "backend": "pil"}),
+    ("resize", {"rule": "shorter", "size": 257, "interpolation": "lanczos4", "backend": "opencv", "long_side": "round"}),
     ("pad", {"padding": [7, 3, 11, 5], "fill": 0}),
+    *[("pad_square", {"anchor": a, "fill": 0}) for a in ops.SQUARE_ANCHORS],
     *[("center_crop", {"size": [240, 240], "anchor": a}) for a in ops.ANCHORS],
 ]
 

@@ -113,7 +113,7 @@ def test_each_contract_loads_validates_and_matches_its_reference(graphs, photo_f
     cases = {
         "uint8": ({"size": SIZE, "scale": "none"}, lambda px, hw: Uint8In()(torch.from_numpy(px.transpose(2, 0, 1).copy())[None])),
         "float16": (PLAIN, lambda px, hw: Fp16In()(_normalised(px).half())),
-        "bgr": ({**PLAIN, "channel_order": "bgr"}, lambda px, hw: BgrIn()(_normalised(px)[:, [2, 1, 0]])),
+        "bgr": ({**PLAIN, "channel_order": "bgr", "mean_order": "rgb"}, lambda px, hw: BgrIn()(_normalised(px)[:, [2, 1, 0]])),
         "nhwc": (PLAIN, lambda px, hw: NhwcIn()(_normalised(px).permute(0, 2, 3, 1))),
         "two": ({**PLAIN, "extra_inputs": [{"name": "orig_hw", "rule": "orig_hw"}]},
                 lambda px, hw: TwoIn()(_normalised(px), torch.tensor([hw], dtype=torch.float32))),
@@ -142,7 +142,7 @@ def test_graph_input_is_what_the_graph_receives_and_preprocess_the_transforms_ou
     given = {
         "uint8": ({"size": SIZE, "scale": "none"}, lambda px: torch.from_numpy(px.transpose(2, 0, 1).copy())[None]),
         "float16": (PLAIN, lambda px: _normalised(px).half()),
-        "bgr": ({**PLAIN, "channel_order": "bgr"}, lambda px: _normalised(px)[:, [2, 1, 0]]),
+        "bgr": ({**PLAIN, "channel_order": "bgr", "mean_order": "rgb"}, lambda px: _normalised(px)[:, [2, 1, 0]]),
         "nhwc": (PLAIN, lambda px: _normalised(px).permute(0, 2, 3, 1)),
     }
     path = photo_files[0]
@@ -153,7 +153,7 @@ def test_graph_input_is_what_the_graph_receives_and_preprocess_the_transforms_ou
         assert got.dtype == want.dtype and got.shape == want.shape, key
         assert np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))) <= (1e-3 if key == "float16" else 1e-5), key
         assert model.preprocess(str(path)).shape == (3, SIZE, SIZE) and model.preprocess(str(path)).dtype == np.float32
-    bgr = edgeinfer.load(graphs["bgr"], spec={**PLAIN, "channel_order": "bgr"})
+    bgr = edgeinfer.load(graphs["bgr"], spec={**PLAIN, "channel_order": "bgr", "mean_order": "rgb"})
     assert np.array_equal(bgr.graph_input(str(path))[0], bgr.preprocess(str(path))[::-1])
 
 
@@ -177,7 +177,7 @@ def test_inspect_shows_the_contract(graphs, tmp_path):
     out = tmp_path / "two_with_spec.onnx"
     from converters import attach_spec
 
-    attach_spec(graphs["two"], out, {**PLAIN, "channel_order": "bgr", "extra_inputs": [{"name": "orig_hw",
+    attach_spec(graphs["two"], out, {**PLAIN, "channel_order": "bgr", "mean_order": "rgb", "extra_inputs": [{"name": "orig_hw",
                                                                                        "rule": "orig_wh"}]})
     shown = subprocess.run([sys.executable, "-m", "edgeinfer", "inspect", str(out)], check=True, capture_output=True,
                            text=True).stdout

@@ -29,6 +29,9 @@ CV2_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubi
              "area": cv2.INTER_AREA, "lanczos4": cv2.INTER_LANCZOS4, "nearest_exact": cv2.INTER_NEAREST_EXACT}
 BACKENDS = {"pil": PIL_FILTERS, "torch": TORCH_FILTERS, "opencv": tuple(CV2_FLAGS)}
 RESIZE_RULES = ("shorter", "longer", "exact", "keep_ratio")
+# How a shorter/longer-side resize sizes the other side: torchvision truncates int(size * long / short);
+# hand-written code (PaddleClas, OpenCV scripts) rounds it.
+LONG_SIDES = ("truncate", "round")
 # Pillow 13 runs the vertical pass first when the height shrinks by more than twice the width's
 # shrink; earlier Pillow always runs the horizontal pass first. The intermediate is rounded to uint8, so
 # the order changes pixels.
@@ -129,7 +132,16 @@ def resize_output_size(h: int, w: int, p: Params) -> tuple[int, int]:
         ratio = max(rh, rw) * longest + min(rh, rw) * (1.0 - longest)
         return max(1, round(h / ratio)), max(1, round(w / ratio))
     short, long = (w, h) if w <= h else (h, w)
-    if rule == "longer":  # torchvision v2 Resize(size=None, max_size=n)
+    if p.get("long_side", "truncate") == "round":
+        # hand-written deployment code (PaddleClas' ResizeImage(resize_short=...), most OpenCV scripts): one
+        # factor, each side rounded -- Python's round, as they call it
+        if rule == "longer":
+            f = int(size) / long
+            new_short, new_long = int(round(short * f)), int(size)
+        else:
+            f = int(size) / short
+            new_short, new_long = int(size), int(round(long * f))
+    elif rule == "longer":  # torchvision v2 Resize(size=None, max_size=n)
         new_short, new_long = int(int(size) * short / long), int(size)
     else:  # "shorter": torchvision Resize(int), with its integer truncation of the long side
         new_short, new_long = int(size), int(int(size) * long / short)
@@ -150,6 +162,10 @@ def _check_resize(where: str, p: Params) -> None:
             _fail(where, "size", f"an int in 1..{MAX_SIDE} (the {rule} side)", size)
     elif not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_size(s) for s in size)):
         _fail(where, "size", f"[height, width] with ints in 1..{MAX_SIDE}", size)
+    if p.get("long_side", "truncate") not in LONG_SIDES:
+        _fail(where, "long_side", f"one of {LONG_SIDES}", p.get("long_side"))
+    if p.get("long_side", "truncate") == "round" and rule not in ("shorter", "longer"):
+        _fail(where, "long_side", "'truncate' unless the rule is 'shorter' or 'longer'", p.get("long_side"))
     max_size = p.get("max_size")
     if max_size is not None and (rule != "shorter" or not _size(max_size) or max_size <= size):
         _fail(where, "max_size", "null, or an int larger than size (rule 'shorter' only)", max_size)
@@ -386,6 +402,33 @@ def pad(img: np.ndarray, p: Params) -> np.ndarray:
     return out.reshape(img.shape[0] + pt + pb, img.shape[1] + pl + pr, channels)
 
 
+# -- pad to a square (hand-written detectors: PaddleDetection-style scripts, many OpenCV pipelines) --------
+# "top_left": the image stays at the origin, the padding goes right and below (boxes need no offset);
+# "center": half each side, the odd pixel right/below (top = (side - h) // 2).
+SQUARE_ANCHORS = ("top_left", "center")
+
+
+def _square_padding(h: int, w: int, p: Params) -> list[int]:
+    """[left, top, right, bottom] that make h x w a square of its longer side."""
+    side = max(h, w)
+    if p.get("anchor", "top_left") == "center":
+        left, top = (side - w) // 2, (side - h) // 2
+    else:
+        left, top = 0, 0
+    return [left, top, side - w - left, side - h - top]
+
+
+def _check_pad_square(where: str, p: Params) -> None:
+    if p.get("anchor", "top_left") not in SQUARE_ANCHORS:
+        _fail(where, "anchor", f"one of {SQUARE_ANCHORS}", p.get("anchor"))
+    _check_fill(where, "fill", p.get("fill", 0))
+
+
+def pad_square(img: np.ndarray, p: Params) -> np.ndarray:
+    padding = _square_padding(img.shape[0], img.shape[1], p)
+    return img if not any(padding) else pad(img, {"padding": padding, "fill": p.get("fill", 0), "mode": "constant"})
+
+
 # -- letterbox (Ultralytics / YOLO) ------------------------------------------------------------------
 def letterbox_geometry(h: int, w: int, p: Params) -> tuple[int, int, int, int, int, int]:
     """(new_h, new_w, top, bottom, left, right) of an Ultralytics-style letterbox for an h x w image."""
@@ -543,6 +586,11 @@ def _place_pad(h: int, w: int, p: Params) -> Placement:
     return Placement((h, w), (h + top + bottom, w + left + right), offset=(left, top))
 
 
+def _place_pad_square(h: int, w: int, p: Params) -> Placement:
+    left, top, right, bottom = _square_padding(h, w, p)
+    return Placement((h, w), (h + top + bottom, w + left + right), offset=(left, top))
+
+
 def _place_letterbox(h: int, w: int, p: Params) -> Placement:
     """The inverse Ultralytics' ``scale_boxes`` (8.4) applies to its letterbox, worked out from the sizes
     alone: gain = the smaller output/input ratio of the letterboxed shape, each side re-rounded as the
@@ -585,6 +633,7 @@ def _describe_resize(p: Params) -> str:
     size = p["size"]
     extra = f", max_size={p['max_size']}" if p.get("max_size") else ""
     extra += f", longest={p.get('longest', 0.0)}" if p["rule"] == "keep_ratio" else ""
+    extra += ", long_side=round" if p.get("long_side", "truncate") == "round" else ""
     aa = f", antialias={p.get('antialias', True)}" if p.get("backend", "pil") == "torch" else ""
     return (f"Resize(size={size} ({p['rule']}){extra}, interpolation={p['interpolation']}{aa}, "
             f"backend={p.get('backend', 'pil')})")
@@ -592,12 +641,14 @@ def _describe_resize(p: Params) -> str:
 
 OPS: dict[str, Op] = {
     "resize": Op("resize", ("rule", "size", "interpolation"),
-                 {"max_size": None, "longest": 0.0, "antialias": True, "backend": "pil",
+                 {"max_size": None, "longest": 0.0, "long_side": "truncate", "antialias": True, "backend": "pil",
                   "pass_order": "horizontal_first", "uint8_arithmetic": "native"},
                  _check_resize, resize, "resize", _place_resize),
     "center_crop": Op("center_crop", ("size",), {"fill": 0, "anchor": "center"}, _check_center_crop, center_crop,
                       "CenterCrop", _place_center_crop),
     "pad": Op("pad", ("padding",), {"fill": 0, "mode": "constant"}, _check_pad, pad, "Pad", _place_pad),
+    "pad_square": Op("pad_square", (), {"anchor": "top_left", "fill": 0}, _check_pad_square, pad_square,
+                     "PadToSquare", _place_pad_square),
     "letterbox": Op("letterbox", ("size",), {"fill": 114, "auto": False, "scale_fill": False, "stride": 32,
                                              "scaleup": True, "center": True, "interpolation": "bilinear"},
                     _check_letterbox, letterbox, "LetterBox", _place_letterbox),

@@ -166,11 +166,11 @@ Tail = Callable[[np.ndarray, Channels, "np.ndarray | None"], np.ndarray]
 
 def _channel_free(step: Step) -> bool:
     """Whether a step treats every channel alike, so it may run on the caller's channel layout."""
-    if step.op in ("resize", "to_float"):
+    if step.op == "to_float":
         return True
-    if step.op in ("center_crop", "pad", "letterbox"):
+    if ops.get(step.op).place is not None:  # geometry: channel-free unless its padding fills channels apart
         fill = np.asarray(step.params.get("fill", 0), dtype=np.float64).reshape(-1)
-        return bool(np.all(fill == fill[0]))  # one fill value for all channels
+        return bool(np.all(fill == fill[0]))
     return False  # grayscale, normalize: per-channel weights
 
 
