@@ -25,6 +25,7 @@ import pytest
 
 import edgeinfer
 from conftest import edit_spec
+from edgeinfer.pipeline import ops
 from edgeinfer.spec import Step
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -122,6 +123,44 @@ def test_the_detector_probe_says_which_order_and_by_how_much(detector, frames, t
 
 
 # -- classifiers: the photo classifiers, the Keras classifiers ------------------------------------------
+def _ultralytics(path):
+    """The package's own pipeline as a reference: Ultralytics' predictor on the same file."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(path), task="detect")
+
+    def reference(frame):
+        boxes = yolo.predict(frame, verbose=False)[0].boxes
+        return {"xyxy": boxes.xyxy.numpy(), "class_id": boxes.cls.numpy().astype(int), "confidence": boxes.conf.numpy()}
+    return reference
+
+
+def test_a_packages_own_pipeline_is_a_reference_and_misplaced_padding_is_caught_by_it(detector, frames, tmp_path):
+    healthy = edgeinfer.check(detector, images=frames, reference=_ultralytics(detector))
+    assert "reference_mismatch" not in healthy.codes(), healthy.codes()
+    figures = healthy.measured["reference"]
+    assert figures["images"] == 8 and sum(figures["detections"]) > 0 and figures["box_max_abs_diff"] <= 0.5, figures
+    # the spec puts the padding in the corner, the package centres it: boxes land elsewhere, confidences too
+    corner = _attached(detector, tmp_path / "corner.onnx", lambda s: _step(s, "letterbox", center=False))
+    report = edgeinfer.check(corner, images=frames, reference=_ultralytics(detector))
+    _assert_caught(report, {"reference_mismatch"})
+
+
+def test_the_marker_probe_finds_an_inverse_that_disagrees_with_the_pixels(detector, frames, tmp_path, monkeypatch):
+    corner = _attached(detector, tmp_path / "corner.onnx", lambda s: _step(s, "letterbox", center=False))
+    for path in (detector, corner):
+        report = edgeinfer.check(path, images=frames[:3])
+        assert "geometry_inverse" not in report.codes() and report.measured["geometry_probe_px"] <= 1.0, report.measured
+
+    def centred_only(h, w, p):  # the inverse before the fix: a centred padding whatever the letterbox did
+        new_h, new_w, top, bottom, left, right = ops.letterbox_geometry(h, w, p)
+        oh, ow = new_h + top + bottom, new_w + left + right
+        return ops.Placement((h, w), (oh, ow), (new_w / w, new_h / h), ((ow - new_w) / 2, (oh - new_h) / 2))
+
+    monkeypatch.setitem(ops.OPS, "letterbox", dataclasses.replace(ops.OPS["letterbox"], place=centred_only))
+    _assert_caught(edgeinfer.check(corner, images=frames[:3]), {"geometry_inverse"})
+
+
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory, photos) -> list[Path]:
     from tests.material.photos import photo_crops

@@ -59,6 +59,10 @@ class Task:
     # = surer. The doctor's channel-order probe compares it on the images as deployed and with their red and blue
     # swapped (a model fed the other order than it was trained on is surer swapped). None: no such measure.
     confidence: Callable[[Any, Sequence[np.ndarray]], np.ndarray] | None = None
+    # what a user sees of one result, as the gate's sample fields: from our result or from another tool's
+    # (anything with the same attributes, e.g. supervision's Detections). The doctor compares a package's own
+    # pipeline with ours through it. None: no such comparison.
+    sample: Callable[[Any], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -68,13 +68,15 @@ def semantic_segmentation(reference: Sequence[Sample], candidate: Sequence[Sampl
     """Class maps equal on at least ``min_agreement`` of each image's pixels, and logits within
     ``atol * max(1, max|logit|)`` of the reference (per image: the tolerance grows with the logits' magnitude).
 
-    Fields: ``logits`` (C, h, w) at the model's resolution, ``class_map`` (H, W) in the frame.
+    Fields: ``logits`` (C, h, w) at the model's resolution, ``class_map`` (H, W) in the frame. Without logits on
+    both sides (another tool's pipeline gives class maps only) the class maps alone decide.
     """
     pairs = _pairs(reference, candidate)
     worst_abs = worst_rel = scale_max = 0.0
     agreement: list[float] = []
     for r, c in pairs:
-        ref, got = _f64(r["logits"]), _f64(c["logits"])
+        both = "logits" in r and "logits" in c
+        ref, got = (_f64(r["logits"]), _f64(c["logits"])) if both else (np.zeros(1), np.zeros(1))
         ref_map, got_map = np.asarray(r["class_map"]), np.asarray(c["class_map"])
         if ref.shape != got.shape or ref_map.shape != got_map.shape:
             return Verdict(False, {"images": len(pairs), "error": f"shapes differ: logits {ref.shape} and "
@@ -112,16 +114,23 @@ def detection(reference: Sequence[Sample], candidate: Sequence[Sample], *, atol:
 
     Fields: ``outputs`` (the model's raw outputs, in order), ``xyxy`` (N, 4) in frame pixels, ``class_id`` (N,).
     Element by element, because one detector output mixes pixel coordinates (hundreds) with scores (below 1):
-    one scale for the whole tensor would let the scores drift by the coordinates' tolerance.
+    one scale for the whole tensor would let the scores drift by the coordinates' tolerance. Another tool's
+    pipeline has no raw outputs: then ``confidence`` (N,) on both sides, sorted, is held to ``atol`` instead.
     """
     pairs = _pairs(reference, candidate)
     worst_abs = worst_rel = worst_box = 0.0
     ref_counts, got_counts = [], []
     for r, c in pairs:
-        if len(r["outputs"]) != len(c["outputs"]):
+        if "outputs" not in r or "outputs" not in c:
+            a = np.sort(_f64(r.get("confidence", [])).reshape(-1))
+            b = np.sort(_f64(c.get("confidence", [])).reshape(-1))
+            if a.shape == b.shape and a.size:
+                worst_abs = max(worst_abs, float(np.abs(a - b).max()))
+                worst_rel = max(worst_rel, float(np.abs(a - b).max()))
+        elif len(r["outputs"]) != len(c["outputs"]):
             return Verdict(False, {"images": len(pairs),
                                    "error": f"{len(r['outputs'])} and {len(c['outputs'])} outputs"})
-        for a, b in zip(r["outputs"], c["outputs"]):
+        for a, b in zip(r.get("outputs", ()), c.get("outputs", ())):
             a, b = _f64(a), _f64(b)
             if a.shape != b.shape:
                 return Verdict(False, {"images": len(pairs), "error": f"output shapes differ: {a.shape} and {b.shape}"})

@@ -379,6 +379,107 @@ def _run(model: Any, items: Sequence[Any], findings: list[Finding], measured: di
     _determinism(model, Prepared.concat(same), findings, measured)
 
 
+def _frames(model: Any, items: Sequence[Any], limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` of the images as BGR frames, decoded as the spec's loader does (unreadable ones skipped)."""
+    from edgeinfer.pipeline import images
+
+    out = []
+    for item in items:
+        if len(out) >= limit:
+            break
+        try:
+            if isinstance(item, np.ndarray):
+                out.append(item)
+            elif isinstance(item, (bytes, bytearray, memoryview)):
+                out.append(images.decode(item, **images.loader_options(model.spec.decode)))
+            else:
+                out.append(images.read(item, **images.loader_options(model.spec.decode)))
+        except ImageError:
+            continue
+    return out
+
+
+MARKERS = ((0.36, 0.38), (0.62, 0.36), (0.5, 0.58), (0.38, 0.64))  # inside any centre crop of a 16:9 frame
+
+
+def _marker_probe(model: Any, frames: Sequence[np.ndarray], findings: list[Finding], measured: dict[str, Any]) -> None:
+    """Bright squares drawn at known points of darkened copies of the images, found again in the model input and
+    mapped back through the spec's inverse geometry: where they land is where boxes, keypoints and masks land."""
+    import cv2
+
+    steps = [(s.op, s.params) for s in model.spec.steps]
+    worst, worst_tol = 0.0, 1.0
+    for frame in frames:
+        h, w = frame.shape[:2]
+        side = max(6, min(h, w) // 12)
+        img = (frame // 8).astype(np.uint8)
+        want = []
+        for fx, fy in MARKERS:
+            x, y = int(fx * w), int(fy * h)
+            img[y:y + side, x:x + side] = 255
+            want.append((x + side / 2, y + side / 2))
+        x = model.preprocess(img)
+        lo = x.reshape(x.shape[0], -1).min(axis=1)[:, None, None]
+        hi = x.reshape(x.shape[0], -1).max(axis=1)[:, None, None]
+        grey = ((x - lo) / np.maximum(hi - lo, 1e-12)).mean(axis=0)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((grey > 0.5).astype(np.uint8))
+        ih, iw = grey.shape
+        found = []
+        for i in range(1, count):
+            left, top, bw, bh = (int(v) for v in stats[i, :4])
+            if left == 0 or top == 0 or left + bw >= iw or top + bh >= ih or stats[i, cv2.CC_STAT_AREA] < 4:
+                continue  # cut by a crop, or the padding: its centre is not the marker's
+            ys, xs = np.nonzero(labels == i)
+            wts = grey[ys, xs] - 0.5
+            found.append((((xs + 0.5) * wts).sum() / wts.sum(), ((ys + 0.5) * wts).sum() / wts.sum()))
+        if not found:
+            continue
+        chain = ops.placements(steps, h, w)
+        back = ops.to_source(np.asarray(found, np.float32), chain)
+        gain = np.prod([pl.scale for pl in chain], axis=0) if chain else np.ones(2)
+        tol = max(1.0, 1.0 / float(np.min(gain)))  # one model-input pixel, in the frame's pixels
+        err = max(float(np.min(np.linalg.norm(np.asarray(want) - b, axis=1))) for b in back)
+        if err / tol > worst / worst_tol:
+            worst, worst_tol = err, tol
+    measured["geometry_probe_px"] = round(worst, 3)
+    if worst > worst_tol:
+        findings.append(Finding(
+            "geometry_inverse", "error", f"markers drawn on the images and found in the model input map back "
+            f"{worst:.1f} px away from where they were drawn (allowed {worst_tol:.1f}, one model-input pixel): "
+            "boxes, keypoints and masks would land off by as much.", "This runtime's inverse geometry disagrees "
+            "with its own pixels for this spec's steps: report it with the spec (edgeinfer inspect --json); "
+            "until fixed, use a spec whose geometry is a plain resize or centre crop.",
+            {"max_px": worst, "allowed_px": worst_tol}))
+
+
+def _against_reference(model: Any, frames: Sequence[np.ndarray], reference: Callable[[np.ndarray], Any],
+                       tolerances: dict[str, Any], findings: list[Finding], measured: dict[str, Any]) -> None:
+    """The package's own pipeline (``reference``: a BGR frame -> its result) against ours, judged by the task's
+    gate on what a user sees: probabilities, boxes with their classes and confidences, class maps, vectors."""
+    task = model.task
+    if task.sample is None or task.gate is None:
+        findings.append(Finding("reference_unsupported", "info", f"a {task.name} model has no result comparison "
+                                "with a reference.", "Compare its outputs yourself."))
+        return
+    theirs, ours = [], []
+    for frame in frames:
+        got = reference(frame.copy())
+        theirs.append(dict(got) if isinstance(got, dict) else task.sample(got))
+        ours.append(task.sample(model.predict(frame)))
+    if not frames:
+        return
+    verdict = task.gate(theirs, ours, **tolerances)
+    measured["reference"] = verdict.figures
+    if not verdict.passed:
+        shown = {k: v for k, v in verdict.figures.items() if not isinstance(v, list) or len(v) <= 16}
+        findings.append(Finding(
+            "reference_mismatch", "error", f"the reference pipeline and edgeinfer disagree on {len(frames)} image(s) "
+            f"beyond the {task.name} gate: {shown}.", "The spec does not describe what the package does: compare "
+            "its resize, padding side, crop offsets, channel order and mean/std order with the plain form's keys "
+            "(README, 'Models edgeinfer did not export'), and its decoder and thresholds with the spec's "
+            "postprocess.", verdict.figures))
+
+
 def _run_size(model: Any, findings: list[Finding]) -> None:
     """A dynamic-input model letterboxed to another size than it was exported at (Ultralytics' predictor runs a
     dynamic file at 640 whatever it was trained at): objects reach it at another scale."""
@@ -398,11 +499,16 @@ def _run_size(model: Any, findings: list[Finding]) -> None:
 
 
 def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
-          max_images: int = 64, device: str = "cpu", imgsz: int | Sequence[int] | None = None) -> CheckReport:
+          max_images: int = 64, device: str = "cpu", imgsz: int | Sequence[int] | None = None,
+          reference: Callable[[np.ndarray], Any] | None = None, tolerances: dict[str, Any] | None = None) -> CheckReport:
     """Run the runtime checklist on a model file (and images, when given) and return the findings.
 
     ``device`` is the profile the model is loaded with, as on the device (its providers, threads, precision);
-    ``imgsz`` the size a dynamic detector runs at, as ``edgeinfer.load(path, imgsz=...)``."""
+    ``imgsz`` the size a dynamic detector runs at, as ``edgeinfer.load(path, imgsz=...)``. ``reference`` is the
+    package's own pipeline, for models whose pipeline is not a training tool's: a BGR frame -> its result
+    (an object with the task's result attributes -- ``xyxy``/``class_id``/``confidence``, ``scores``,
+    ``class_map``, ``vector`` -- or a dict of the gate's fields), compared on the images by the task's gate
+    (``tolerances`` passed to it)."""
     from edgeinfer.tools.bench import environment
     from edgeinfer.pipeline.images import image_files
 
@@ -434,4 +540,9 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
         items = list(images or [])
     items = items[:max_images]
     _run(model, items, findings, measured)
+    if items:
+        frames = _frames(model, items, 8 if reference is not None else 3)
+        _marker_probe(model, frames[:3], findings, measured)
+        if reference is not None:
+            _against_reference(model, frames, reference, dict(tolerances or {}), findings, measured)
     return CheckReport(str(path), tuple(findings), measured, device=str(device), environment=env)
