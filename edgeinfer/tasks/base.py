@@ -59,6 +59,11 @@ class Task:
     # = surer. The doctor's channel-order probe compares it on the images as deployed and with their red and blue
     # swapped (a model fed the other order than it was trained on is surer swapped). None: no such measure.
     confidence: Callable[[Any, Sequence[np.ndarray]], np.ndarray] | None = None
+    # the task's check of a spec against the graph at load: (spec, {output name: shape, None where symbolic},
+    # path) -> None, or raises ModelError saying what it expected and what it found (a detector: its decoder)
+    check_graph: Callable[[Any, dict[str, tuple], str], None] | None = None
+    # the outputs a spec of this task reads when its source names none: (postprocess, the graph's output names)
+    default_outputs: Callable[[Any, Sequence[str]], tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)
