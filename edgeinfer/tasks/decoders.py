@@ -92,7 +92,25 @@ def _check_ultralytics_raw(shapes, head, post, labels, input_hw):
         if labels is not None and nc != len(labels):
             return (f"rows of {width} values along axis 1 = 4 box + {nc} classes" +
                     (f" + {extra} extra" if extra else "") + f", but the spec has {len(labels)} labels")
+    anchors = shapes[0][2]
+    if isinstance(anchors, int) and all(isinstance(v, int) for v in input_hw):
+        known = ultralytics_anchors(input_hw)
+        if anchors not in known:
+            typical = next(iter(known))
+            swapped = " (the axes look swapped: (batch, anchors, values))" if width in known else ""
+            return (f"{anchors} anchors along axis 2, where an Ultralytics head on a {input_hw[0]}x{input_hw[1]} "
+                    f"input has {typical} (strides 8, 16, 32) or {sorted(known)[1:]} (P2/P6 models){swapped}")
     return None
+
+
+def ultralytics_anchors(input_hw: tuple[int, int]) -> dict[int, tuple[int, ...]]:
+    """The anchor counts an Ultralytics head has on an input of this size, with its strides: P3-P5 (8, 16,
+    32), P2-P5, P3-P6 and P2-P6 models, a grid cell per stride (``ceil(side / stride)``)."""
+    h, w = input_hw
+    out = {}
+    for strides in ((8, 16, 32), (4, 8, 16, 32), (8, 16, 32, 64), (4, 8, 16, 32, 64)):
+        out.setdefault(sum(math.ceil(h / s) * math.ceil(w / s) for s in strides), strides)
+    return out
 
 
 def _classes_ultralytics_raw(shapes, head, post):
@@ -525,6 +543,9 @@ def register_decoder(name: str, fn: Callable[[list[np.ndarray], tuple[int, int]]
     _add(Decoder(name, _plugin(name, fn, nms), expects or f"the outputs {name!r} reads", checked, outputs=outputs,
                  builtin=False))
     return fn
+
+
+_spec._register_decoder = register_decoder
 
 
 def unregister_decoder(name: str) -> None:
