@@ -240,3 +240,36 @@ def test_fuzz_only_edgeinfer_errors_escape_load_and_predict_and_the_load_check_i
             pytest.fail(f"{where}: predict raised {type(exc).__name__}: {exc}")
     print(tally)
     assert tally["refused_at_load"] >= 60 and tally["predicted"] >= 20, tally  # measured: 122 and 28
+
+
+@pytest.mark.slow
+def test_fuzz_tasks_without_a_decoder_only_edgeinfer_errors_escape(tmp_path, photos):
+    """Classifier, semantic segmenter and embedder specs over random output shapes, labels and output kinds."""
+    rng = random.Random(7)
+    frame = np.ascontiguousarray(photos["astronaut"][:300, :, ::-1])
+    tally = {"refused_at_load": 0, "predicted": 0, "refused_at_predict": 0}
+    for case in range(60):
+        task = rng.choice(["classification", "semantic_segmentation", "embedding"])
+        shapes = [tuple(rng.choice([1, 2, 3, 5, 10, 16, 64]) for _ in range(rng.randint(1, 4)))
+                  for _ in range(rng.randint(1, 2))]
+        path = tmp_path / f"c{case}.onnx"
+        _graph(path, shapes, case)
+        labels = [f"c{i}" for i in range(rng.choice([1, 3, 10]))] if rng.random() < 0.5 else None
+        kind = rng.choice([None, "logits", "probabilities", "multilabel_logits", "embedding"])
+        where = f"case {case}: {task} {shapes} kind={kind} labels={None if labels is None else len(labels)}"
+        try:
+            model = edgeinfer.load(path, spec={"size": SIZE, "task": task}, labels=labels, output_kind=kind)
+        except EdgeInferError:
+            tally["refused_at_load"] += 1
+            continue
+        except Exception as exc:  # pragma: no cover
+            pytest.fail(f"{where}: load raised {type(exc).__name__}: {exc}")
+        try:
+            model.predict(frame)
+            tally["predicted"] += 1
+        except EdgeInferError:
+            tally["refused_at_predict"] += 1
+        except Exception as exc:  # pragma: no cover
+            pytest.fail(f"{where}: predict raised {type(exc).__name__}: {exc}")
+    print(tally)
+    assert tally["refused_at_load"] >= 20 and tally["predicted"] >= 3, tally
