@@ -5,6 +5,7 @@ edgeinfer's errors ever leave load or predict -- fuzzed over spec x decoder x ou
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 
@@ -154,6 +155,43 @@ def test_a_registered_decoder_is_refused_at_load_by_its_check_and_its_mistakes_a
         edgeinfer.register_decoder("picodet", yolo_head)
     with pytest.raises(edgeinfer.SpecError, match="postprocess.decoder.*'nobody_registered_me'"):
         edgeinfer.load(path, spec={**spec, "postprocess": {"decoder": "nobody_registered_me"}})
+
+
+def test_a_decoder_installed_as_a_package_reaches_the_cli_through_its_entry_point(shapes_detector, tmp_path):
+    """A distribution declaring ``[edgeinfer.decoders] yolo_ep = my_heads:yolo_head``: a spec naming yolo_ep loads
+    in a fresh process (the CLI) without any registering code of the user's."""
+    import json
+    import subprocess
+    import sys
+
+    from converters.attach import attach_spec
+
+    path, frames = shapes_detector
+    site = tmp_path / "site"
+    (site / "my_heads-1.0.dist-info").mkdir(parents=True)
+    (site / "my_heads-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: my-heads\nVersion: 1.0\n")
+    (site / "my_heads-1.0.dist-info" / "entry_points.txt").write_text("[edgeinfer.decoders]\nyolo_ep = my_heads:yolo_head\n")
+    (site / "my_heads.py").write_text("import numpy as np\nimport edgeinfer\n\n\n" + inspect.getsource(yolo_head))
+    registered = edgeinfer.load(path)
+    attached = tmp_path / "with_yolo_ep.onnx"
+    edgeinfer.register_decoder("yolo_ep", yolo_head)  # to attach the spec here; the CLI process has no such call
+    try:
+        attach_spec(path, attached, {"size": 320, "letterbox": True, "task": "detection",
+                                     "postprocess": {"decoder": "yolo_ep"}}, labels=list(registered.labels))
+    finally:
+        edgeinfer.unregister_decoder("yolo_ep")
+    name, frame = next(iter(frames.items()))
+    image = tmp_path / f"{name}.png"
+    import cv2
+
+    cv2.imwrite(str(image), frame)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.getcwd()])}
+    out = subprocess.run([sys.executable, "-m", "edgeinfer", "predict", str(attached), str(image), "--json"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    rows = printed[0]["detections"] if isinstance(printed, list) else printed
+    assert len(rows) == len(registered.predict(frame)) >= 1
 
 
 # -- fuzz: spec x decoder x output shapes, only edgeinfer errors escape ---------------------------------------------
