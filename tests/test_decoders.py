@@ -135,6 +135,48 @@ def test_a_registered_decoder_gets_nms_geometry_and_detections_and_equals_the_bu
     assert [f.code for f in report.findings if f.severity == "error"] == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["pose", "obb"])
+def test_a_registered_decoder_with_keypoints_or_angles_equals_the_built_in(target, tmp_path, registered):
+    """Keypoints and rotated boxes from a decoder of your own go through the same NMS and geometry."""
+    from tests.material import shapes
+
+    path = str(shapes.export(shapes.train(target), tmp_path, variants=("raw",))["raw"])
+    builtin = edgeinfer.load(path)
+    nc = len(builtin.labels)
+
+    def head(outputs, input_hw):
+        out = []
+        for x in outputs[0]:
+            x = x.T
+            scores = x[:, 4:4 + nc]
+            cls = scores.argmax(axis=1)
+            best = scores[np.arange(len(cls)), cls]
+            if target == "obb":
+                out.append(edgeinfer.Decoded(x[:, :4], best, cls, angles=x[:, 4 + nc]))
+            else:
+                k, d = builtin.spec.postprocess.kpt_shape
+                boxes = np.concatenate([x[:, :2] - x[:, 2:4] / 2, x[:, :2] + x[:, 2:4] / 2], axis=1)
+                out.append(edgeinfer.Decoded(boxes, best, cls, keypoints=x[:, 4 + nc:].reshape(-1, k, d)))
+        return out
+
+    registered(f"my_{target}", head)
+    spec = {"size": 320, "letterbox": True, "task": target, "postprocess": {
+        "decoder": f"my_{target}", **({"kpt_shape": list(builtin.spec.postprocess.kpt_shape)} if target == "pose" else {})}}
+    mine = edgeinfer.load(path, spec=spec, labels=list(builtin.labels))
+    n = 0
+    for name, f in shapes.test_frames(target).items():
+        a, b = builtin.predict(f.image), mine.predict(f.image)
+        assert len(a) == len(b) and (a.class_id == b.class_id).all(), name
+        assert np.abs(a.xyxy - b.xyxy).max(initial=0) < 1e-3, name
+        if target == "pose":
+            assert np.abs(a.keypoints - b.keypoints).max(initial=0) < 1e-3, name
+        else:
+            assert np.abs(a.xywhr - b.xywhr).max(initial=0) < 1e-3, name
+        n += len(a)
+    assert n >= 3
+
+
 def test_a_registered_decoder_is_refused_at_load_by_its_check_and_its_mistakes_are_model_errors(shapes_detector,
                                                                                                  registered):
     path, frames = shapes_detector
