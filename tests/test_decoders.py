@@ -135,7 +135,6 @@ def test_a_registered_decoder_gets_nms_geometry_and_detections_and_equals_the_bu
     assert [f.code for f in report.findings if f.severity == "error"] == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("target", ["pose", "obb"])
 def test_a_registered_decoder_with_keypoints_or_angles_equals_the_built_in(target, tmp_path, registered):
     """Keypoints and rotated boxes from a decoder of your own go through the same NMS and geometry."""
@@ -283,7 +282,6 @@ def _near(decoder: str, rng: random.Random) -> list[tuple[int, ...]]:
 FUZZ_CASES = 150
 
 
-@pytest.mark.slow
 def test_fuzz_only_edgeinfer_errors_escape_load_and_predict_and_the_load_check_is_complete(tmp_path, photos):
     rng = random.Random(25)
     frame = np.ascontiguousarray(photos["astronaut"][:300, :, ::-1])
@@ -322,7 +320,6 @@ def test_fuzz_only_edgeinfer_errors_escape_load_and_predict_and_the_load_check_i
     assert tally["refused_at_load"] >= 60 and tally["predicted"] >= 20, tally  # measured: 122 and 28
 
 
-@pytest.mark.slow
 def test_fuzz_tasks_without_a_decoder_only_edgeinfer_errors_escape(tmp_path, photos):
     """Classifier, semantic segmenter and embedder specs over random output shapes, labels and output kinds."""
     rng = random.Random(7)
