@@ -123,7 +123,8 @@ def test_a_registered_decoder_gets_nms_geometry_and_detections_and_equals_the_bu
     for name, frame in frames.items():
         a, b = builtin.predict(frame), mine.predict(frame)
         assert len(a) == len(b) and (a.class_id == b.class_id).all(), name
-        assert np.abs(a.xyxy - b.xyxy).max(initial=0) < 1e-3 and np.abs(a.confidence - b.confidence).max(initial=0) < 1e-6
+        assert np.abs(a.xyxy - b.xyxy).max(initial=0) < 1e-3
+        assert np.abs(a.confidence - b.confidence).max(initial=0) < 1e-6
         n += len(a)
     assert n >= len(frames)
     # the doctor, from the file with the spec attached
@@ -160,8 +161,8 @@ def test_a_registered_decoder_with_keypoints_or_angles_equals_the_built_in(targe
         return out
 
     registered(f"my_{target}", head)
-    spec = {"size": 320, "letterbox": True, "task": target, "postprocess": {
-        "decoder": f"my_{target}", **({"kpt_shape": list(builtin.spec.postprocess.kpt_shape)} if target == "pose" else {})}}
+    kpt = {"kpt_shape": list(builtin.spec.postprocess.kpt_shape)} if target == "pose" else {}
+    spec = {"size": 320, "letterbox": True, "task": target, "postprocess": {"decoder": f"my_{target}", **kpt}}
     mine = edgeinfer.load(path, spec=spec, labels=list(builtin.labels))
     n = 0
     for name, f in shapes.test_frames(target).items():
@@ -211,7 +212,8 @@ def test_a_decoder_installed_as_a_package_reaches_the_cli_through_its_entry_poin
     site = tmp_path / "site"
     (site / "my_heads-1.0.dist-info").mkdir(parents=True)
     (site / "my_heads-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: my-heads\nVersion: 1.0\n")
-    (site / "my_heads-1.0.dist-info" / "entry_points.txt").write_text("[edgeinfer.decoders]\nyolo_ep = my_heads:yolo_head\n")
+    (site / "my_heads-1.0.dist-info" / "entry_points.txt").write_text(
+        "[edgeinfer.decoders]\nyolo_ep = my_heads:yolo_head\n")
     (site / "my_heads.py").write_text("import numpy as np\nimport edgeinfer\n\n\n" + inspect.getsource(yolo_head))
     registered = edgeinfer.load(path)
     attached = tmp_path / "with_yolo_ep.onnx"

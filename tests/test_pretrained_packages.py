@@ -125,7 +125,8 @@ def test_picodet_runs_through_attach_the_cli_and_the_doctor(frames, tmp_path):
     subprocess.run([sys.executable, "-m", "edgeinfer", "predict", str(path), str(pages), "--out", str(out)],
                    check=True, capture_output=True)
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == len(det) + len(model.predict(frames["text"])) and {r["label"] for r in rows} <= set(model.labels)
+    assert len(rows) == len(det) + len(model.predict(frames["text"]))
+    assert {r["label"] for r in rows} <= set(model.labels)
     report = edgeinfer.check(path, images=[frames[n] for n in ("page", "text", "astronaut")])
     assert [f.code for f in report.findings if f.severity == "error"] == [], report.findings
 
