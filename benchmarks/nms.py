@@ -90,7 +90,7 @@ def main() -> None:
             "edgeinfer batched_nms": lambda: nms.batched_nms(boxes, scores, cls, post.iou, max_wh=post.max_wh),
             "numpy greedy loop": lambda: numpy_greedy(offset, scores, post.iou),
             "torchvision.ops.nms": lambda: torchvision.ops.nms(tb, ts, post.iou).numpy(),
-            "edgeinfer decode (1, 84, 8400) + NMS": lambda: detect.DECODERS["ultralytics_raw"]([head], post, detect.Head(), 80),
+            "edgeinfer decode (1, 84, 8400) + NMS": lambda: detect.decode(post, detect.Head(), [head], None, (640, 640)),
         }
         ref = torchvision.ops.nms(tb, ts, post.iou).numpy()
         ours = nms.batched_nms(boxes, scores, cls, post.iou, max_wh=post.max_wh)

@@ -14,6 +14,7 @@ from edgeinfer import _moved
 _moved.install()
 
 from edgeinfer.tasks.detections import Detections
+from edgeinfer.tasks.decoders import Decoded, register_decoder, unregister_decoder
 from edgeinfer.tasks.embedding import Embedding, cosine
 from edgeinfer.tools.check import check
 from edgeinfer.model import Model, SelfTestResult, load
@@ -25,9 +26,9 @@ from edgeinfer.spec import METADATA_KEY, SCHEMA, Decode, InputSpec, OutputSpec, 
 from edgeinfer.version import __version__  # noqa: E402
 
 __all__ = [
-    "ConversionError", "Decode", "DependencyError", "Detections", "EdgeInferError", "Embedding", "ExportError",
+    "ConversionError", "Decode", "Decoded", "DependencyError", "Detections", "EdgeInferError", "Embedding", "ExportError",
     "ImageError", "Segmentation", "cosine",
     "InputSpec", "METADATA_KEY", "Model", "ModelError", "OutputSpec", "Postprocess", "Prediction", "Preprocessor",
     "RandomTransformError", "SCHEMA", "SchemaVersionError", "SelfTest", "SelfTestResult", "Spec", "SpecError",
-    "SpecMissingError", "Step", "check", "load", "__version__",
+    "SpecMissingError", "Step", "check", "load", "register_decoder", "unregister_decoder", "__version__",
 ]

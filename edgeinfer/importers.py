@@ -758,9 +758,7 @@ def _complete_detector(pre: Preprocessing, session: Any, path: str | os.PathLike
     post = pre.postprocess
     if not post.outputs:
         names = [o.name for o in session.get_outputs()]
-        # + labels, or + the mask prototypes of an instance segmenter
-        both = post.decoder == "dets_labels" or tasks.get(pre.task).mask is not None
-        post = dataclasses.replace(post, outputs=tuple(names[:2] if both else names[:1]))
+        post = dataclasses.replace(post, outputs=tasks.get(pre.task).default_outputs(post, names))
     spec = Spec(schema=SCHEMA, steps=pre.steps, decode=pre.decode, labels=pre.labels, task=pre.task,
                 input=ispec, postprocess=post,
                 output=OutputSpec(name=post.outputs[0], kind="raw"),
@@ -890,7 +888,9 @@ def check_io(spec: Spec, session: Any, path: str | os.PathLike = "model") -> Non
     if missing:
         raise ModelError(f"{path}: the spec names output(s) {missing}, the model has "
                          f"{outputs}. Re-export or re-attach the spec.")
-    if task.detector:  # a detector's outputs are checked by its decoder, on real outputs
+    if task.check_graph is not None:  # a detector's: its decoder against the graph's outputs
+        task.check_graph(spec, {o.name: tuple(o.shape) for o in session.get_outputs()}, str(path))
+    if task.detector:
         return
     classes = session.get_outputs()[outputs.index(spec.output.name)].shape
     n = classes[1] if len(classes) >= 2 else None

@@ -46,7 +46,28 @@ def register_task(task: Any) -> None:
     _TASKS[task.name] = task
 
 
-DECODERS = ("ultralytics_raw", "ultralytics_nms", "detr", "dets_labels")
+# The detector decoders' names; what each reads is the decoder table's (edgeinfer.tasks.decoders), which
+# registers its built-in entries here as it is imported, and those of edgeinfer.register_decoder.
+DECODERS: dict[str, Any] = {}
+# Decoders of your own installed as packages: an entry point in this group names a module (imported, it calls
+# edgeinfer.register_decoder) or a decoder function (registered under the entry point's name), loaded the first
+# time a spec names a decoder this runtime does not know -- so the CLI, stream and serve find them too.
+DECODER_ENTRY_POINTS = "edgeinfer.decoders"
+_plugins_loaded = False
+_register_decoder: Any = None  # edgeinfer.register_decoder, set by the decoder table as it is imported
+
+
+def _load_decoder_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=DECODER_ENTRY_POINTS):
+        obj = ep.load()
+        if callable(obj) and not isinstance(obj, type) and ep.name not in DECODERS and _register_decoder:
+            _register_decoder(ep.name, obj)
 # single-label: softmax over logits, or probabilities as they are; multi-label: sigmoid per class;
 # "raw": a detector's outputs, read by the spec's postprocess section
 TTA_MODES = ("hflip", "five_crop", "ten_crop", "multiscale")
@@ -311,8 +332,11 @@ class Postprocess:
             object.__setattr__(self, "kpt_shape", tuple(self.kpt_shape))
 
     def validate(self) -> None:
-        expect(self.decoder in DECODERS, "postprocess.decoder", f"one of {DECODERS}", self.decoder,
-                "Upgrade edgeinfer on the device, or attach a spec with a decoder it knows.")
+        if self.decoder not in DECODERS:
+            _load_decoder_plugins()
+        expect(self.decoder in DECODERS, "postprocess.decoder", f"one of {tuple(DECODERS)}", self.decoder,
+                "Upgrade edgeinfer on the device, attach a spec with a decoder it knows, or register your own "
+                "decoder under that name with edgeinfer.register_decoder before loading the model.")
         expect(all(isinstance(o, str) and o for o in self.outputs) and 0 < len(self.outputs) <= 8,
                 "postprocess.outputs", "1 to 8 output names", list(self.outputs), REEXPORT)
         for key, lo, hi in (("conf", 0.0, 1.0), ("iou", 0.0, 1.0)):

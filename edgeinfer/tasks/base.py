@@ -63,6 +63,11 @@ class Task:
     # (anything with the same attributes, e.g. supervision's Detections). The doctor compares a package's own
     # pipeline with ours through it. None: no such comparison.
     sample: Callable[[Any], dict[str, Any]] | None = None
+    # the task's check of a spec against the graph at load: (spec, {output name: shape, None where symbolic},
+    # path) -> None, or raises ModelError saying what it expected and what it found (a detector: its decoder)
+    check_graph: Callable[[Any, dict[str, tuple], str], None] | None = None
+    # the outputs a spec of this task reads when its source names none: (postprocess, the graph's output names)
+    default_outputs: Callable[[Any, Sequence[str]], tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from edgeinfer.errors import ModelError
 from edgeinfer.pipeline import ops
 from edgeinfer.spec import REEXPORT, expect
 from edgeinfer.tasks import decoders, gates
@@ -32,14 +33,23 @@ def _finisher(head: decoders.Head):
         if changes:
             post = dataclasses.replace(post, **changes)
             post.validate()
-        nc = len(spec.labels) if spec.labels is not None else 0
-        candidates = decoders.DECODERS[post.decoder](outputs, post, head, nc)
+        candidates = decoders.decode(post, head, outputs, spec.labels, prepared.input_hw)
         steps = [(s.op, s.params) for s in spec.steps]
         protos = outputs[1] if head.masks else [None] * len(candidates)
         return [decoders.to_original(c, ops.placements(steps, *hw), hw, head=head, post=post, labels=spec.labels,
                                      protos=pr, input_hw=prepared.input_hw)
                 for c, hw, pr in zip(candidates, prepared.sizes, protos)]
     return finish
+
+
+def _graph_checker(head: decoders.Head):
+    def check_graph(spec: Any, shapes: dict[str, tuple], path: str) -> None:
+        post = spec.postprocess
+        problem = decoders.refusal(post, head, [shapes[o] for o in post.outputs], spec.labels,
+                                   spec.input.height_width, names=post.outputs)
+        if problem:
+            raise ModelError(f"{path}: {problem}")
+    return check_graph
 
 
 def _validator(head: decoders.Head):
@@ -141,11 +151,11 @@ TOP, FLOOR = 3, 0.01
 
 
 def _confidence(head: decoders.Head):
-    def confidence(spec: Any, outputs: Sequence[np.ndarray]) -> np.ndarray:
+    def confidence(spec: Any, outputs: Sequence[np.ndarray], input_hw: tuple[int, int] | None = None) -> np.ndarray:
         post = dataclasses.replace(spec.postprocess, conf=min(FLOOR, spec.postprocess.conf))
-        nc = len(spec.labels) if spec.labels is not None else 0
+        hw = tuple(input_hw) if input_hw is not None else spec.input.height_width
         out = []
-        for c in decoders.DECODERS[post.decoder](outputs, post, head, nc):
+        for c in decoders.decode(post, head, outputs, spec.labels, hw):
             best = np.sort(np.asarray(c.confidence, np.float64))[::-1][:TOP]
             out.append(float(np.pad(best, (0, TOP - len(best))).mean()))
         return np.asarray(out)
@@ -158,7 +168,8 @@ BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 def _entry(name: str, head: decoders.Head, columns: tuple[str, ...], **extra: Any) -> Task:
     return Task(name, Detections, _finisher(head), _draw, Detections.rows, BOX_COLUMNS + columns, _summary, KINDS,
                 outputs=lambda spec: list(spec.postprocess.outputs), detector=True, validate=_validator(head),
-                checks=_checks, gate=gates.detection, confidence=_confidence(head),
+                checks=_checks, gate=gates.detection, confidence=_confidence(head), check_graph=_graph_checker(head),
+                default_outputs=lambda post, names: decoders.default_outputs(post, head, names),
                 sample=lambda r: {"xyxy": r.xyxy, "class_id": r.class_id, "confidence": r.confidence}, **extra)
 
 
