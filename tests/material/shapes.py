@@ -5,6 +5,8 @@ The material the detector tests, ``./edge demo detect`` and the benchmarks share
 - :func:`build_dataset` writes an Ultralytics YOLO dataset (``images/``, ``labels/``, ``data.yaml``):
   filled circles, squares and triangles (3 classes, 24-90 px) pasted 1-4 at a time on random crops
   (240-480 px, varied aspect ratios) of the bundled photos (scikit-image and scikit-learn), from a seed.
+- :func:`demo_scene` draws the demo detector's images instead (target ``detect-demo``, :data:`SCENES`): shapes
+  as large as the demo video's, cut by the edges, stretched, among unlabelled saturated objects.
 - :func:`train` trains ``yolo11n`` (detect, pose, obb, segment) or ``yolo26n`` (NMS-free detect) from its yaml
   (random init, nothing downloaded) and caches the weights by a hash of the recipe.
 - :func:`export` runs Ultralytics' own ONNX exporter in the forms a deployment meets (raw static and
@@ -79,13 +81,15 @@ TARGETS = {
 #: detector starts from the tests' detector and learns the demo video's scenes (:data:`SCENES`).
 DEMO_TARGETS = {
     "detect-demo": ("detect", "yolo11n.yaml", "detect", 25),
+    # detect-demo, 10 epochs more on its scenes with large flat colour fields added (the demo's retina frame)
+    "detect-demo-2": ("detect", "yolo11n.yaml", "detect-demo", 10),
 }
 
 #: Targets with scenes of their own (part of their recipe, so of the cache key); the others use :func:`scene`.
-#: The demo video (``benchmarks.demo_detect.make_clip``) pans a 640x400 window across the test frames scaled
-#: to 800x500: its shapes are 75-220 px (a fifth to a half of the frame's height), stretched up to 2.4x by the
-#: scaling of the portrait frame, cut by the frame's edges as it pans, on photos with red and saturated objects
-#: (a motorcycle's tank, a red crate) that are not shapes. :func:`demo_scene` draws that:
+#: The demo video (``benchmarks.demo_detect``) pans a 640x400 window across 800x500 frames of the held-out
+#: photos: its shapes are 75-200 px (a fifth to a half of the frame's height), cut by the frame's edges as it
+#: pans, on photos with red and saturated objects (a motorcycle's tank, a red crate, the orange retina) that
+#: are not shapes; a camera may also give any aspect ratio. :func:`demo_scene` draws that:
 #:
 #: - ``photos``: the training photos, with the scikit-image logo (flat orange and green regions, not shapes);
 #: - ``crop``: crop sides in px; ``size``: shape sizes as a share of the crop's shorter side;
@@ -101,6 +105,9 @@ SCENES = {
                         shapes=(0, 4), partial=0.35, visible=0.3, stretch=0.5, max_stretch=2.5, recolor=0.5,
                         distractors=(0, 3)),
 }
+#: ``flat``: share of photos turned into a flat saturated colour field that keeps a trace of the photo's texture,
+#: whole or inside a large ellipse (what detect-demo called squares on: the retina, a flat orange disc).
+SCENES["detect-demo-2"] = dict(SCENES["detect-demo"], flat=0.2)
 
 #: Export forms: name -> Ultralytics export arguments (imgsz is added by :func:`export`). In Ultralytics
 #: 8.4.190 the exporter decides ``end2end`` from ``nms`` alone: ``nms=False`` keeps a one-to-one head NMS-free
@@ -396,6 +403,18 @@ def demo_scene(seed: int, index: int, settings: dict, *, split: str = "train",
         hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(1.0, 1.6), 0, 255)
         image = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
     h, w = image.shape[:2]
+    if "flat" in settings and rng.random() < settings["flat"]:  # a flat colour field with the photo's texture
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        gray = (gray - gray.mean()) / (gray.std() + 1e-6)
+        tone = np.clip(1 + rng.uniform(0.04, 0.2) * gray, 0.5, 1.5)[..., None]
+        field = np.clip(np.asarray(_random_color(rng), np.float32) * tone, 0, 255).astype(np.uint8)
+        if rng.random() < 0.5:  # inside a large ellipse, its edge in view
+            inside = np.zeros((h, w), np.uint8)
+            centre = (int(rng.uniform(0.2, 0.8) * w), int(rng.uniform(0.2, 0.8) * h))
+            axes = (int(rng.uniform(0.5, 1.0) * w), int(rng.uniform(0.5, 1.0) * h))
+            cv2.ellipse(inside, centre, axes, 0, 0, 360, 1, -1)
+            field = np.where(inside[..., None] > 0, field, image)
+        image = field
     short = min(h, w)
     lo, hi = settings["size"]
     placed: list[np.ndarray] = []  # boxes (visible parts) kept apart by 4 px
@@ -668,17 +687,20 @@ class TestFrame:
 FRAME_SIZES = {"portrait": (360, 540), "landscape": (640, 400), "small": (180, 120), "1080p": (1920, 1080)}
 
 
-def test_frames(task: str = "detect", *, imgsz: int = DEFAULTS["imgsz"], seed: int = 1234) -> dict[str, TestFrame]:
+def test_frames(task: str = "detect", *, imgsz: int = DEFAULTS["imgsz"], seed: int = 1234,
+                sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, TestFrame]:
     """Test frames by name (portrait, landscape, small, 1080p): shapes on held-out photos, deterministic.
 
     Shapes are sized so that, letterboxed to ``imgsz``, they span 30-80 px as in training; rotated for obb.
+    ``sizes``: other frames, name -> (width, height), the k-th on the k-th held-out photo (the demo's video
+    frames); default :data:`FRAME_SIZES`.
     """
     import cv2
 
     if task not in TASKS:
         raise ValueError(f"task {task!r}; expected one of {', '.join(TASKS)}")
     frames = {}
-    for k, (name, (w, h)) in enumerate(FRAME_SIZES.items()):
+    for k, (name, (w, h)) in enumerate((sizes or FRAME_SIZES).items()):
         rng = np.random.default_rng([seed, k, TASKS.index(task)])
         photo = load_photo(HELDOUT_PHOTOS[k % len(HELDOUT_PHOTOS)])
         if photo.ndim == 2:  # the cameraman is grayscale
