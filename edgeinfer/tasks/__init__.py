@@ -16,14 +16,15 @@ from edgeinfer import spec as _spec
 from edgeinfer.errors import SpecError
 from edgeinfer.spec import Spec, Step
 from edgeinfer.tasks import classification, detection, embedding, segmentation
-from edgeinfer.tasks.base import Evidence, Result, Task, draw_text
+from edgeinfer.tasks.base import Evidence, Result, Task, draw_text, label_size, place_labels, put_label
 
 TABLE: dict[str, Task] = {t.name: t for t in (classification.TASK, *detection.TASKS, segmentation.TASK,
                                               embedding.TASK)}
 for _task in TABLE.values():
     _spec.register_task(_task)
 
-__all__ = ["TABLE", "Evidence", "Result", "Task", "batch_spec", "draw_text", "for_result", "get"]
+__all__ = ["TABLE", "Evidence", "Result", "Task", "batch_spec", "draw_text", "for_result", "get", "label_size",
+           "place_labels", "put_label"]
 
 
 def get(name: str) -> Task:

@@ -124,7 +124,7 @@ def merge_views(spec: Any, views: np.ndarray, *, merge: str, top_k: int = 5) -> 
     return predictions(merged, kind=merged_kind, labels=spec.labels, top_k=top_k)
 
 
-def _draw(frame: np.ndarray, pred: Prediction) -> np.ndarray:
+def _draw(frame: np.ndarray, pred: Prediction, avoid: Sequence[Sequence[float]] = ()) -> np.ndarray:
     draw_text(frame, [f"{pred.label}  {pred.score:.2f}"])
     return frame
 

@@ -13,7 +13,7 @@ from edgeinfer.errors import ModelError
 from edgeinfer.pipeline import ops
 from edgeinfer.spec import REEXPORT, expect
 from edgeinfer.tasks import decoders, gates
-from edgeinfer.tasks.base import Evidence, Findings, Task, draw_text, finding
+from edgeinfer.tasks.base import Evidence, Findings, Task, finding, label_size, place_labels, put_label
 from edgeinfer.tasks.detections import Detections
 
 # what a detector's spec may say its output is: the decoder reads it; the kind only records the source's word
@@ -62,10 +62,12 @@ def _validator(head: decoders.Head):
     return validate
 
 
-def _draw(frame: np.ndarray, det: Detections) -> np.ndarray:
+def _draw(frame: np.ndarray, det: Detections, avoid: Sequence[Sequence[float]] = ()) -> np.ndarray:
+    """Boxes (or oriented boxes, masks, keypoints) first, then each label on a filled background where it covers
+    no other label nor an ``avoid`` rectangle (:func:`place_labels`), the most confident placed first."""
     thick = max(2, round(frame.shape[1] / 400))
-    for i, name in enumerate(det.class_name):
-        color = PALETTE[int(det.class_id[i]) % len(PALETTE)]
+    colors = [PALETTE[int(c) % len(PALETTE)] for c in det.class_id]
+    for i, color in enumerate(colors):
         if det.xywhr is not None:
             cv2.polylines(frame, [np.round(det.xyxyxyxy[i]).astype(np.int32)], True, color, thick, cv2.LINE_AA)
         else:
@@ -81,8 +83,13 @@ def _draw(frame: np.ndarray, det: Detections) -> np.ndarray:
                 if kp.shape[0] < 3 or kp[2] >= 0.5:
                     cv2.circle(frame, (int(round(float(kp[0]))), int(round(float(kp[1])))), 2 * thick + 1, color, -1,
                                cv2.LINE_AA)
-        x, y = (int(v) for v in det.xyxy[i, :2])
-        draw_text(frame, [f"{name} {det.confidence[i]:.2f}"], origin=(max(x, 0), max(y - 6, 14)), color=color)
+    texts = [f"{name} {det.confidence[i]:.2f}" for i, name in enumerate(det.class_name)]
+    sizes = [label_size(t, frame.shape[1]) for t in texts]
+    order = np.argsort(-np.asarray(det.confidence, np.float64), kind="stable")
+    rects = place_labels(np.asarray(det.xyxy, np.float64).reshape(-1, 4), sizes, frame.shape[:2], avoid=avoid,
+                         order=order)
+    for text, rect, color in zip(texts, rects, colors):
+        put_label(frame, text, rect, color)
     return frame
 
 

@@ -114,7 +114,7 @@ def _finish(spec: Any, outputs: Sequence[np.ndarray], prepared: Any, **_: Any) -
     return [Embedding(v, normalized=l2) for v in vectors(outputs[0], l2=l2)]
 
 
-def _draw(frame: np.ndarray, emb: Embedding) -> np.ndarray:
+def _draw(frame: np.ndarray, emb: Embedding, avoid: Sequence[Sequence[float]] = ()) -> np.ndarray:
     draw_text(frame, [repr(emb)])
     return frame
 

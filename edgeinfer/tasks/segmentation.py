@@ -237,7 +237,7 @@ def _summary(seg: Segmentation) -> str:
     return "; ".join(f"{seg.label(i)} {a / total:.1%}" for i, a in items[:6]) + more
 
 
-def _draw(frame: np.ndarray, seg: Segmentation) -> np.ndarray:
+def _draw(frame: np.ndarray, seg: Segmentation, avoid: Sequence[Sequence[float]] = ()) -> np.ndarray:
     seg.overlay(frame)
     draw_text(frame, [_summary(seg)])
     return frame

@@ -279,10 +279,22 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
 
 def annotate(frame: np.ndarray, pred: Any, *, fps: float, latency_ms: float) -> np.ndarray:
     """A copy of a BGR frame with the result drawn as its task draws it (label and score; boxes, labels and
-    keypoints), and FPS and latency in the bottom-left corner."""
+    keypoints), and FPS and latency on a filled strip in the bottom-left corner that the labels keep off."""
     from edgeinfer import tasks
 
-    out = tasks.for_result(pred).draw(frame.copy(), pred)
-    scale = max(0.5, frame.shape[1] / 1280)
-    tasks.draw_text(out, [f"{fps:.1f} FPS  {latency_ms:.1f} ms"], origin=(10, int(frame.shape[0] - 16 * scale)))
+    out = frame.copy()
+    text = f"{fps:.1f} FPS  {latency_ms:.1f} ms"
+    status = status_rect(text, frame.shape[:2])
+    out = tasks.for_result(pred).draw(out, pred, avoid=[status])
+    tasks.put_label(out, text, status, (0, 0, 0))
     return out
+
+
+def status_rect(text: str, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where :func:`annotate` puts its status line: x1, y1, x2, y2 in the bottom-left corner of the frame."""
+    from edgeinfer import tasks
+
+    h, w = frame_hw
+    tw, th = tasks.label_size(text, w)
+    margin = max(2, w // 160)
+    return margin, max(h - margin - th, 0), min(margin + tw, w), max(h - margin, th)

@@ -5,6 +5,8 @@ The material the detector tests, ``./edge demo detect`` and the benchmarks share
 - :func:`build_dataset` writes an Ultralytics YOLO dataset (``images/``, ``labels/``, ``data.yaml``):
   filled circles, squares and triangles (3 classes, 24-90 px) pasted 1-4 at a time on random crops
   (240-480 px, varied aspect ratios) of the bundled photos (scikit-image and scikit-learn), from a seed.
+- :func:`demo_scene` draws the demo detector's images instead (target ``detect-demo``, :data:`SCENES`): shapes
+  as large as the demo video's, cut by the edges, stretched, among unlabelled saturated objects.
 - :func:`train` trains ``yolo11n`` (detect, pose, obb, segment) or ``yolo26n`` (NMS-free detect) from its yaml
   (random init, nothing downloaded) and caches the weights by a hash of the recipe.
 - :func:`export` runs Ultralytics' own ONNX exporter in the forms a deployment meets (raw static and
@@ -42,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -74,6 +76,38 @@ TARGETS = {
     # Box branch and backbone from the detector; the mask prototypes and coefficients learn from scratch.
     "segment": ("segment", "yolo11n-seg.yaml", "detect", 15),
 }
+
+#: Targets of ``./edge demo detect`` only (the tests do not train them): same fields as TARGETS. The demo
+#: detector starts from the tests' detector and learns the demo video's scenes (:data:`SCENES`).
+DEMO_TARGETS = {
+    "detect-demo": ("detect", "yolo11n.yaml", "detect", 25),
+    # detect-demo, 10 epochs more on its scenes with large flat colour fields added (the demo's retina frame)
+    "detect-demo-2": ("detect", "yolo11n.yaml", "detect-demo", 10),
+}
+
+#: Targets with scenes of their own (part of their recipe, so of the cache key); the others use :func:`scene`.
+#: The demo video (``benchmarks.demo_detect``) pans a 640x400 window across 800x500 frames of the held-out
+#: photos: its shapes are 75-200 px (a fifth to a half of the frame's height), cut by the frame's edges as it
+#: pans, on photos with red and saturated objects (a motorcycle's tank, a red crate, the orange retina) that
+#: are not shapes; a camera may also give any aspect ratio. :func:`demo_scene` draws that:
+#:
+#: - ``photos``: the training photos, with the scikit-image logo (flat orange and green regions, not shapes);
+#: - ``crop``: crop sides in px; ``size``: shape sizes as a share of the crop's shorter side;
+#: - ``shapes``: shapes per image (0: a negative image); ``partial``: share of shapes cut by an edge, each
+#:   keeping at least ``visible`` of its area (the label is the box of the visible part);
+#: - ``stretch``: share of images scaled anisotropically, by an aspect factor up to ``max_stretch``;
+#: - ``recolor``: share of photos whose hues are rotated and saturation raised before the shapes are drawn (the
+#:   photo's objects become red, cyan, green... and stay unlabelled);
+#: - ``distractors``: unlabelled saturated objects per image that are not flat circles, squares or triangles
+#:   (shaded irregular polygons, textured blobs, shaded rounded boxes), sized like the shapes.
+SCENES = {
+    "detect-demo": dict(n_train=500, n_val=80, photos=TRAIN_PHOTOS + ("logo",), crop=(240, 640), size=(0.1, 0.62),
+                        shapes=(0, 4), partial=0.35, visible=0.3, stretch=0.5, max_stretch=2.5, recolor=0.5,
+                        distractors=(0, 3)),
+}
+#: ``flat``: share of photos turned into a flat saturated colour field that keeps a trace of the photo's texture,
+#: whole or inside a large ellipse (what detect-demo called squares on: the retina, a flat orange disc).
+SCENES["detect-demo-2"] = dict(SCENES["detect-demo"], flat=0.2)
 
 #: Export forms: name -> Ultralytics export arguments (imgsz is added by :func:`export`). In Ultralytics
 #: 8.4.190 the exporter decides ``end2end`` from ``nms`` alone: ``nms=False`` keeps a one-to-one head NMS-free
@@ -276,24 +310,193 @@ def label_line(shape: Shape, width: int, height: int, task: str) -> str:
     return " ".join([str(shape.cls)] + [f"{v:.6f}" for v in np.clip(vals, 0.0, 2.0)])
 
 
+def box_line(cls: int, box: Sequence[float], width: int, height: int) -> str:
+    """A detect label line ``class cx cy w h`` (normalised) for a box x1, y1, x2, y2 in pixels."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    vals = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+    return " ".join([str(cls)] + [f"{v:.6f}" for v in vals])
+
+
+def area(shape: Shape) -> float:
+    """The shape's area in px^2."""
+    s = shape.size
+    return {"circle": math.pi * s * s / 4, "square": s * s, "triangle": math.sqrt(3) / 4 * s * s}[shape.name]
+
+
+def mask(shape: Shape, width: int, height: int) -> np.ndarray:
+    """The (height, width) uint8 mask (0/1) of the pixels :func:`draw` fills for ``shape``."""
+    import cv2
+
+    out = np.zeros((height, width), np.uint8)
+    pts = np.round((shape.polygon() - 0.5) * 16).astype(np.int32)
+    cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=4)
+    return out
+
+
+def visible_box(shape: Shape, width: int, height: int) -> tuple[np.ndarray | None, float]:
+    """The box of the pixels ``shape`` covers inside a ``width`` x ``height`` image, as :func:`draw` fills them
+    (None when none), and the share of its area inside."""
+    ys, xs = np.nonzero(mask(shape, width, height))
+    if not len(xs):
+        return None, 0.0
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float), len(xs) / area(shape)
+
+
+def _distractor(rng: np.random.Generator, image: np.ndarray, cx: float, cy: float, size: float,
+                texture: np.ndarray) -> None:
+    """An unlabelled saturated object in place (BGR): a shaded irregular polygon, a textured blob or a shaded
+    rounded box — what a photo's red tank or crate looks like to a shape detector, none of them a flat shape."""
+    import cv2
+
+    h, w = image.shape[:2]
+    kind = int(rng.integers(0, 3))
+    r = size / 2
+    if kind == 2:  # rounded box, its sides 0.4-1.0 of each other
+        bw, bh = r * rng.uniform(0.5, 1.0), r * rng.uniform(0.4, 1.0)
+        rad = min(bw, bh) * rng.uniform(0.2, 0.6)
+        outline = np.zeros((h, w), np.uint8)
+        x1, y1, x2, y2 = (int(round(v)) for v in (cx - bw, cy - bh, cx + bw, cy + bh))
+        ir = int(rad)
+        cv2.rectangle(outline, (x1 + ir, y1), (x2 - ir, y2), 1, -1)
+        cv2.rectangle(outline, (x1, y1 + ir), (x2, y2 - ir), 1, -1)
+        for px, py in ((x1 + ir, y1 + ir), (x2 - ir, y1 + ir), (x1 + ir, y2 - ir), (x2 - ir, y2 - ir)):
+            cv2.circle(outline, (px, py), ir, 1, -1)
+    else:  # irregular polygon: 5-11 vertices at random radii (kind 1 smooths it into a blob)
+        n = int(rng.integers(5, 12))
+        t = np.sort(rng.uniform(0, 2 * math.pi, n))
+        rad = r * rng.uniform(0.45, 1.0, n)
+        pts = np.stack([cx + rad * np.cos(t), cy + rad * np.sin(t)], 1)
+        outline = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(outline, [np.round(pts).astype(np.int32)], 1)
+        if kind == 1:
+            k = max(3, int(size / 6) | 1)
+            outline = (cv2.GaussianBlur(outline.astype(np.float32), (k, k), 0) > 0.5).astype(np.uint8)
+    region = outline.astype(bool)
+    if not region.any():
+        return
+    color = np.asarray(_random_color(rng), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    # shading: a highlight at a random spot falling off to 0.35-0.6 of the colour, as on a glossy curved part
+    hx, hy = cx + rng.uniform(-0.6, 0.6) * r, cy + rng.uniform(-0.6, 0.6) * r
+    dist = np.hypot(xx - hx, yy - hy) / max(r, 1.0)
+    shade = np.clip(1.25 - rng.uniform(0.4, 0.65) * dist, 0.3, 1.25)
+    tex = cv2.resize(texture, (w, h)).astype(np.float32)
+    tex = tex.mean(2, keepdims=True) / max(float(tex.mean()), 1.0) if kind == 1 else 1.0
+    value = np.clip(color * shade[..., None] * (0.6 + 0.4 * tex if kind == 1 else 1.0), 0, 255)
+    image[region] = value[region].astype(np.uint8)
+
+
+def demo_scene(seed: int, index: int, settings: dict, *, split: str = "train",
+               photos: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One image of a target with its own scenes (:data:`SCENES`): (BGR image, [(class, box x1 y1 x2 y2)])."""
+    import cv2
+
+    if photos is None:
+        photos = {n: load_photo(n) for n in settings["photos"]}
+    names = sorted(photos)
+    rng = np.random.default_rng([seed, index, 1000, 0 if split == "train" else 1])
+    photo = photos[names[int(rng.integers(0, len(names)))]]
+    image = _crop(rng, photo, tuple(settings["crop"]))[..., ::-1].copy()  # RGB photo -> BGR frame
+    if rng.random() < settings["recolor"]:  # the photo's objects in other hues, more saturated
+        hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.int32)
+        hsv[..., 0] = (hsv[..., 0] + int(rng.integers(0, 180))) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(1.0, 1.6), 0, 255)
+        image = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+    h, w = image.shape[:2]
+    if "flat" in settings and rng.random() < settings["flat"]:  # a flat colour field with the photo's texture
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        gray = (gray - gray.mean()) / (gray.std() + 1e-6)
+        tone = np.clip(1 + rng.uniform(0.04, 0.2) * gray, 0.5, 1.5)[..., None]
+        field = np.clip(np.asarray(_random_color(rng), np.float32) * tone, 0, 255).astype(np.uint8)
+        if rng.random() < 0.5:  # inside a large ellipse, its edge in view
+            inside = np.zeros((h, w), np.uint8)
+            centre = (int(rng.uniform(0.2, 0.8) * w), int(rng.uniform(0.2, 0.8) * h))
+            axes = (int(rng.uniform(0.5, 1.0) * w), int(rng.uniform(0.5, 1.0) * h))
+            cv2.ellipse(inside, centre, axes, 0, 0, 360, 1, -1)
+            field = np.where(inside[..., None] > 0, field, image)
+        image = field
+    short = min(h, w)
+    lo, hi = settings["size"]
+    placed: list[np.ndarray] = []  # boxes (visible parts) kept apart by 4 px
+
+    def free(b: np.ndarray) -> bool:
+        return all(b[2] + 4 < o[0] or o[2] + 4 < b[0] or b[3] + 4 < o[1] or o[3] + 4 < b[1] for o in placed)
+
+    texture = _crop(rng, photo, (64, 160))
+    for _ in range(int(rng.integers(settings["distractors"][0], settings["distractors"][1] + 1))):
+        for _ in range(30):
+            size = float(rng.uniform(lo, hi)) * short
+            cx, cy = rng.uniform(0.3 * size, w - 0.3 * size), rng.uniform(0.3 * size, h - 0.3 * size)
+            b = np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2])
+            if free(b):
+                _distractor(rng, image, cx, cy, size, texture)
+                placed.append(b)
+                break
+    labels: list[tuple[int, np.ndarray]] = []
+    shapes: list[Shape] = []
+    for _ in range(int(rng.integers(settings["shapes"][0], settings["shapes"][1] + 1))):
+        for _ in range(50):
+            size = float(rng.uniform(lo, hi)) * short
+            cls = int(rng.integers(0, len(CLASSES)))
+            if rng.random() < settings["partial"]:  # the centre anywhere up to a quarter size outside
+                cx, cy = rng.uniform(-0.25 * size, w + 0.25 * size), rng.uniform(-0.25 * size, h + 0.25 * size)
+            else:
+                m = 0.55 * size + 1
+                cx, cy = rng.uniform(m, w - m), rng.uniform(m, h - m)
+            cand = Shape(cls, float(cx), float(cy), size, 0.0, _random_color(rng))
+            box, seen = visible_box(cand, w, h)
+            if box is None or seen < settings["visible"] or not free(box):
+                continue
+            under = image[int(box[1]):int(box[3]), int(box[0]):int(box[2])].reshape(-1, 3).mean(0)
+            for _ in range(50):  # a colour that stands out from what it covers, as on the test frames
+                if np.abs(np.subtract(cand.color, under)).sum() >= 200:
+                    break
+                cand = Shape(cls, cand.cx, cand.cy, size, 0.0, _random_color(rng))
+            shapes.append(cand)
+            placed.append(box)
+            labels.append((cls, box))
+            break
+    image = draw(image, shapes)
+    if rng.random() < settings["stretch"]:  # anisotropic scaling; boxes scale with the image exactly
+        f = math.exp(rng.uniform(-1, 1) * math.log(settings["max_stretch"]))
+        fx, fy = (f, 1.0) if f >= 1 else (1.0, 1 / f)
+        g = min(1.0, 800 / max(w * fx, h * fy))
+        fx, fy = fx * g, fy * g
+        nw, nh = max(1, round(w * fx)), max(1, round(h * fy))
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if g < 1 else cv2.INTER_LINEAR)
+        sx, sy = nw / w, nh / h
+        labels = [(c, b * np.array([sx, sy, sx, sy])) for c, b in labels]
+    return image, labels
+
+
 def build_dataset(root: str | os.PathLike, task: str, *, n_train: int = DEFAULTS["n_train"],
-                  n_val: int = DEFAULTS["n_val"], seed: int = DEFAULTS["seed"]) -> Path:
-    """Path of ``data.yaml`` of a YOLO dataset for ``task`` written under ``root`` (deterministic)."""
+                  n_val: int = DEFAULTS["n_val"], seed: int = DEFAULTS["seed"], scenes: dict | None = None) -> Path:
+    """Path of ``data.yaml`` of a YOLO dataset for ``task`` written under ``root`` (deterministic).
+
+    ``scenes``: the settings of :func:`demo_scene` (detect only; see :data:`SCENES`), else :func:`scene`'s.
+    """
     import cv2
 
     if task not in TASKS:
         raise ValueError(f"task {task!r}; expected one of {', '.join(TASKS)}")
+    if scenes is not None and task != "detect":
+        raise ValueError(f"scenes of their own are for task 'detect', not {task!r}")
     root = Path(root)
-    photos = {n: load_photo(n) for n in TRAIN_PHOTOS}
+    photos = {n: load_photo(n) for n in (scenes["photos"] if scenes else TRAIN_PHOTOS)}
     for split, n in (("train", n_train), ("val", n_val)):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            _, image, shapes = scene(seed, i, task=task, split=split, photos=photos)
-            h, w = image.shape[:2]
+            if scenes is not None:
+                image, labels = demo_scene(seed, i, scenes, split=split, photos=photos)
+                h, w = image.shape[:2]
+                lines = [box_line(c, b, w, h) for c, b in labels]
+            else:
+                _, image, shapes = scene(seed, i, task=task, split=split, photos=photos)
+                h, w = image.shape[:2]
+                lines = [label_line(s, w, h, task) for s in shapes]
             cv2.imwrite(str(root / "images" / split / f"{i:05d}.png"), image)
-            lines = [label_line(s, w, h, task) for s in shapes]
-            (root / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
+            (root / "labels" / split / f"{i:05d}.txt").write_text("".join(x + "\n" for x in lines))
     yaml = [f"path: {root.resolve()}", "train: images/train", "val: images/val",
             "names:"] + [f"  {i}: {n}" for i, n in enumerate(CLASSES)]
     if task == "pose":
@@ -316,13 +519,18 @@ def recipe(target: str, *, epochs: int | None = None, imgsz: int = DEFAULTS["img
     """
     import importlib.metadata
 
-    if target not in TARGETS:
-        raise ValueError(f"target {target!r}; expected one of {', '.join(TARGETS)}")
-    task, yaml, init, default_epochs = TARGETS[target]
+    known = {**TARGETS, **DEMO_TARGETS}
+    if target not in known:
+        raise ValueError(f"target {target!r}; expected one of {', '.join(known)}")
+    task, yaml, init, default_epochs = known[target]
     sizes = dict(imgsz=imgsz, n_train=n_train, n_val=n_val, batch=batch, seed=seed)
-    return dict(target=target, task=task, model=yaml, epochs=epochs or default_epochs, **sizes,
-                init=recipe(init, **sizes) if init else None, train_args=TRAIN_ARGS,
-                ultralytics=importlib.metadata.version("ultralytics"), version=RECIPE_VERSION)
+    rec = dict(target=target, task=task, model=yaml, epochs=epochs or default_epochs, **sizes,
+               init=recipe(init, **sizes) if init else None, train_args=TRAIN_ARGS,
+               ultralytics=importlib.metadata.version("ultralytics"), version=RECIPE_VERSION)
+    if target in SCENES:  # its own scenes and dataset sizes (the target it starts from keeps the defaults)
+        scenes = dict(SCENES[target])
+        rec.update(n_train=scenes.pop("n_train"), n_val=scenes.pop("n_val"), scenes=scenes)
+    return rec
 
 
 def _key(rec: dict) -> str:
@@ -360,8 +568,9 @@ def train(target: str, *, cache_dir: str | os.PathLike | None = None, epochs: in
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"{target}-{key}-", dir=folder) as tmp:
         tmp = Path(tmp)
-        say(f"{target}: building {n_train}+{n_val} images")
-        data = build_dataset(tmp / "data", rec["task"], n_train=n_train, n_val=n_val, seed=seed)
+        say(f"{target}: building {rec['n_train']}+{rec['n_val']} images")
+        data = build_dataset(tmp / "data", rec["task"], n_train=rec["n_train"], n_val=rec["n_val"], seed=seed,
+                             scenes=rec.get("scenes"))
         from ultralytics import YOLO
 
         model = YOLO(rec["model"], task=rec["task"])
@@ -478,17 +687,20 @@ class TestFrame:
 FRAME_SIZES = {"portrait": (360, 540), "landscape": (640, 400), "small": (180, 120), "1080p": (1920, 1080)}
 
 
-def test_frames(task: str = "detect", *, imgsz: int = DEFAULTS["imgsz"], seed: int = 1234) -> dict[str, TestFrame]:
+def test_frames(task: str = "detect", *, imgsz: int = DEFAULTS["imgsz"], seed: int = 1234,
+                sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, TestFrame]:
     """Test frames by name (portrait, landscape, small, 1080p): shapes on held-out photos, deterministic.
 
     Shapes are sized so that, letterboxed to ``imgsz``, they span 30-80 px as in training; rotated for obb.
+    ``sizes``: other frames, name -> (width, height), the k-th on the k-th held-out photo (the demo's video
+    frames); default :data:`FRAME_SIZES`.
     """
     import cv2
 
     if task not in TASKS:
         raise ValueError(f"task {task!r}; expected one of {', '.join(TASKS)}")
     frames = {}
-    for k, (name, (w, h)) in enumerate(FRAME_SIZES.items()):
+    for k, (name, (w, h)) in enumerate((sizes or FRAME_SIZES).items()):
         rng = np.random.default_rng([seed, k, TASKS.index(task)])
         photo = load_photo(HELDOUT_PHOTOS[k % len(HELDOUT_PHOTOS)])
         if photo.ndim == 2:  # the cameraman is grayscale
