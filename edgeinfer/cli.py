@@ -399,7 +399,8 @@ def cmd_camera(args: argparse.Namespace) -> int:
     writer = jsonl = None
     try:
         jsonl = open(args.jsonl, "w") if args.jsonl else None
-        for frame, pred, timing in stream(model, source, max_frames=args.max_frames, stats=stats, top_k=args.top_k):
+        for frame, pred, timing in stream(model, source, max_frames=args.max_frames, stats=stats, top_k=args.top_k,
+                                          conf=args.conf):
             if jsonl is not None:
                 jsonl.write(json.dumps({"frame": timing.index, **pred.to_dict(), "latency_ms": timing.latency_ms}) + "\n")
             if show or args.out:
@@ -710,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the annotated video here (.mp4)")
     p.add_argument("--jsonl", help="write one JSON line per frame here")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--conf", type=float, default=None,
+                   help="a detector's confidence threshold (default: the spec's; Ultralytics' 0.25)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="cpu")
     _imgsz_arg(p)

@@ -196,13 +196,14 @@ class _Capture(threading.Thread):
 
 
 def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int | None = None, top_k: int = 5,
-           retries: int = 5, backoff: float = 0.5, stats: StreamStats | None = None,
+           conf: float | None = None, retries: int = 5, backoff: float = 0.5, stats: StreamStats | None = None,
            opener: Callable[[Any], Any] = _open) -> Iterator[tuple[np.ndarray, Any, Timing]]:
     """Yield ``(frame, result, timing)`` for each frame of ``source`` (camera index, file or URL); the
     result is the model's task's (:class:`~edgeinfer.tasks.classification.Prediction`, or
     :class:`~edgeinfer.tasks.detections.Detections` in the frame's own pixels).
 
-    Pass a :class:`StreamStats` to read FPS, per-stage latency, dropped frames and reconnections,
+    ``conf`` overrides a detector's confidence threshold (the spec's, else the tool's default 0.25), as
+    ``predict(conf=...)``. Pass a :class:`StreamStats` to read FPS, per-stage latency, dropped frames and reconnections,
     during and after the loop. Raises :class:`SourceError` when the source never delivers a frame.
     """
     stats = stats if stats is not None else StreamStats()
@@ -261,7 +262,7 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
             outputs = model.infer(prepared_frame)
             t2 = time.perf_counter()
             # the task's own decoding: top-k for a classifier, boxes back in this frame for a detector
-            pred = model.finish(prepared_frame, outputs, top_k=top_k)[0]
+            pred = model.finish(prepared_frame, outputs, top_k=top_k, conf=conf)[0]
             t3 = time.perf_counter()
             timing = Timing(index, capture_ms, pre_ms, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t3 - captured) * 1e3)
             stats.frames += 1
