@@ -41,7 +41,8 @@ def max_pixels() -> int:
 def check_size(data: bytes | bytearray | memoryview, *, source: str = "bytes") -> tuple[str, int, int]:
     """``(format, width, height)`` from the header, refusing an image over :func:`max_pixels` or
     :data:`~edgeinfer.pipeline.ops.MAX_SIDE` before anything is decoded."""
-    fmt, w, h = image_header(bytes(data) if isinstance(data, memoryview) else data, source=source)
+    raw = data if isinstance(data, (bytes, bytearray)) else memoryview(data).tobytes()  # a memoryview, an array
+    fmt, w, h = image_header(raw, source=source)
     cap = max_pixels()
     if w * h > cap or max(w, h) > MAX_SIDE:
         raise ImageError(f"{source}: expected an image of at most {cap:,} pixels with sides up to {MAX_SIDE}, found "

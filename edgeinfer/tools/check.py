@@ -491,7 +491,9 @@ def _run_size(model: Any, findings: list[Finding]) -> None:
     runs = list(boxes[0].params["size"])
     if runs != [h, w]:
         findings.append(Finding(
-            "imgsz_differs", "warning", f"this dynamic model was exported at {h}x{w} and runs letterboxed to "
+            # info, not a warning: the file runs exactly as Ultralytics' predictor runs it by default (640); whether
+            # the size it was exported at is the one it was trained and validated at, only the user knows
+            "imgsz_differs", "info", f"this dynamic model was exported at {h}x{w} and runs letterboxed to "
             f"{runs[0]}x{runs[1]}: objects reach it {runs[0] / h:.2g} times the size it was exported for.",
             f"If it was trained at {h}, run it there: edgeinfer.load(path, imgsz={h}) or --imgsz {h} (Ultralytics: "
             f"predict(imgsz={h})); keep {runs[0]} only if that is what you validated.",
