@@ -94,7 +94,8 @@ def _bmp_size(b: bytes) -> tuple[int, int] | None:
 
 _SIGNATURES: tuple[tuple[str, Callable[[bytes], bool], Callable[[bytes], "tuple[int, int] | None"]], ...] = (
     ("JPEG", lambda b: b[:3] == b"\xff\xd8\xff", _jpeg_size),
-    ("PNG", lambda b: b[:8] == b"\x89PNG\r\n\x1a\n" and b[12:16] == b"IHDR", lambda b: (_u32(b, 16), _u32(b, 20))),
+    ("PNG", lambda b: b[:8] == b"\x89PNG\r\n\x1a\n",
+     lambda b: (_u32(b, 16), _u32(b, 20)) if b[12:16] == b"IHDR" else None),  # IHDR comes first, or it is damaged
     ("GIF", lambda b: b[:6] in (b"GIF87a", b"GIF89a"), lambda b: (_u16(b, 6, "<"), _u16(b, 8, "<"))),
     ("BMP", lambda b: b[:2] == b"BM", _bmp_size),
     ("WebP", lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP", _webp_size),
