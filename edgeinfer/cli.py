@@ -540,6 +540,28 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from converters.engines import EngineRefused, convert  # the workstation side: the engines' converters
+
+    try:
+        report = convert(args.model, engine=args.engine, images=args.images, threads=args.threads,
+                         weights=args.weights)
+    except EngineRefused as exc:
+        if args.json:
+            _print_json(exc.report.to_dict())
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    p = report.parity
+    figures = ", ".join(f"{k} {v:.3g}" for k, v in p.items() if isinstance(v, float))
+    print(f"{report.folder}: {report.engine} {report.engine_version} ({', '.join(report.files)}), spec "
+          f"{report.spec_sha256[:12]}; equal to ONNX Runtime within the gate on {report.images} image(s): {figures}")
+    print(f"use it: edgeinfer.load({report.source!r}, engine={report.engine!r})")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from converters.tune import tune
 
@@ -637,6 +659,12 @@ def _source_args(p: argparse.ArgumentParser, flag: str) -> None:
                    help="default: measured on the model (a graph ending in softmax gives probabilities)")
     g.add_argument("--hf-backend", choices=("pil", "torchvision"),
                    help="the resize a Hugging Face processor ran, when its class name does not say")
+
+
+def _engine_names() -> tuple[str, ...]:
+    from edgeinfer import engines
+
+    return engines.names()
 
 
 def _engine_arg(p: argparse.ArgumentParser, *, legacy: tuple[str, ...] = ()) -> None:
@@ -781,6 +809,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="write the variant even below the gate")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("convert", help="write another engine's files for the model beside it (OpenVINO IR), "
+                       "kept only when equal to ONNX Runtime within the task's gate")
+    p.add_argument("model", help="the .onnx with its spec")
+    p.add_argument("--engine", required=True, choices=tuple(n for n in _engine_names() if n != "onnxruntime"))
+    p.add_argument("--images", help="a folder of images to measure parity on (beside the spec's self-test image)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--weights", choices=("f32", "f16"), default="f32",
+                   help="f16: the engine's half-size weights (OpenVINO's default), kept only within the gate")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("tune", help="measure precision x provider x threads here and write the fastest faithful profile")
     p.add_argument("model")

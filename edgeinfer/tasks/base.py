@@ -53,6 +53,9 @@ class Task:
     # the parity gate a converted model must pass against its reference (export, precision variants, engines):
     # (reference samples, candidate samples, tolerances) -> Verdict (edgeinfer.tasks.gates)
     gate: Callable[..., Any] | None = None
+    # what the gate compares for one image of a deployed model: (spec, the task's raw outputs of that image with the
+    # batch axis kept, its result) -> the gate's fields (engines and variants judged against ONNX Runtime)
+    sample: Callable[[Any, Sequence[np.ndarray], Any], dict[str, Any]] | None = None
     # per-class probabilities of a batch's raw output, for plots and parity (classifiers only)
     scores: Callable[[Any, np.ndarray], np.ndarray] | None = None
     # how sure the model is of each image of a batch, from its raw outputs: (spec, outputs) -> (N,) floats, larger

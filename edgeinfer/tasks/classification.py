@@ -186,4 +186,5 @@ TASK = Task(
     "classification", Prediction, _finish, _draw, _rows, ("index", "label", "score", "top_k"), _summary, KINDS,
     kind_of=lambda raw: "probabilities" if looks_like_probabilities(raw) else "logits",
     selftest=lambda raw: class_scores(raw)[0], tta=merge_views, checks=_checks, gate=gates.classification,
+    sample=lambda spec, outputs, result: {"probabilities": result.scores},
     scores=lambda spec, raw: to_probabilities(class_scores(raw), spec.output.kind), confidence=_confidence)

@@ -158,7 +158,9 @@ BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 def _entry(name: str, head: decoders.Head, columns: tuple[str, ...], **extra: Any) -> Task:
     return Task(name, Detections, _finisher(head), _draw, Detections.rows, BOX_COLUMNS + columns, _summary, KINDS,
                 outputs=lambda spec: list(spec.postprocess.outputs), detector=True, validate=_validator(head),
-                checks=_checks, gate=gates.detection, confidence=_confidence(head), **extra)
+                checks=_checks, gate=gates.detection, confidence=_confidence(head),
+                sample=lambda spec, outputs, result: {"outputs": list(outputs), "xyxy": result.xyxy,
+                                                      "class_id": result.class_id}, **extra)
 
 
 TASKS = (
