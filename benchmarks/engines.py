@@ -1,0 +1,151 @@
+"""Engines side by side: ONNX Runtime's CPU EP vs OpenVINO (its own API, reading the same .onnx), BGR frames end to end.
+
+Models: torchvision ResNet-18, MobileNetV2 and MobileNetV3-Small (random weights: speed does not depend on them;
+exported by converters.export with the ImageNet transform), the shapes YOLO11n detector trained here (Ultralytics'
+own ONNX export, 640x640) and the LR-ASPP segmenter trained here. One decoded 1920x1080 BGR frame per model; each
+call is edgeinfer's whole frame: preprocess, the engine's run, decode (NMS and boxes in the frame for the
+detector, the class map at the frame's size for the segmenter).
+
+Contenders per model: each engine at 1 and at 2 threads, all loaded at once. Each round runs every contender once
+in a shuffled order, so machine noise hits all alike; figures are medians over rounds, ratios the median of the
+per-round ratios. ONNX Runtime runs without thread spinning (a spinning pool would burn the cores the next
+contender needs). Each model's outputs are compared with the task's gate (edgeinfer.tasks.gates) first.
+Writes engines.json.
+
+    .venv/bin/python benchmarks/engines.py [--rounds 15] [--models resnet18,detector]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+NO_SPIN = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+MODELS = ("mobilenet_v3_small", "mobilenet_v2", "resnet18", "detector", "segmenter")
+ENGINES = ("onnxruntime", "openvino")
+THREADS = (1, 2)
+
+
+def _frame() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(cv2.resize(data.astronaut(), (1920, 1080), interpolation=cv2.INTER_CUBIC)[..., ::-1])
+
+
+def _model_file(name: str, tmp: Path) -> tuple[Path, np.ndarray]:
+    """(ONNX path, the 1080p BGR frame it is timed on)."""
+    if name == "detector":
+        from tests.material import shapes
+
+        path = shapes.export(shapes.train("detect"), tmp / "det", variants=["raw"])["raw"]
+        frame = next(iter(shapes.test_frames("detect").values())).image
+        return path, np.ascontiguousarray(cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_AREA))
+    import converters
+
+    if name == "segmenter":
+        from tests.material import semseg
+
+        path = tmp / "lraspp.onnx"
+        converters.export_segmenter(semseg.train(progress=False), path, transform=semseg.transform(),
+                                    labels=semseg.LABELS)
+        return path, _frame()
+    import torchvision
+
+    from converters.zoo import imagenet_eval_transform
+
+    path = tmp / f"{name}.onnx"
+    converters.export(torchvision.models.get_model(name, weights=None).eval(), path,
+                      transform=imagenet_eval_transform())
+    return path, _frame()
+
+
+def _call(model, frame: np.ndarray):
+    return model.results([frame])
+
+
+def measure(name: str, rounds: int, tmp: Path) -> dict:
+    import edgeinfer
+    from converters.engines import samples
+
+    path, frame = _model_file(name, tmp)
+    contenders = {}
+    for engine in ENGINES:
+        for t in THREADS:
+            contenders[f"{engine}/{t}"] = edgeinfer.load(path, engine=engine, threads=t,
+                                                         session_config=NO_SPIN if engine == "onnxruntime" else None)
+    ref, cand = contenders["onnxruntime/2"], contenders["openvino/2"]
+    verdict = ref.task.gate(samples(ref, [frame]), samples(cand, [frame]))
+    for m in contenders.values():  # warm-up: first calls allocate and compile
+        for _ in range(3):
+            _call(m, frame)
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    order = list(contenders)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for key in order:
+            t0 = time.perf_counter()
+            _call(contenders[key], frame)
+            times[key].append((time.perf_counter() - t0) * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = {t: statistics.median(a / b for a, b in zip(times[f"onnxruntime/{t}"], times[f"openvino/{t}"]))
+             for t in THREADS}
+    return {"model": name, "task": ref.spec.task, "input": list(ref.spec.input.shape),
+            "median_ms": med, "p90_ms": {k: float(np.percentile(v, 90)) for k, v in times.items()},
+            "ort_over_openvino": {str(t): r for t, r in ratio.items()},
+            "gate": {"passed": bool(verdict.passed), **verdict.figures}}
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--out", default=str(Path(__file__).with_name("engines.json")))
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    import onnxruntime as ort
+    import openvino as ov
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for name in args.models.split(","):
+            row = measure(name, args.rounds, Path(d))
+            rows.append(row)
+            m = row["median_ms"]
+            print(f"{name:20s} " + "  ".join(f"{k} {v:7.2f} ms" for k, v in m.items())
+                  + f"  ORT/OV 1t {row['ort_over_openvino']['1']:.2f}x 2t {row['ort_over_openvino']['2']:.2f}x"
+                  + f"  gate {'passed' if row['gate']['passed'] else 'FAILED'}", flush=True)
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu(), "cpus": os.cpu_count(),
+           "load_average_at_end": os.getloadavg(), "onnxruntime": ort.__version__,
+           "openvino": ov.get_version().split("-")[0], "rounds": args.rounds,
+           "frame": "1920x1080 BGR, decoded once; each call: preprocess, run, decode", "rows": rows}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
