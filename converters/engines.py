@@ -8,6 +8,9 @@ gate is not written: the files are made in a staging folder and moved into place
 
 How each engine's files are made, and what that costs on the workstation:
 
+- ``ncnn``: pnnx (``pip install pnnx``: its own converter binary, about 30 MB, no torch needed for an ONNX
+  input) turns the ONNX file into ncnn's ``param``/``bin`` pair, traced at the first image's input size (and a
+  second size, so a dynamic-size graph stays dynamic). The device needs only ``pip install ncnn``.
 - ``openvino``: OpenVINO's own converter (``openvino.convert_model``) reads the ONNX file; weights stay float32
   (``compress_to_fp16=False``; ``weights="f16"`` asks for OpenVINO's own default, half the file, and is kept only
   when it passes the gate). ``pip install openvino``, a wheel
@@ -29,7 +32,8 @@ import numpy as np
 
 from edgeinfer import engines
 from edgeinfer.engines import base
-from edgeinfer.errors import EdgeInferError, ImageError
+from edgeinfer.errors import DependencyError, EdgeInferError, ImageError
+from edgeinfer.pipeline import contract
 from edgeinfer.pipeline.images import decode, image_files
 
 
@@ -39,6 +43,10 @@ class EngineRefused(EdgeInferError):
     def __init__(self, message: str, report: "ConvertReport") -> None:
         super().__init__(message)
         self.report = report  # the figures it was refused on
+
+
+class EngineUnsupported(EdgeInferError):
+    """The engine's converter cannot express this graph in a form the engine runs; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -60,16 +68,55 @@ class ConvertReport:
         return {**self.__dict__, "files": list(self.files), "parity": dict(self.parity)}
 
 
-def _openvino(src: Path, folder: Path, weights: str) -> list[str]:
+def _openvino(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> list[str]:
     import openvino as ov
 
     ov.save_model(ov.convert_model(str(src)), str(folder / "model.xml"), compress_to_fp16=weights == "f16")
     return ["model.xml", "model.bin"]
 
 
+def _ncnn(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> list[str]:
+    import subprocess
+
+    try:
+        import pnnx
+    except ImportError as exc:
+        raise DependencyError(f"convert --engine ncnn needs pnnx on the workstation: pip install pnnx ({exc}).") from exc
+    if len(example) != 1 or next(iter(example.values())).dtype != np.float32:
+        raise EdgeInferError(f"{src.name}: the ncnn adapter runs graphs with one float32 image input; this one takes "
+                             f"{[(k, str(v.dtype)) for k, v in example.items()]}. Run it on onnxruntime or openvino.")
+    shape = list(next(iter(example.values())).shape)
+    second = shape[:2] + [d + 32 for d in shape[2:]]  # a second size keeps a dynamic-size graph's shapes symbolic
+    from edgeinfer.engines.ncnn import BIN, PARAM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / src.name).symlink_to(src.resolve())  # pnnx writes its intermediate files beside its input
+        args = [pnnx.EXEC_PATH, str(t / src.name), f"inputshape={shape}f32".replace(" ", ""), f"fp16={int(weights == 'f16')}",
+                f"ncnnparam={folder / PARAM}", f"ncnnbin={folder / BIN}", f"ncnnpy={t / 'ncnn.py'}",
+                f"pnnxparam={t / 'p.param'}", f"pnnxbin={t / 'p.bin'}", f"pnnxpy={t / 'p.py'}",
+                f"pnnxonnx={t / 'p.onnx'}"]
+        if dynamic:
+            args.insert(3, f"inputshape2={second}f32".replace(" ", ""))
+        done = subprocess.run(args, capture_output=True, text=True, cwd=t)
+    if done.returncode != 0 or not (folder / PARAM).is_file():
+        raise EngineUnsupported(f"{src.name}: pnnx failed to make ncnn files (exit {done.returncode}): "
+                                f"{(done.stderr or done.stdout)[-800:]}; nothing written.")
+    # pnnx leaves the operators it could not lower as pnnx.* layers, which ncnn cannot load (pnnx.Expression:
+    # a shape computed at run time, e.g. a resize to the input's own size)
+    left = sorted({line.split()[0] for line in (folder / PARAM).read_text().splitlines()[2:]
+                   if line.split() and line.split()[0].startswith("pnnx.")})
+    if left:
+        raise EngineUnsupported(f"{src.name}: pnnx left operators ncnn does not run ({', '.join(left)}); nothing "
+                                "written. This graph runs on onnxruntime or openvino.")
+    return [PARAM, BIN]
+
+
 # engine -> writes its files for the .onnx into a folder (weights "f32", or "f16" where the engine stores them
-# so), returns their names (the adapter's loader reads them)
-WRITERS: dict[str, Callable[[Path, Path, str], list[str]]] = {"openvino": _openvino}
+# so; ``example``: one image's feed as the graph takes it; ``dynamic``: the graph's input size follows the image),
+# returns their names (the adapter's loader reads them)
+WRITERS: dict[str, Callable[[Path, Path, str, Mapping[str, np.ndarray], bool], list[str]]] = {
+    "openvino": _openvino, "ncnn": _ncnn}
 WEIGHTS = ("f32", "f16")
 
 
@@ -131,7 +178,9 @@ def convert(model_path: str | os.PathLike, *, engine: str, images: Any = None,
         (stage / src.name).symlink_to(src.resolve())
         folder = base.artifact_dir(stage / src.name, engine)
         folder.mkdir()
-        files = WRITERS[engine](src, folder, weights)
+        prepared = reference.prepare([frames[0]])
+        example = contract.feeds(reference.spec.input, prepared.batch, prepared.sizes, str(src))
+        files = WRITERS[engine](src, folder, weights, example, reference.spec.input.dynamic_size)
         spec_sha = base.spec_hash(reference.spec)
         record = {"schema": "edgeinfer.engine/1", "engine": engine, "engine_version": "", "source": src.name,
                   "spec_sha256": spec_sha, "weights": weights, "files": files, "inputs": base.ports(reference.session.get_inputs()),

@@ -1,7 +1,7 @@
-"""Engines beside ONNX Runtime (edgeinfer.engines): OpenVINO runs the graph of real models trained here -- a photo
-classifier, the shapes detector, the LR-ASPP segmenter, an embedder -- with edgeinfer's own preprocessing and
-decoders, equal to ONNX Runtime within each task's gate; the IR ``convert`` writes is bound to the spec, and
-refused (or never written) when it should be.
+"""Engines beside ONNX Runtime (edgeinfer.engines): OpenVINO and ncnn run the graph of real models trained here -- a
+photo classifier, the shapes detector, the LR-ASPP segmenter, an embedder -- with edgeinfer's own preprocessing and
+decoders, equal to ONNX Runtime within each task's gate; the files ``convert`` writes are bound to the spec, and
+refused (or never written) when they should be.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 import edgeinfer
 from conftest import edit_spec
-from converters.engines import EngineRefused, convert, samples
+from converters.engines import EngineRefused, EngineUnsupported, convert, samples
 from edgeinfer.engines import base
 from test_embeddings import embedder  # noqa: F401  (fixture)
 from test_semantic_segmentation import _photo_frames, lraspp  # noqa: F401  (fixture)
@@ -27,14 +27,23 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
-def _same_within_gate(path, frames, **load):
-    """ONNX Runtime and OpenVINO (reading the .onnx) on the same frames, judged by the task's gate."""
+ENGINES = ("openvino", "ncnn")
+
+
+def _same_within_gate(path, frames, engine="openvino", tmp=None, **load):
+    """ONNX Runtime and ``engine`` on the same frames, judged by the task's gate. OpenVINO reads the .onnx; ncnn runs
+    only its own files, which convert makes first (in ``tmp``, beside a copy of the model)."""
+    if engine == "ncnn":
+        src = tmp / Path(path).name
+        shutil.copy(path, src)
+        assert convert(src, engine="ncnn", images=frames[:2]).written
+        path = src
     ref = edgeinfer.load(path)
-    ov = edgeinfer.load(path, engine="openvino", **load)
-    assert (ov.engine, ref.engine) == ("openvino", "onnxruntime") and ov.providers == ("openvino:CPU",)
-    verdict = ref.task.gate(samples(ref, frames), samples(ov, frames))
+    other = edgeinfer.load(path, engine=engine, **load)
+    assert (other.engine, ref.engine) == (engine, "onnxruntime") and other.providers[0].startswith(engine)
+    verdict = ref.task.gate(samples(ref, frames), samples(other, frames))
     assert verdict.passed, verdict.figures
-    return ref, ov, verdict
+    return ref, other, verdict
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +78,25 @@ def test_openvino_classifiers_equal_onnxruntime_and_convert_writes_a_bound_ir(ex
             assert a.top_k[0][0] == b.top_k[0][0] and np.abs(a.scores - b.scores).max() <= 1e-3
 
 
+def test_ncnn_classifiers_equal_onnxruntime(exported, photos, tmp_path):
+    frames = [np.ascontiguousarray(p[..., ::-1]) for p in photos.values()]
+    for arch in ("resnet18", "mobilenet_v3_small"):
+        _, ncnn, verdict = _same_within_gate(exported[arch][1], frames, "ncnn", tmp_path, threads=2)
+        assert verdict.figures["top1_agreement"] == 1.0 and ncnn.self_test().passed
+
+
 @pytest.mark.slow
-def test_openvino_detector_boxes_equal_onnxruntime_within_half_a_pixel(detector, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_detector_boxes_equal_onnxruntime_within_half_a_pixel(detector, engine, tmp_path):
     path, frames = detector
-    ref, ov, verdict = _same_within_gate(path, frames)
+    ref, other, verdict = _same_within_gate(path, frames, engine, tmp_path)
     assert sum(verdict.figures["detections"]) > 0 and verdict.figures["box_max_abs_diff"] <= 0.5
+
+
+@pytest.mark.slow
+def test_openvino_detector_ir_gives_the_same_boxes(detector, tmp_path):
+    path, frames = detector
+    ref = edgeinfer.load(path)
     src = tmp_path / path.name
     shutil.copy(path, src)
     report = convert(src, engine="openvino", images=frames)  # no self-test in an Ultralytics file: the frames
@@ -86,18 +109,29 @@ def test_openvino_detector_boxes_equal_onnxruntime_within_half_a_pixel(detector,
 
 
 @pytest.mark.slow
-def test_openvino_segmenter_class_maps_equal_onnxruntime(lraspp):  # noqa: F811
+def test_openvino_segmenter_class_maps_equal_onnxruntime(lraspp, tmp_path):  # noqa: F811
     _, path, _, frames, scenes = lraspp
     images = list(frames.values()) + [np.ascontiguousarray(s[..., ::-1]) for s in scenes]
-    _, _, verdict = _same_within_gate(path, images)
+    _, _, verdict = _same_within_gate(path, images, "openvino", tmp_path)
     assert verdict.figures["min_pixel_agreement"] >= 0.999
 
 
-def test_openvino_embedder_vectors_equal_onnxruntime(embedder, photos):  # noqa: F811
+def test_ncnn_refuses_the_dynamic_size_segmenter_and_writes_nothing(lraspp, tmp_path):  # noqa: F811
+    # LR-ASPP resizes its logits to the input's own size: pnnx keeps that as a pnnx.Expression ncnn cannot run
+    src = tmp_path / "lraspp.onnx"
+    shutil.copy(lraspp[1], src)
+    with pytest.raises(EngineUnsupported, match="pnnx.Expression.*nothing written"):
+        convert(src, engine="ncnn")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lraspp.onnx"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_embedder_vectors_equal_onnxruntime(embedder, photos, engine, tmp_path):  # noqa: F811
     _, path, _ = embedder
-    _, ov, verdict = _same_within_gate(path, [np.ascontiguousarray(p[..., ::-1]) for p in photos.values()])
+    _, other, verdict = _same_within_gate(path, [np.ascontiguousarray(p[..., ::-1]) for p in photos.values()],
+                                          engine, tmp_path)
     assert verdict.figures["min_cosine"] >= 0.9999
-    assert ov.self_test().passed
+    assert other.self_test().passed
 
 
 def test_an_ir_made_for_another_spec_is_refused(exported, tmp_path):
@@ -127,14 +161,20 @@ def test_a_candidate_outside_the_gate_writes_nothing(exported, photo_files, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no artifact, no staging folder left
 
 
-def test_a_missing_engine_package_says_the_pip_command(exported):
-    code = ("import sys; sys.modules['openvino'] = None\n"  # as on a device without the extra
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_missing_engine_package_says_the_pip_command(exported, engine):
+    code = (f"import sys; sys.modules[{engine!r}] = None\n"  # as on a device without the extra
             "import edgeinfer\n"
-            "try:\n    edgeinfer.load(sys.argv[1], engine='openvino')\n"
+            "try:\n    edgeinfer.load(sys.argv[1], engine=sys.argv[2])\n"
             "except edgeinfer.DependencyError as exc:\n    print(exc)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(exported["resnet18"][1])], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code, str(exported["resnet18"][1]), engine], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
-    assert "pip install 'edgeinfer[openvino]'" in done.stdout, done.stderr[-2000:]
+    assert f"pip install 'edgeinfer[{engine}]'" in done.stdout, done.stderr[-2000:]
+
+
+def test_ncnn_without_its_files_says_how_to_make_them(exported):
+    with pytest.raises(edgeinfer.ModelError, match="edgeinfer convert .* --engine ncnn"):
+        edgeinfer.load(exported["resnet18"][1], engine="ncnn")
 
 
 def test_import_edgeinfer_loads_no_engine_package():

@@ -34,6 +34,7 @@ class Engine:
 ENGINES: dict[str, Engine] = {
     "onnxruntime": Engine("edgeinfer.engines.onnxruntime", "onnxruntime", "pip install onnxruntime"),
     "openvino": Engine("edgeinfer.engines.openvino", "openvino", "pip install 'edgeinfer[openvino]'"),
+    "ncnn": Engine("edgeinfer.engines.ncnn", "ncnn", "pip install 'edgeinfer[ncnn]'"),
 }
 DEFAULT = "onnxruntime"
 
