@@ -1,4 +1,5 @@
-"""Engines side by side: ONNX Runtime's CPU EP vs OpenVINO (its own API, reading the same .onnx), BGR frames end to end.
+"""Engines side by side: ONNX Runtime's CPU EP, OpenVINO (its own API, reading the same .onnx) and ncnn (pnnx's files
+from the same .onnx), BGR frames end to end.
 
 Models: torchvision ResNet-18, MobileNetV2 and MobileNetV3-Small (random weights: speed does not depend on them;
 exported by converters.export with the ImageNet transform), the shapes YOLO11n detector trained here (Ultralytics'
@@ -6,7 +7,8 @@ own ONNX export, 640x640) and the LR-ASPP segmenter trained here. One decoded 19
 call is edgeinfer's whole frame: preprocess, the engine's run, decode (NMS and boxes in the frame for the
 detector, the class map at the frame's size for the segmenter).
 
-Contenders per model: each engine at 1 and at 2 threads, all loaded at once. Each round runs every contender once
+Contenders per model: each engine at 1 and at 2 threads, all loaded at once (ncnn where convert makes its files:
+not for the segmenter, whose run-time resize pnnx cannot lower). Each round runs every contender once
 in a shuffled order, so machine noise hits all alike; figures are medians over rounds, ratios the median of the
 per-round ratios. ONNX Runtime runs without thread spinning (a spinning pool would burn the cores the next
 contender needs). Each model's outputs are compared with the task's gate (edgeinfer.tasks.gates) first.
@@ -38,7 +40,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 NO_SPIN = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
 MODELS = ("mobilenet_v3_small", "mobilenet_v2", "resnet18", "detector", "segmenter")
-ENGINES = ("onnxruntime", "openvino")
+ENGINES = ("onnxruntime", "openvino", "ncnn")
 THREADS = (1, 2)
 
 
@@ -81,16 +83,25 @@ def _call(model, frame: np.ndarray):
 
 def measure(name: str, rounds: int, tmp: Path) -> dict:
     import edgeinfer
-    from converters.engines import samples
+    from converters.engines import EngineUnsupported, convert, samples
 
     path, frame = _model_file(name, tmp)
+    engines, notes = list(ENGINES), []
+    try:
+        convert(path, engine="ncnn", images=[frame])
+    except EngineUnsupported as exc:
+        engines.remove("ncnn")
+        notes.append(f"ncnn: {exc}")
     contenders = {}
-    for engine in ENGINES:
+    for engine in engines:
         for t in THREADS:
             contenders[f"{engine}/{t}"] = edgeinfer.load(path, engine=engine, threads=t,
                                                          session_config=NO_SPIN if engine == "onnxruntime" else None)
-    ref, cand = contenders["onnxruntime/2"], contenders["openvino/2"]
-    verdict = ref.task.gate(samples(ref, [frame]), samples(cand, [frame]))
+    ref = contenders["onnxruntime/2"]
+    gates = {}
+    for engine in engines[1:]:
+        v = ref.task.gate(samples(ref, [frame]), samples(contenders[f"{engine}/2"], [frame]))
+        gates[engine] = {"passed": bool(v.passed), **v.figures}
     for m in contenders.values():  # warm-up: first calls allocate and compile
         for _ in range(3):
             _call(m, frame)
@@ -103,12 +114,12 @@ def measure(name: str, rounds: int, tmp: Path) -> dict:
             _call(contenders[key], frame)
             times[key].append((time.perf_counter() - t0) * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = {t: statistics.median(a / b for a, b in zip(times[f"onnxruntime/{t}"], times[f"openvino/{t}"]))
-             for t in THREADS}
+    # ONNX Runtime's time over each engine's, within each round (> 1: the engine is faster)
+    speedup = {f"{e}/{t}": statistics.median(a / b for a, b in zip(times[f"onnxruntime/{t}"], times[f"{e}/{t}"]))
+               for e in engines[1:] for t in THREADS}
     return {"model": name, "task": ref.spec.task, "input": list(ref.spec.input.shape),
             "median_ms": med, "p90_ms": {k: float(np.percentile(v, 90)) for k, v in times.items()},
-            "ort_over_openvino": {str(t): r for t, r in ratio.items()},
-            "gate": {"passed": bool(verdict.passed), **verdict.figures}}
+            "ort_over_engine": speedup, "gates": gates, "notes": notes}
 
 
 def _cpu() -> str:
@@ -128,6 +139,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_name("engines.json")))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    import ncnn
     import onnxruntime as ort
     import openvino as ov
 
@@ -138,11 +150,12 @@ def main() -> None:
             rows.append(row)
             m = row["median_ms"]
             print(f"{name:20s} " + "  ".join(f"{k} {v:7.2f} ms" for k, v in m.items())
-                  + f"  ORT/OV 1t {row['ort_over_openvino']['1']:.2f}x 2t {row['ort_over_openvino']['2']:.2f}x"
-                  + f"  gate {'passed' if row['gate']['passed'] else 'FAILED'}", flush=True)
+                  + "  ORT/engine " + " ".join(f"{k} {v:.2f}x" for k, v in row["ort_over_engine"].items())
+                  + "  gates " + " ".join(f"{k} {'passed' if g['passed'] else 'FAILED'}" for k, g in row["gates"].items()),
+                  flush=True)
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu(), "cpus": os.cpu_count(),
            "load_average_at_end": os.getloadavg(), "onnxruntime": ort.__version__,
-           "openvino": ov.get_version().split("-")[0], "rounds": args.rounds,
+           "openvino": ov.get_version().split("-")[0], "ncnn": ncnn.__version__, "rounds": args.rounds,
            "frame": "1920x1080 BGR, decoded once; each call: preprocess, run, decode", "rows": rows}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 
