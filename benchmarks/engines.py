@@ -3,15 +3,15 @@ from the same .onnx), BGR frames end to end.
 
 Models: torchvision ResNet-18, MobileNetV2 and MobileNetV3-Small (random weights: speed does not depend on them;
 exported by converters.export with the ImageNet transform), the shapes YOLO11n detector trained here (Ultralytics'
-own ONNX export, 640x640) and the LR-ASPP segmenter trained here. One decoded 1920x1080 BGR frame per model; each
+own ONNX export at 640x640) and the LR-ASPP segmenter trained here. One decoded 1920x1080 BGR frame per model; each
 call is edgeinfer's whole frame: preprocess, the engine's run, decode (NMS and boxes in the frame for the
 detector, the class map at the frame's size for the segmenter).
 
 Contenders per model: each engine at 1 and at 2 threads, all loaded at once (ncnn where convert makes its files:
 not for the segmenter, whose run-time resize pnnx cannot lower). Each round runs every contender once
 in a shuffled order, so machine noise hits all alike; figures are medians over rounds, ratios the median of the
-per-round ratios. ONNX Runtime runs without thread spinning (a spinning pool would burn the cores the next
-contender needs). Each model's outputs are compared with the task's gate (edgeinfer.tasks.gates) first.
+per-round ratios. ONNX Runtime and ncnn run without thread spinning (a pool spinning after its run would burn the
+cores the next contender needs). Each model's outputs are compared with the task's gate (edgeinfer.tasks.gates) first.
 Writes engines.json.
 
     .venv/bin/python benchmarks/engines.py [--rounds 15] [--models resnet18,detector]
@@ -37,8 +37,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# the trained detector and segmenter committed with the tests (training them again takes long on a CPU)
+os.environ.setdefault("EDGEINFER_CACHE", str(ROOT / "tests" / "data" / "detectors"))
 
-NO_SPIN = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+NO_SPIN = {"onnxruntime": {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"},
+           "openvino": None, "ncnn": {"openmp_blocktime": "0"}}
 MODELS = ("mobilenet_v3_small", "mobilenet_v2", "resnet18", "detector", "segmenter")
 ENGINES = ("onnxruntime", "openvino", "ncnn")
 THREADS = (1, 2)
@@ -55,7 +58,8 @@ def _model_file(name: str, tmp: Path) -> tuple[Path, np.ndarray]:
     if name == "detector":
         from tests.material import shapes
 
-        path = shapes.export(shapes.train("detect"), tmp / "det", variants=["raw"])["raw"]
+        # trained at 320; exported at 640, the size YOLO11n is usually run and compared at
+        path = shapes.export(shapes.train("detect"), tmp / "det", imgsz=640, variants=["raw"])["raw"]
         frame = next(iter(shapes.test_frames("detect").values())).image
         return path, np.ascontiguousarray(cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_AREA))
     import converters
@@ -96,7 +100,7 @@ def measure(name: str, rounds: int, tmp: Path) -> dict:
     for engine in engines:
         for t in THREADS:
             contenders[f"{engine}/{t}"] = edgeinfer.load(path, engine=engine, threads=t,
-                                                         session_config=NO_SPIN if engine == "onnxruntime" else None)
+                                                         session_config=NO_SPIN[engine])
     ref = contenders["onnxruntime/2"]
     gates = {}
     for engine in engines[1:]:

@@ -81,8 +81,12 @@ def test_openvino_classifiers_equal_onnxruntime_and_convert_writes_a_bound_ir(ex
 def test_ncnn_classifiers_equal_onnxruntime(exported, photos, tmp_path):
     frames = [np.ascontiguousarray(p[..., ::-1]) for p in photos.values()]
     for arch in ("resnet18", "mobilenet_v3_small"):
-        _, ncnn, verdict = _same_within_gate(exported[arch][1], frames, "ncnn", tmp_path, threads=2)
+        _, ncnn, verdict = _same_within_gate(exported[arch][1], frames, "ncnn", tmp_path, threads=2,
+                                             session_config={"openmp_blocktime": "0"})
         assert verdict.figures["top1_agreement"] == 1.0 and ncnn.self_test().passed
+        assert ncnn.session.net.opt.openmp_blocktime == 0 and ncnn.session.net.opt.num_threads == 2
+    with pytest.raises(edgeinfer.ModelError, match="not an ncnn option"):
+        edgeinfer.load(tmp_path / "mobilenet_v3_small.onnx", engine="ncnn", session_config={"spin": "0"})
 
 
 @pytest.mark.slow

@@ -72,7 +72,9 @@ class NcnnSession:
 
 def open(path: str | os.PathLike, *, profile: providers.Profile, threads: int | None = None, strict: bool = False,
          session_config: Mapping[str, str] | None = None) -> NcnnSession:
-    """The ncnn files beside ``path`` with ``threads`` (else the profile's intra-op threads; 0: ncnn's default)."""
+    """The ncnn files beside ``path`` with ``threads`` (else the profile's intra-op threads; 0: ncnn's default).
+    ``session_config`` sets ncnn's options by name, e.g. ``{"openmp_blocktime": "0"}`` (no spinning after a run:
+    ncnn's threads otherwise spin 20 ms, taking the cores from whatever runs next)."""
     folder = base.artifact_dir(path, NAME)
     if not (folder / PARAM).is_file():
         raise ModelError(f"{path}: ncnn runs its own param/bin files, found none in {folder}. Make them on the "
@@ -84,6 +86,12 @@ def open(path: str | os.PathLike, *, profile: providers.Profile, threads: int | 
     n = profile.intra_op_threads if threads is None else threads
     if n:
         net.opt.num_threads = int(n)
+    for key, value in (session_config or {}).items():
+        if not hasattr(net.opt, key) or key.endswith("allocator"):
+            raise ModelError(f"ncnn: session_config {key!r} is not an ncnn option; options: "
+                             f"{sorted(k for k in dir(net.opt) if not k.startswith('_') and 'allocator' not in k)}.")
+        current = getattr(net.opt, key)
+        setattr(net.opt, key, str(value).lower() in ("1", "true") if isinstance(current, bool) else type(current)(value))
     if net.load_param(str(folder / PARAM)) != 0 or net.load_model(str(folder / BIN)) != 0:
         raise ModelError(f"{folder}: ncnn could not load {PARAM}/{BIN}. Re-run edgeinfer convert {path} --engine ncnn.")
     return NcnnSession(net, record, base.onnx_metadata(path))
