@@ -1,8 +1,9 @@
 """Engines side by side: ONNX Runtime's CPU EP, OpenVINO (its own API, reading the same .onnx) and ncnn (pnnx's files
 from the same .onnx), BGR frames end to end.
 
-Models: torchvision ResNet-18, MobileNetV2 and MobileNetV3-Small (random weights: speed does not depend on them;
-exported by converters.export with the ImageNet transform), the shapes YOLO11n detector trained here (Ultralytics'
+Models: torchvision ResNet-18, MobileNetV2 and MobileNetV3-Small (random weights with batch norm statistics
+measured on real photos: left at their defaults, activations sink into denormal floats, which x86 runs many
+times slower; exported by converters.export with the ImageNet transform), the shapes YOLO11n detector trained here (Ultralytics'
 own ONNX export at 640x640) and the LR-ASPP segmenter trained here. One decoded 1920x1080 BGR frame per model; each
 call is edgeinfer's whole frame: preprocess, the engine's run, decode (NMS and boxes in the frame for the
 detector, the class map at the frame's size for the segmenter).
@@ -71,13 +72,30 @@ def _model_file(name: str, tmp: Path) -> tuple[Path, np.ndarray]:
         converters.export_segmenter(semseg.train(progress=False), path, transform=semseg.transform(),
                                     labels=semseg.LABELS)
         return path, _frame()
+    import torch
     import torchvision
+    from PIL import Image
+    from skimage import data
 
     from converters.zoo import imagenet_eval_transform
 
+    net = torchvision.models.get_model(name, weights=None)
+    # Random weights leave batch norm's running statistics at their defaults: activations shrink layer by layer
+    # into denormal floats, which x86 computes many times slower (MobileNetV3's logits were ~1e-9). Statistics
+    # measured on real photos give activations of a trained network's scale, so the timing is a trained model's.
+    tf = imagenet_eval_transform()
+    photos = torch.stack([tf(Image.fromarray(im)) for im in (data.astronaut(), data.coffee(), data.chelsea(),
+                                                               data.rocket())])
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batches
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(photos)
     path = tmp / f"{name}.onnx"
-    converters.export(torchvision.models.get_model(name, weights=None).eval(), path,
-                      transform=imagenet_eval_transform())
+    converters.export(net.eval(), path, transform=tf)
     return path, _frame()
 
 
@@ -136,12 +154,30 @@ def _cpu() -> str:
     return platform.processor()
 
 
+def table(out: dict) -> str:
+    """The README's table: median ms per frame at 1 and 2 threads, and ORT's time over each engine's."""
+    lines = [f"| model | threads | ORT {out['onnxruntime']} | OpenVINO {out['openvino']} | ncnn {out['ncnn']} | "
+             "ORT / OpenVINO | ORT / ncnn |", "|---|---|---|---|---|---|---|"]
+    for row in out["rows"]:
+        m, r = row["median_ms"], row["ort_over_engine"]
+        for t in THREADS:
+            ms = [f"{m[k]:.1f} ms" if k in m else "–" for k in (f"{e}/{t}" for e in ENGINES)]
+            ratios = [f"{r[k]:.2f}×" if k in r else "–" for k in (f"{e}/{t}" for e in ENGINES[1:])]
+            lines.append(f"| {row['model']} {'x'.join(map(str, row['input'][2:])) if all(row['input'][2:]) else ''} "
+                         f"| {t} | " + " | ".join(ms + ratios) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--out", default=str(Path(__file__).with_name("engines.json")))
+    ap.add_argument("--table", help="print the README table of this engines.json and stop")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
     warnings.simplefilter("ignore")
     import ncnn
     import onnxruntime as ort
@@ -162,6 +198,7 @@ def main() -> None:
            "openvino": ov.get_version().split("-")[0], "ncnn": ncnn.__version__, "rounds": args.rounds,
            "frame": "1920x1080 BGR, decoded once; each call: preprocess, run, decode", "rows": rows}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(table(out))
 
 
 if __name__ == "__main__":
