@@ -339,12 +339,14 @@ def load(path: str | os.PathLike, *, engine: str = engines.DEFAULT,
     precision variant to prefer (``model.fp16.onnx`` beside ``model.onnx``, when it exists) and the
     preprocessing mode. ``preprocess`` and ``threads`` override the profile; ``"exact"`` reproduces the
     training library's pixels, ``"fast"`` trades a measured fraction of a level for speed.
-    ``session_config`` entries go to ``SessionOptions.add_session_config_entry`` (OpenVINO: its compile config).
+    ``session_config`` entries go to ``SessionOptions.add_session_config_entry`` (OpenVINO: its compile config;
+    ncnn: its options by name).
 
     ``engine`` runs the graph: ``"onnxruntime"`` (the profile's providers) or another name in
-    :data:`edgeinfer.engines.ENGINES` (``"openvino"``), each an optional extra (a missing one is a
+    :data:`edgeinfer.engines.ENGINES` (``"openvino"``, ``"ncnn"``), each an optional extra (a missing one is a
     :class:`~edgeinfer.errors.DependencyError` naming the pip command). An engine reads the ``.onnx`` itself, or the
-    artifact ``edgeinfer convert MODEL.onnx --engine NAME`` wrote beside it, refused when made for another spec.
+    artifact ``edgeinfer convert MODEL.onnx --engine NAME`` wrote beside it (ncnn needs it), refused when made for
+    another spec.
     Preprocessing, decoders, NMS and geometry are the same whatever the engine.
     """
     p = Path(path)
