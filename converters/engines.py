@@ -8,13 +8,13 @@ gate is not written: the files are made in a staging folder and moved into place
 
 How each engine's files are made, and what that costs on the workstation:
 
-- ``ncnn``: pnnx (``pip install pnnx``: its own converter binary, about 30 MB, no torch needed for an ONNX
+- ``ncnn``: pnnx (``pip install pnnx``: its own converter binary, 85 MB installed, no torch needed for an ONNX
   input) turns the ONNX file into ncnn's ``param``/``bin`` pair, traced at the first image's input size (and a
-  second size, so a dynamic-size graph stays dynamic). The device needs only ``pip install ncnn``.
+  second size, so a dynamic-size graph stays dynamic). The device needs only ``pip install ncnn`` (28 MB).
 - ``openvino``: OpenVINO's own converter (``openvino.convert_model``) reads the ONNX file; weights stay float32
   (``compress_to_fp16=False``; ``weights="f16"`` asks for OpenVINO's own default, half the file, and is kept only
   when it passes the gate). ``pip install openvino``, a wheel
-  with no other dependency than numpy.
+  with no other dependency than numpy (180 MB installed).
 """
 
 from __future__ import annotations
