@@ -68,11 +68,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import onnxruntime as ort
-
     from edgeinfer.model import load
 
-    model = load(args.model, device=args.device, **_sidecar(args))
+    model = load(args.model, engine=args.engine, device=args.device, **_sidecar(args))
     if args.json:
         _print_json(model.to_dict())
         return 0
@@ -86,7 +84,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     labels = spec.labels or ()
     shown = ", ".join(labels[:10]) + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
     print(f"labels:     {shown if labels else '(none: class indices are shown)'}")
-    print(f"providers:  {list(model.providers)} (onnxruntime {ort.__version__})")
+    print(f"engine:     {model.engine} {model.engine_version}"
+          + (f" (artifact {model.session.artifact.get('files')})" if model.session.artifact else ""))
+    print(f"providers:  {list(model.providers)}")
     print("pipeline:")
     for line in spec.describe().splitlines():
         print(f"  {line}")
@@ -219,11 +219,11 @@ def _cell(value: Any) -> Any:
 
 
 def _predict_on_ray(args: argparse.Namespace) -> int:
-    """``--engine ray``: the folder on a Ray cluster (edgeinfer.tools.distributed), optionally against training."""
+    """``--on ray``: the folder on a Ray cluster (edgeinfer.tools.distributed), optionally against training."""
     from edgeinfer.tools import distributed
 
     if not args.out:
-        raise SpecError("--engine ray writes its results to a file: add --out results.parquet (or .jsonl).")
+        raise SpecError("--on ray writes its results to a file: add --out results.parquet (or .jsonl).")
     reference = None
     if args.reference:
         from converters.compare import TorchReference  # the workstation side: torch on the workers
@@ -267,7 +267,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from edgeinfer.tasks import embedding
     from edgeinfer.model import load
 
-    model = load(args.model, device=args.device, imgsz=_imgsz(args))
+    model = load(args.model, engine=args.engine, device=args.device, imgsz=_imgsz(args))
     if model.task.result is not embedding.Embedding:
         raise SpecError(f"{args.model}: embed needs an embedding model; this model's task is {model.spec.task!r}. "
                         "Use predict.")
@@ -295,13 +295,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    if args.engine == "ray":
+    if args.engine in ("local", "ray"):  # before the graph engines had the word, --engine said where to run
+        import warnings
+
+        warnings.warn(f"predict --engine {args.engine} is now --on {args.engine} (--engine picks the engine that "
+                      "runs the graph: onnxruntime, openvino); the old spelling goes away in a later release.",
+                      DeprecationWarning, stacklevel=1)
+        print(f"warning: --engine {args.engine} is deprecated; use --on {args.engine}", file=sys.stderr)
+        args.on, args.engine = args.engine, "onnxruntime"
+    if args.on == "ray":
         return _predict_on_ray(args)
     from edgeinfer.model import load
 
     from edgeinfer import tasks
 
-    model = load(args.model, device=args.device, **_sidecar(args))
+    model = load(args.model, engine=args.engine, device=args.device, **_sidecar(args))
     task = tasks.get(model.spec.task)
     if args.out:
         return _predict_to_file(model, _expand(args.images), args)
@@ -390,7 +398,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from edgeinfer.model import load
     from edgeinfer.tools.stream import StreamStats, annotate, stream
 
-    model = load(args.model, device=args.device, imgsz=_imgsz(args))
+    model = load(args.model, engine=args.engine, device=args.device, imgsz=_imgsz(args))
     source = int(args.source) if args.source.isdigit() else args.source
     stats = StreamStats()
     show = args.show and (bool(os.environ.get("DISPLAY")) or sys.platform in ("win32", "darwin"))
@@ -441,11 +449,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("EDGEINFER_TOKEN") or None
     limits = serve.Limits(max_bytes=args.max_bytes, max_side=args.max_side, max_files=args.max_files)
-    model = load(args.model, device=args.device, imgsz=_imgsz(args))
+    model = load(args.model, engine=args.engine, device=args.device, imgsz=_imgsz(args))
     logging.basicConfig(level=logging.INFO, format="edgeinfer: %(message)s")
     source = int(args.source) if args.source is not None and args.source.isdigit() else args.source
     where = f"http://{args.host}:{args.port}/"
-    print(f"serving {model.path} ({model.spec.task}, {model.providers[0]}) on {where}"
+    print(f"serving {model.path} ({model.spec.task}, {model.engine} {model.engine_version}, {model.providers[0]}) on {where}"
           + (f"; live view of {args.source} at {where}" if source is not None else ""), file=sys.stderr)
     try:
         serve.serve(model, host=args.host, port=args.port, source=source, token=token, allow_no_token=args.no_token,
@@ -462,7 +470,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     batches = [int(b) for b in args.batch.split(",")]
     update, close = _progress_bar(len(batches) * args.runs, "bench")
     try:
-        result = bench(args.model, device=args.device, batches=batches, images=args.images, runs=args.runs,
+        result = bench(args.model, device=args.device, engine=args.engine, batches=batches, images=args.images, runs=args.runs,
                        warmup=args.warmup, threads=args.threads, preprocess=args.preprocess,
                        measure_cold_start=not args.no_cold_start, progress=update, tta=args.tta)
     finally:
@@ -477,8 +485,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         plot_bench(result, args.plot)
     env = result.environment
     print(f"model: {result.model}   device: {result.device}   preprocess: {result.preprocess}")
-    print(f"providers: {env['providers_used']} (requested {env['providers_requested']}), onnxruntime "
-          f"{env['onnxruntime']}, {env['cpu_model']} x{env['cpu_count']}, threads {env['intra_op_threads'] or 'default'}")
+    print(f"engine: {env['engine']} {env['engine_version']}; providers: {env['providers_used']} (requested "
+          f"{env['providers_requested']}), {env['cpu_model']} x{env['cpu_count']}, threads {env['intra_op_threads'] or 'default'}")
     if env.get("emulated"):
         print(f"EMULATED ({env['emulated']}): these timings are not the device's; they show it runs, not how fast")
     print(f"images: {result.images['count']} ({result.images['source']}, mean {result.images['mean_width']:.0f}x"
@@ -539,6 +547,28 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     print(f"wrote {report.output} ({report.kind}, {report.size_bytes / 1e6:.1f} MB)")
     print(f"agreement with fp32 on {report.images} {held}: top-1 {report.top1_agreement:.1%} "
           f"(gate {report.min_agreement:.0%}), max |dp| {report.max_abs_diff:.2e}, mean |dp| {report.mean_abs_diff:.2e}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from converters.engines import EngineRefused, convert  # the workstation side: the engines' converters
+
+    try:
+        report = convert(args.model, engine=args.engine, images=args.images, threads=args.threads,
+                         weights=args.weights)
+    except EngineRefused as exc:
+        if args.json:
+            _print_json(exc.report.to_dict())
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    p = report.parity
+    figures = ", ".join(f"{k} {v:.3g}" for k, v in p.items() if isinstance(v, float))
+    print(f"{report.folder}: {report.engine} {report.engine_version} ({', '.join(report.files)}), spec "
+          f"{report.spec_sha256[:12]}; equal to ONNX Runtime within the gate on {report.images} image(s): {figures}")
+    print(f"use it: edgeinfer.load({report.source!r}, engine={report.engine!r})")
     return 0
 
 
@@ -648,6 +678,20 @@ def _imgsz_arg(p: argparse.ArgumentParser) -> None:
                         "predict(imgsz=...); a graph fixed at another size is refused")
 
 
+def _engine_names() -> tuple[str, ...]:
+    from edgeinfer import engines
+
+    return engines.names()
+
+
+def _engine_arg(p: argparse.ArgumentParser, *, legacy: tuple[str, ...] = ()) -> None:
+    from edgeinfer import engines
+
+    p.add_argument("--engine", default=engines.DEFAULT, choices=engines.names() + legacy, metavar="ENGINE",
+                   help=f"what runs the graph: {', '.join(engines.names())} (default {engines.DEFAULT}; others are "
+                        "extras: pip install 'edgeinfer[openvino]')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Run PyTorch-trained CNNs on edge devices, "
                                      "with the exact preprocessing they were trained with.")
@@ -657,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a model's spec, inputs, outputs, labels and provenance")
     p.add_argument("model")
     p.add_argument("--device", default="cpu")
+    _engine_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _source_args(p, "--spec")
     p.set_defaults(func=cmd_inspect)
@@ -673,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--out", required=True, help="vectors.npy: (N, D) float32; vectors.files.txt beside it, one name a line")
     p.add_argument("--device", default="cpu")
+    _engine_arg(p)
     p.add_argument("--batch", type=int, default=16)
     p.set_defaults(func=cmd_embed)
 
@@ -687,9 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", help="with --out, also write each image's mask as a lossless PNG in this folder "
                                    "(subfolders mirror the inputs): the class map of a semantic segmenter (pixel = "
                                    "class id), the instances of a segment model (pixel = 1 + detection index, 0 none)")
-    g = p.add_argument_group("distributed (--engine ray; needs edgeinfer[ray])")
-    g.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="ray: a Ray cluster reads, decodes and predicts the files; results go to --out "
+    _engine_arg(p, legacy=("local", "ray"))
+    g = p.add_argument_group("distributed (--on ray; needs edgeinfer[ray])")
+    g.add_argument("--on", choices=("local", "ray"), default="local",
+                   help="where the files are predicted (--engine local|ray is the deprecated spelling); ray: a Ray cluster reads, decodes and predicts the files; results go to --out "
                         "(.parquet or .jsonl), a rerun resumes")
     g.add_argument("--address", help="the Ray cluster's address (default: a local Ray started for the run)")
     g.add_argument("--workers", type=int, default=None, help="actor pool size (default: cluster CPUs / threads)")
@@ -716,12 +763,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="cpu")
     _imgsz_arg(p)
+    _engine_arg(p)
     p.set_defaults(func=cmd_camera)
 
     p = sub.add_parser("serve", help="an HTTP API for the model; with --source, a live view in the browser "
                        "(needs the serve extra)")
     p.add_argument("model")
     p.add_argument("--device", default="cpu", help="device profile name or .toml path")
+    _engine_arg(p)
     p.add_argument("--source", default=None, help="camera index, video file (played in a loop) or rtsp:// URL "
                    "for the live view at / (GET /stream, /events)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
@@ -746,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency, throughput, stage split, memory and cold start of a model")
     p.add_argument("model")
     p.add_argument("--device", default="cpu", help="device profile name or .toml path")
+    _engine_arg(p)
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8")
     p.add_argument("--images", help="a folder of images to decode and predict (default: built-in frames)")
     p.add_argument("--runs", type=int, default=50)
@@ -780,6 +830,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="write the variant even below the gate")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("convert", help="write another engine's files for the model beside it (OpenVINO IR), "
+                       "kept only when equal to ONNX Runtime within the task's gate")
+    p.add_argument("model", help="the .onnx with its spec")
+    p.add_argument("--engine", required=True, choices=tuple(n for n in _engine_names() if n != "onnxruntime"))
+    p.add_argument("--images", help="a folder of images to measure parity on (beside the spec's self-test image)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--weights", choices=("f32", "f16"), default="f32",
+                   help="f16: the engine's half-size weights (OpenVINO's default), kept only within the gate")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("tune", help="measure precision x provider x threads here and write the fastest faithful profile")
     p.add_argument("model")

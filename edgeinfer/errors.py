@@ -11,7 +11,7 @@ class EdgeInferError(Exception):
 
 
 class DependencyError(EdgeInferError, ImportError):
-    """A runtime dependency (OpenCV, ONNX Runtime) is missing or too old on this machine."""
+    """A runtime dependency (OpenCV, ONNX Runtime, an engine's package) is missing or too old on this machine."""
 
 
 class SpecError(EdgeInferError, ValueError):

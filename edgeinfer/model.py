@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
-from edgeinfer import providers, tasks
+from edgeinfer import engines, providers, tasks
+from edgeinfer.engines import base as engine_base
+from edgeinfer.engines.base import Session
 from edgeinfer.pipeline import contract
 from edgeinfer import importers
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
@@ -27,12 +28,12 @@ from edgeinfer.tasks.segmentation import Segmentation
 # what predict gives, by task: the task table's result types
 Result = Prediction | Detections | Segmentation | Embedding
 
-def read_spec(session: ort.InferenceSession, path: str | os.PathLike = "model") -> Spec:
-    """Return the validated spec stored in a session's model metadata.
+def read_spec(session: Session, path: str | os.PathLike = "model") -> Spec:
+    """Return the validated spec stored in a session's model metadata (the .onnx file's, whatever the engine).
 
     A model without one but with Ultralytics' own metadata gets the spec its predictor implies.
     """
-    meta = session.get_modelmeta().custom_metadata_map
+    meta = session.metadata
     if METADATA_KEY in meta:
         return Spec.from_json(meta[METADATA_KEY])
     if importers.is_ultralytics(meta):
@@ -60,10 +61,12 @@ class SelfTestResult:
 class Model:
     """An ONNX model together with its preprocessing; ``predict`` takes raw frames.
 
-    One ONNX Runtime session is shared; ``InferenceSession.run`` is safe to call from several threads.
+    ``session`` is the engine's loaded graph (:mod:`edgeinfer.engines`: ONNX Runtime by default, OpenVINO, ...);
+    everything before and after the graph is edgeinfer's, the same for every engine. One session is shared; its
+    ``run`` is safe to call from several threads.
     """
 
-    def __init__(self, session: ort.InferenceSession, spec: Spec, *, path: str = "model",
+    def __init__(self, session: Session, spec: Spec, *, path: str = "model",
                  device: str = "cpu", requested: Sequence[str] = (), preprocess: str = "exact") -> None:
         self.session = session
         self.spec = spec
@@ -89,8 +92,17 @@ class Model:
 
     @property
     def providers(self) -> tuple[str, ...]:
-        """The execution providers the session actually uses, in priority order."""
+        """The execution providers the session actually uses, in priority order (``openvino:CPU`` for OpenVINO)."""
         return tuple(self.session.get_providers())
+
+    @property
+    def engine(self) -> str:
+        """The engine that runs the graph (a name in :data:`edgeinfer.engines.ENGINES`)."""
+        return self.session.engine
+
+    @property
+    def engine_version(self) -> str:
+        return self.session.version
 
     @property
     def fixed_batch(self) -> int | None:
@@ -300,10 +312,13 @@ class Model:
 
     def to_dict(self) -> dict[str, Any]:
         """What ``edgeinfer inspect --json`` prints and ``GET /model`` of ``edgeinfer serve`` answers."""
-        return {"path": self.path, "providers": list(self.providers), "spec": self.spec.to_dict()}
+        return {"path": self.path, "engine": self.engine, "engine_version": self.engine_version,
+                "artifact": None if self.session.artifact is None else dict(self.session.artifact),
+                "providers": list(self.providers), "spec": self.spec.to_dict()}
 
     def __repr__(self) -> str:
-        return f"Model({self.path!r}, device={self.device!r}, providers={list(self.providers)})"
+        return (f"Model({self.path!r}, engine={self.engine!r}, device={self.device!r}, "
+                f"providers={list(self.providers)})")
 
 
 def variant_path(path: Path, precision: str) -> Path:
@@ -311,8 +326,8 @@ def variant_path(path: Path, precision: str) -> Path:
     return path if precision == "fp32" else path.with_name(f"{path.stem}.{precision}{path.suffix}")
 
 
-def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Profile" = "cpu",
-         threads: int | None = None,
+def load(path: str | os.PathLike, *, engine: str = engines.DEFAULT,
+         device: "str | os.PathLike | providers.Profile" = "cpu", threads: int | None = None,
          preprocess: str | None = None, session_config: dict[str, str] | None = None,
          strict: bool = False, spec: Any = None, labels: Any = None, output_kind: str | None = None,
          hf_backend: str | None = None, imgsz: int | Sequence[int] | None = None) -> Model:
@@ -331,9 +346,17 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
     precision variant to prefer (``model.fp16.onnx`` beside ``model.onnx``, when it exists) and the
     preprocessing mode. ``preprocess`` and ``threads`` override the profile; ``"exact"`` reproduces the
     training library's pixels, ``"fast"`` trades a measured fraction of a level for speed.
-    ``session_config`` entries go to ``SessionOptions.add_session_config_entry``. ``imgsz`` (an int or
-    [h, w]) runs a letterboxing detector with a dynamic input at that size, as Ultralytics'
-    ``predict(imgsz=...)`` does (rounded up to the stride); a graph fixed at another size is refused.
+    ``session_config`` entries go to ``SessionOptions.add_session_config_entry`` (OpenVINO: its compile config;
+    ncnn: its options by name). ``imgsz`` (an int or [h, w]) runs a letterboxing detector with a dynamic input at
+    that size, as Ultralytics' ``predict(imgsz=...)`` does (rounded up to the stride); a graph fixed at another
+    size is refused.
+
+    ``engine`` runs the graph: ``"onnxruntime"`` (the profile's providers) or another name in
+    :data:`edgeinfer.engines.ENGINES` (``"openvino"``, ``"ncnn"``), each an optional extra (a missing one is a
+    :class:`~edgeinfer.errors.DependencyError` naming the pip command). An engine reads the ``.onnx`` itself, or the
+    artifact ``edgeinfer convert MODEL.onnx --engine NAME`` wrote beside it (ncnn needs it), refused when made for
+    another spec.
+    Preprocessing, decoders, NMS and geometry are the same whatever the engine.
     """
     p = Path(path)
     if not p.is_file():
@@ -342,15 +365,8 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
     preferred = variant_path(p, profile.precision)
     if preferred != p and preferred.is_file():
         p = preferred
-    choice = providers.choose(profile, strict=strict)
-    opts = profile.session_options(threads=threads)
-    for key, value in (session_config or {}).items():
-        opts.add_session_config_entry(str(key), str(value))
-    try:
-        session = ort.InferenceSession(str(p), sess_options=opts, providers=choice.session_providers())
-    except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
-        raise ModelError(f"{p}: expected an ONNX model ONNX Runtime can load, it failed: {exc}") from exc
-    providers.check_session(session, choice, strict=strict)
+    session = engines.adapter(engine).open(p, profile=profile, threads=threads, strict=strict,
+                                           session_config=session_config)
     if spec is None and labels is None and output_kind is None:
         resolved = read_spec(session, p)
     else:
@@ -358,5 +374,11 @@ def load(path: str | os.PathLike, *, device: "str | os.PathLike | providers.Prof
                                    labels=labels, output_kind=output_kind, hf_backend=hf_backend)
     if imgsz is not None:
         resolved = importers.at_size(resolved, imgsz, p)
-    return Model(session, resolved, path=str(p), device=profile.name, requested=choice.requested,
+    if session.artifact is not None:  # bound to the spec the file carries, whatever overrides this call adds
+        try:
+            bound = read_spec(session, p)
+        except SpecMissingError:
+            bound = resolved
+        engine_base.check_artifact(session, bound, str(p))
+    return Model(session, resolved, path=str(p), device=profile.name, requested=session.requested,
                  preprocess=preprocess or profile.preprocess)

@@ -221,7 +221,8 @@ def report_fallback(device: str, *, asked: list[str], runs: str, strict: bool, w
            f"{asked[0]}, or choose another device profile.")
     if strict:
         raise ProviderError(msg + " (strict=True)")
-    warnings.warn(msg, ProviderFallbackWarning, stacklevel=4)
+    # report_fallback <- choose/check_session <- engines.onnxruntime.open <- load <- the caller of load
+    warnings.warn(msg, ProviderFallbackWarning, stacklevel=5)
 
 
 def check_session(session: ort.InferenceSession, choice: ProviderChoice, *, strict: bool) -> None:

@@ -1,4 +1,4 @@
-"""Batch inference on a real local Ray cluster of two nodes (edgeinfer.tools.distributed, ``predict --engine ray``).
+"""Batch inference on a real local Ray cluster of two nodes (edgeinfer.tools.distributed, ``predict --on ray``).
 
 The cluster is ``ray.cluster_utils.Cluster``: a head and a second node, each a real raylet with its own
 object store, one CPU each (the machine has two cores), so the actor pool has one worker per node. Each
@@ -193,7 +193,7 @@ def test_cli_engine_ray_with_reference_reports_agreement_with_training(exported,
     weights = tmp_path / "resnet18.pt"
     torch.save(torch_model.state_dict(), weights)
     out = tmp_path / "results.parquet"
-    cmd = [sys.executable, "-m", "edgeinfer", "predict", str(onnx_path), str(folder), "--engine", "ray",
+    cmd = [sys.executable, "-m", "edgeinfer", "predict", str(onnx_path), str(folder), "--on", "ray",
            "--address", cluster.address, "--out", str(out), "--batch", "4", "--reference", "resnet18",
            "--weights", str(weights), "--num-classes", "6", "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)

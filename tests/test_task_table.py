@@ -147,7 +147,7 @@ def test_an_extra_input_model_on_ray(sized, photos, tmp_path):
     model = edgeinfer.load(sized)
     folder = _folder(photos, tmp_path / "in")
     out = tmp_path / "preds.jsonl"
-    done = subprocess.run([sys.executable, "-m", "edgeinfer", "predict", str(sized), str(folder), "--engine", "ray",
+    done = subprocess.run([sys.executable, "-m", "edgeinfer", "predict", str(sized), str(folder), "--on", "ray",
                            "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -192,7 +192,8 @@ class Metrics:
             out.append(f"edgeinfer_camera_up {int(c['state'] == 'running')}")
         family("edgeinfer_model_info", "gauge", "The model served (value 1).")
         out.append(f'edgeinfer_model_info{{path="{_label(model.path)}",task="{model.spec.task}",'
-                   f'provider="{_label(model.providers[0])}"}} 1')
+                   f'provider="{_label(model.providers[0])}",engine="{_label(model.engine)}",'
+                   f'engine_version="{_label(model.engine_version)}"}} 1')
         rss = _resident_bytes()
         if rss is not None:
             family("process_resident_memory_bytes", "gauge", "Resident memory of the server process.")
@@ -604,6 +605,7 @@ def create_app(model: Any, *, source: Any = None, token: str | None = None, limi
         cam = srv.camera.figures() if srv.camera is not None else None
         ok = cam is None or cam["state"] in ("running", "starting")
         return JSONResponse({"status": "ok" if ok else "degraded", "model": model.path, "task": task.name,
+                             "engine": model.engine, "engine_version": model.engine_version,
                              "providers": list(model.providers),
                              "uptime_s": round(time.time() - srv.metrics.started, 3),
                              "camera": cam})

@@ -55,16 +55,17 @@ class Task:
     # the parity gate a converted model must pass against its reference (export, precision variants, engines):
     # (reference samples, candidate samples, tolerances) -> Verdict (edgeinfer.tasks.gates)
     gate: Callable[..., Any] | None = None
+    # what the gate compares for one image: (spec, the task's raw outputs of that image with the batch axis kept,
+    # its result) -> the gate's fields. Engines and variants are judged against ONNX Runtime with the raw outputs;
+    # another tool's pipeline (the doctor's reference=) has none: outputs None, and the result may be that tool's
+    # own (anything with the same attributes, e.g. supervision's Detections). None: no such comparison.
+    sample: Callable[[Any, Sequence[np.ndarray] | None, Any], dict[str, Any]] | None = None
     # per-class probabilities of a batch's raw output, for plots and parity (classifiers only)
     scores: Callable[[Any, np.ndarray], np.ndarray] | None = None
     # how sure the model is of each image of a batch, from its raw outputs: (spec, outputs) -> (N,) floats, larger
     # = surer. The doctor's channel-order probe compares it on the images as deployed and with their red and blue
     # swapped (a model fed the other order than it was trained on is surer swapped). None: no such measure.
     confidence: Callable[[Any, Sequence[np.ndarray]], np.ndarray] | None = None
-    # what a user sees of one result, as the gate's sample fields: from our result or from another tool's
-    # (anything with the same attributes, e.g. supervision's Detections). The doctor compares a package's own
-    # pipeline with ours through it. None: no such comparison.
-    sample: Callable[[Any], dict[str, Any]] | None = None
     # the task's check of a spec against the graph at load: (spec, {output name: shape, None where symbolic},
     # path) -> None, or raises ModelError saying what it expected and what it found (a detector: its decoder)
     check_graph: Callable[[Any, dict[str, tuple], str], None] | None = None

@@ -187,4 +187,4 @@ TASK = Task(
     kind_of=lambda raw: "probabilities" if looks_like_probabilities(raw) else "logits",
     selftest=lambda raw: class_scores(raw)[0], tta=merge_views, checks=_checks, gate=gates.classification,
     scores=lambda spec, raw: to_probabilities(class_scores(raw), spec.output.kind), confidence=_confidence,
-    sample=lambda r: {"probabilities": r.scores})
+    sample=lambda spec, outputs, result: {"probabilities": result.scores})

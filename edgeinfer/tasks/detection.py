@@ -172,12 +172,19 @@ def _confidence(head: decoders.Head):
 BOX_COLUMNS = ("label", "class_id", "confidence", "x1", "y1", "x2", "y2")
 
 
+def _sample(spec: Any, outputs: Sequence[np.ndarray] | None, result: Detections) -> dict[str, Any]:
+    """What the gate compares: the boxes in the frame, classes and confidences, and the raw outputs when there are
+    (another tool's pipeline has none)."""
+    raw = {} if outputs is None else {"outputs": list(outputs)}
+    return {**raw, "xyxy": result.xyxy, "class_id": result.class_id, "confidence": result.confidence}
+
+
 def _entry(name: str, head: decoders.Head, columns: tuple[str, ...], **extra: Any) -> Task:
     return Task(name, Detections, _finisher(head), _draw, Detections.rows, BOX_COLUMNS + columns, _summary, KINDS,
                 outputs=lambda spec: list(spec.postprocess.outputs), detector=True, validate=_validator(head),
                 checks=_checks, gate=gates.detection, confidence=_confidence(head), check_graph=_graph_checker(head),
                 default_outputs=lambda post, names: decoders.default_outputs(post, head, names),
-                sample=lambda r: {"xyxy": r.xyxy, "class_id": r.class_id, "confidence": r.confidence}, **extra)
+                sample=_sample, **extra)
 
 
 TASKS = (

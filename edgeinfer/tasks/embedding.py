@@ -146,4 +146,5 @@ def _checks(spec: Any, evidence: Evidence, measured: dict[str, Any]) -> Findings
 # the self-test records the vector itself, as the model gives it
 TASK = Task("embedding", Embedding, _finish, _draw, Embedding.rows, ("dim", "norm"), repr, KINDS, kind_of=_kind_of,
             selftest=lambda raw: vectors(raw, l2=False)[0], checks=_checks, gate=gates.embedding,
-            sample=lambda r: {"vector": r.vector})
+            sample=lambda spec, outputs, result: {"vector": result.vector if outputs is None
+                                                  else vectors(outputs[0], l2=False)[0]})

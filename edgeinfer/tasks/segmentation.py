@@ -270,4 +270,6 @@ TASK = Task("semantic_segmentation", Segmentation, _finish, _draw, Segmentation.
             ("class_id", "label", "area", "fraction"), _summary, ("logits", "probabilities"),
             validate=_validate, dense=True, kind_of=lambda raw: "logits",
             selftest=lambda raw: raw[0].mean(axis=(1, 2)), mask=lambda seg: seg.class_map, checks=_checks,
-            gate=gates.semantic_segmentation, confidence=_confidence, sample=lambda r: {"class_map": r.class_map})
+            gate=gates.semantic_segmentation, confidence=_confidence,
+            sample=lambda spec, outputs, result: {"class_map": result.class_map,
+                                                  **({} if outputs is None else {"logits": outputs[0][0]})})

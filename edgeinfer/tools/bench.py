@@ -32,7 +32,7 @@ STAGES = ("decode", "preprocess", "inference", "postprocess")
 SCHEMA_DOC = """edgeinfer.bench/1
   schema: "edgeinfer.bench/1"
   model: path; device: profile name; preprocess: "exact" | "fast"
-  environment: {providers_used[], providers_requested[], onnxruntime, edgeinfer, python, numpy, opencv,
+  environment: {engine, engine_version, providers_used[], providers_requested[], onnxruntime, edgeinfer, python, numpy, opencv,
                 cpu_model, cpu_count, intra_op_threads (0 = ONNX Runtime default), platform,
                 machine (the architecture, e.g. x86_64, aarch64), host (the machine's network name),
                 emulated (null, or why the process is known to run under an emulator: its timings
@@ -137,10 +137,14 @@ def emulation() -> str | None:
     return "; ".join(reasons) or None
 
 
-def environment(session: ort.InferenceSession, requested: Sequence[str], threads: int | None) -> dict[str, Any]:
+def environment(session: Any, requested: Sequence[str], threads: int | None) -> dict[str, Any]:
+    """The facts a report needs to be compared with another: the engine and its version, the providers, the
+    machine. ``session`` is an engine session (:mod:`edgeinfer.engines`)."""
     import edgeinfer
 
-    return {"providers_used": list(session.get_providers()), "providers_requested": list(requested),
+    return {"engine": getattr(session, "engine", "onnxruntime"),
+            "engine_version": getattr(session, "version", ort.__version__),
+            "providers_used": list(session.get_providers()), "providers_requested": list(requested),
             "onnxruntime": ort.__version__, "edgeinfer": edgeinfer.__version__,
             "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "intra_op_threads": int(threads or 0),
@@ -170,11 +174,12 @@ def folder_images(folder: str | os.PathLike, limit: int = 256) -> list[tuple[str
     return [(str(p), p.read_bytes()) for p in files]
 
 
-def cold_start(model_path: str | os.PathLike, image: bytes, *, device: str = "cpu") -> dict[str, float]:
+def cold_start(model_path: str | os.PathLike, image: bytes, *, device: str = "cpu",
+               engine: str = "onnxruntime") -> dict[str, float]:
     """Time a fresh process: interpreter start, ``import edgeinfer``, load, first prediction."""
     code = (
         "import time, sys; t0 = time.perf_counter(); import edgeinfer; t1 = time.perf_counter();"
-        f"m = edgeinfer.load(sys.argv[1], device={device!r}); t2 = time.perf_counter();"
+        f"m = edgeinfer.load(sys.argv[1], device={device!r}, engine={engine!r}); t2 = time.perf_counter();"
         "m.predict(open(sys.argv[2], 'rb').read()); t3 = time.perf_counter();"
         "print(t1 - t0, t2 - t1, t3 - t2)"
     )
@@ -195,7 +200,7 @@ def cold_start(model_path: str | os.PathLike, image: bytes, *, device: str = "cp
             "first_prediction": first}
 
 
-def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequence[int] = (1,),
+def bench(model_path: str | os.PathLike, *, device: str = "cpu", engine: str = "onnxruntime", batches: Sequence[int] = (1,),
           images: str | os.PathLike | None = None, runs: int = 50, warmup: int = 5, threads: int | None = None,
           preprocess: str | None = None, measure_cold_start: bool = True, tta: str | None = None,
           progress: Callable[[int, int], None] | None = None) -> BenchResult:
@@ -203,11 +208,12 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
 
     Each timed call decodes ``batch`` encoded images, preprocesses them, runs the model once on the
     batch and formats the predictions; every stage is timed. ``progress(done, total)`` is called after
-    each timed call.
+    each timed call. ``engine`` runs the graph (:mod:`edgeinfer.engines`); the report's environment names it and
+    its version.
     """
     if runs < 1 or warmup < 0 or any(b < 1 for b in batches):
         raise ValueError(f"runs >= 1, warmup >= 0 and batch sizes >= 1 expected, found {runs}, {warmup}, {list(batches)}")
-    model = load(model_path, device=device, threads=threads, preprocess=preprocess)
+    model = load(model_path, engine=engine, device=device, threads=threads, preprocess=preprocess)
     if tta is not None and model.task.tta is None:
         raise SpecError(f"bench --tta: test-time augmentation is for classifiers; {model_path} is a "
                         f"{model.spec.task} model.")
@@ -273,7 +279,7 @@ def bench(model_path: str | os.PathLike, *, device: str = "cpu", batches: Sequen
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     if sys.platform == "darwin":
         peak /= 1024.0  # bytes on macOS
-    cold = cold_start(model_path, encoded[0], device=device) if measure_cold_start else None
+    cold = cold_start(model_path, encoded[0], device=device, engine=engine) if measure_cold_start else None
     return BenchResult(
         model=str(model_path), device=str(device), preprocess=model.preprocessor.mode,
         environment=environment(model.session, model.requested_providers, threads),

@@ -237,7 +237,7 @@ def _tool_rule_source(model: Any) -> tuple[str, str, Any] | None:
     rule into the ONNX metadata; Hugging Face writes ``preprocessor_config.json`` beside the model
     (``save_pretrained``, Optimum's ONNX export). A Keras or plain ONNX file carries none (the spec's own
     provenance is what the user claimed, not the tool's word), so it has nothing to compare."""
-    meta = model.session.get_modelmeta().custom_metadata_map
+    meta = model.session.metadata
     if METADATA_KEY not in meta:
         return None  # the spec was read from the tool's own description: nothing to compare it with
     if importers.is_ultralytics(meta):
@@ -464,8 +464,8 @@ def _against_reference(model: Any, frames: Sequence[np.ndarray], reference: Call
     theirs, ours = [], []
     for frame in frames:
         got = reference(frame.copy())
-        theirs.append(dict(got) if isinstance(got, dict) else task.sample(got))
-        ours.append(task.sample(model.predict(frame)))
+        theirs.append(dict(got) if isinstance(got, dict) else task.sample(model.spec, None, got))
+        ours.append(task.sample(model.spec, None, model.predict(frame)))
     if not frames:
         return
     verdict = task.gate(theirs, ours, **tolerances)

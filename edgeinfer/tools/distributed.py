@@ -275,7 +275,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise DependencyError("the ray engine needs Ray Data: pip install 'edgeinfer[ray]' (on every node of the "
+        raise DependencyError("predict --on ray needs Ray Data: pip install 'edgeinfer[ray]' (on every node of the "
                               f"cluster), found none ({exc}).") from exc
     return ray
 

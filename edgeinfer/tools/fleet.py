@@ -81,7 +81,7 @@ class FleetReport:
             lines += ["## Latency and throughput (bench)", "",
                       "End to end per call (decode, preprocess, inference, postprocess), ms.", "",
                       "| device | model | batch | p50 | p90 | p99 | mean | std | min | max | images/s | decode / "
-                      "preprocess / inference / postprocess | peak MB | cold start s | providers used | onnxruntime "
+                      "preprocess / inference / postprocess | peak MB | cold start s | providers used | engine "
                       "| CPU |", "|" + "---|" * 17]
             for r in self.latency:
                 emu = " (emulated)" if r["emulated"] else ""
@@ -92,7 +92,7 @@ class FleetReport:
                     f"| {r['device']}{emu} | `{r['model']}` | {r['batch']} | {r['p50']:.2f} | {r['p90']:.2f} | "
                     f"{r['p99']:.2f} | {r['mean']:.2f} | {r['std']:.2f} | {r['min']:.2f} | {r['max']:.2f} | "
                     f"{r['throughput_ips']:.1f} | {stages} | {r['peak_rss_mb']:.0f} | {cold} | "
-                    f"{', '.join(r['providers_used'])} | {r['onnxruntime']} | {r['cpu_model']} x{r['cpu_count']} |")
+                    f"{', '.join(r['providers_used'])} | {r['engine']} | {r['cpu_model']} x{r['cpu_count']} |")
             emulated = sorted({(r["device"], r["emulated"]) for r in self.latency if r["emulated"]})
             lines += [""] + [f"- `{d}` ran under emulation ({why}): its timings are not the device's." for d, why in
                              emulated] + ([""] if emulated else [])
@@ -180,7 +180,10 @@ def _bench_rows(data: dict[str, Any], device: str) -> list[dict[str, Any]]:
              "throughput_ips": b["throughput_ips"], "stages_ms": b["stages_ms"], "peak_rss_mb": data["peak_rss_mb"],
              "cold_start_s": (data.get("cold_start_s") or {}).get("total"), "images": data["images"]["count"],
              "providers_used": env["providers_used"],
-             "onnxruntime": env["onnxruntime"], "cpu_model": env["cpu_model"], "cpu_count": env["cpu_count"],
+             "onnxruntime": env["onnxruntime"],
+             # reports older than the engine seam ran ONNX Runtime
+             "engine": f"{env.get('engine', 'onnxruntime')} {env.get('engine_version', env['onnxruntime'])}",
+             "cpu_model": env["cpu_model"], "cpu_count": env["cpu_count"],
              "emulated": env.get("emulated"),
              "preprocess": data.get("preprocess")} for b in data["batches"]]
 

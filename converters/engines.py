@@ -1,0 +1,211 @@
+"""Engine artifacts made on the workstation: ``edgeinfer convert MODEL.onnx --engine NAME``.
+
+Each engine's files go into ``MODEL.NAME/`` beside the model (:func:`edgeinfer.engines.base.artifact_dir`) with
+``edgeinfer.json``: the spec's hash, the ONNX graph's ports, the engine's version and the parity measured against
+ONNX Runtime through the edgeinfer runtime (the spec's self-test image and ``images``), judged by the task's own
+gate (:mod:`edgeinfer.tasks.gates`, the one export and the precision variants use). A candidate that fails the
+gate is not written: the files are made in a staging folder and moved into place only when it passes.
+
+How each engine's files are made, and what that costs on the workstation:
+
+- ``ncnn``: pnnx (``pip install pnnx``: its own converter binary, 85 MB installed, no torch needed for an ONNX
+  input) turns the ONNX file into ncnn's ``param``/``bin`` pair, traced at the first image's input size (and a
+  second size, so a dynamic-size graph stays dynamic). The device needs only ``pip install ncnn`` (28 MB).
+- ``openvino``: OpenVINO's own converter (``openvino.convert_model``) reads the ONNX file; weights stay float32
+  (``compress_to_fp16=False``; ``weights="f16"`` asks for OpenVINO's own default, half the file, and is kept only
+  when it passes the gate). ``pip install openvino``, a wheel
+  with numpy and openvino-telemetry as its only dependencies (180 MB installed).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgeinfer import engines
+from edgeinfer.engines import base
+from edgeinfer.errors import DependencyError, EdgeInferError, ImageError
+from edgeinfer.pipeline import contract
+from edgeinfer.pipeline.images import decode, image_files
+
+
+class EngineRefused(EdgeInferError):
+    """An engine's artifact disagreed with ONNX Runtime beyond the task's gate and was not written."""
+
+    def __init__(self, message: str, report: "ConvertReport") -> None:
+        super().__init__(message)
+        self.report = report  # the figures it was refused on
+
+
+class EngineUnsupported(EdgeInferError):
+    """The engine's converter cannot express this graph in a form the engine runs; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """What ``convert`` made and how it compares with ONNX Runtime (the gate's own figures)."""
+
+    engine: str
+    engine_version: str
+    source: str
+    folder: str
+    files: tuple[str, ...]
+    spec_sha256: str
+    images: int
+    passed: bool
+    written: bool
+    parity: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "files": list(self.files), "parity": dict(self.parity)}
+
+
+def _openvino(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> list[str]:
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(src)), str(folder / "model.xml"), compress_to_fp16=weights == "f16")
+    return ["model.xml", "model.bin"]
+
+
+def _ncnn(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> list[str]:
+    import subprocess
+
+    try:
+        import pnnx
+    except ImportError as exc:
+        raise DependencyError(f"convert --engine ncnn needs pnnx on the workstation: pip install pnnx ({exc}).") from exc
+    if len(example) != 1 or next(iter(example.values())).dtype != np.float32:
+        raise EdgeInferError(f"{src.name}: the ncnn adapter runs graphs with one float32 image input; this one takes "
+                             f"{[(k, str(v.dtype)) for k, v in example.items()]}. Run it on onnxruntime or openvino.")
+    shape = list(next(iter(example.values())).shape)
+    second = shape[:2] + [d + 32 for d in shape[2:]]  # a second size keeps a dynamic-size graph's shapes symbolic
+    from edgeinfer.engines.ncnn import BIN, PARAM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / src.name).symlink_to(src.resolve())  # pnnx writes its intermediate files beside its input
+        args = [pnnx.EXEC_PATH, str(t / src.name), f"inputshape={shape}f32".replace(" ", ""), f"fp16={int(weights == 'f16')}",
+                f"ncnnparam={folder / PARAM}", f"ncnnbin={folder / BIN}", f"ncnnpy={t / 'ncnn.py'}",
+                f"pnnxparam={t / 'p.param'}", f"pnnxbin={t / 'p.bin'}", f"pnnxpy={t / 'p.py'}",
+                f"pnnxonnx={t / 'p.onnx'}"]
+        if dynamic:
+            args.insert(3, f"inputshape2={second}f32".replace(" ", ""))
+        done = subprocess.run(args, capture_output=True, text=True, cwd=t)
+    if done.returncode != 0 or not (folder / PARAM).is_file():
+        raise EngineUnsupported(f"{src.name}: pnnx failed to make ncnn files (exit {done.returncode}): "
+                                f"{(done.stderr or done.stdout)[-800:]}; nothing written.")
+    # pnnx leaves the operators it could not lower as pnnx.* layers, which ncnn cannot load (pnnx.Expression:
+    # a shape computed at run time, e.g. a resize to the input's own size)
+    left = sorted({line.split()[0] for line in (folder / PARAM).read_text().splitlines()[2:]
+                   if line.split() and line.split()[0].startswith("pnnx.")})
+    if left:
+        raise EngineUnsupported(f"{src.name}: pnnx left operators ncnn does not run ({', '.join(left)}); nothing "
+                                "written. This graph runs on onnxruntime or openvino.")
+    return [PARAM, BIN]
+
+
+# engine -> writes its files for the .onnx into a folder (weights "f32", or "f16" where the engine stores them
+# so; ``example``: one image's feed as the graph takes it; ``dynamic``: the graph's input size follows the image),
+# returns their names (the adapter's loader reads them)
+WRITERS: dict[str, Callable[[Path, Path, str, Mapping[str, np.ndarray], bool], list[str]]] = {
+    "openvino": _openvino, "ncnn": _ncnn}
+WEIGHTS = ("f32", "f16")
+
+
+def _frames(model: Any, images: Any) -> list[np.ndarray]:
+    """The self-test image (when the spec has one) and the given images (a folder, files or BGR arrays)."""
+    out = []
+    st = model.spec.self_test
+    if st is not None:
+        out.append(decode(base64.b64decode(st.image_png), exif_orientation=False, source="self-test image"))
+    items = image_files(images) if isinstance(images, (str, os.PathLike)) and Path(images).is_dir() else list(images or [])
+    for item in items:
+        if isinstance(item, np.ndarray):
+            out.append(item)
+            continue
+        try:
+            out.append(decode(Path(item).read_bytes(), exif_orientation=model.spec.decode.exif_orientation,
+                              source=str(item)))
+        except (ImageError, OSError):
+            continue  # an unreadable file is not evidence either way
+    if not out:
+        raise ImageError(f"{model.path}: the spec has no self-test image and no readable image was given; pass "
+                         "images (--images DIR) to measure the engine against ONNX Runtime on.")
+    return out
+
+
+def samples(model: Any, frames: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """The task's gate fields for each frame (BGR) as ``model`` deploys it, one image per call."""
+    out = []
+    for frame in frames:
+        prepared = model.prepare([frame])
+        outputs = model.infer(prepared)
+        out.append(model.task.sample(model.spec, outputs, model.finish(prepared, outputs)[0]))
+    return out
+
+
+def convert(model_path: str | os.PathLike, *, engine: str, images: Any = None,
+            tolerances: Mapping[str, float] | None = None, threads: int | None = None,
+            weights: str = "f32") -> ConvertReport:
+    """Write engine ``engine``'s artifact of ``model_path`` beside it and return the report.
+
+    The candidate runs through the edgeinfer runtime (its preprocessing and decoders) on the spec's self-test
+    image and ``images``; the task's gate compares it with ONNX Runtime (``tolerances`` go to the gate). Below
+    the gate nothing is written and :class:`EngineRefused` is raised.
+    """
+    import edgeinfer
+
+    src = Path(model_path)
+    if engine not in WRITERS:
+        raise EdgeInferError(f"convert --engine: expected one of {sorted(WRITERS)}, found {engine!r}.")
+    if weights not in WEIGHTS:
+        raise EdgeInferError(f"convert weights: expected one of {WEIGHTS}, found {weights!r}.")
+    engines.adapter(engine)  # a missing engine package says how to install it before any work is done
+    reference = edgeinfer.load(src, threads=threads)
+    frames = _frames(reference, images)
+    final = base.artifact_dir(src, engine)
+    stage = Path(tempfile.mkdtemp(prefix=f".{src.stem}.{engine}.", dir=src.parent))
+    try:
+        # the staged artifact sits beside a link to the model, where the engine's loader will look for it
+        (stage / src.name).symlink_to(src.resolve())
+        folder = base.artifact_dir(stage / src.name, engine)
+        folder.mkdir()
+        prepared = reference.prepare([frames[0]])
+        example = contract.feeds(reference.spec.input, prepared.batch, prepared.sizes, str(src))
+        files = WRITERS[engine](src, folder, weights, example, reference.spec.input.dynamic_size)
+        spec_sha = base.spec_hash(reference.spec)
+        record = {"schema": "edgeinfer.engine/1", "engine": engine, "engine_version": "", "source": src.name,
+                  "spec_sha256": spec_sha, "weights": weights, "files": files, "inputs": base.ports(reference.session.get_inputs()),
+                  "outputs": base.ports(reference.session.get_outputs())}
+        (folder / base.RECORD).write_text(json.dumps(record, indent=1))
+        candidate = edgeinfer.load(stage / src.name, engine=engine, threads=threads)
+        verdict = reference.task.gate(samples(reference, frames), samples(candidate, frames), **dict(tolerances or {}))
+        parity = {"reference": f"onnxruntime {reference.engine_version}", "passed": bool(verdict.passed),
+                  **verdict.figures}
+        report = ConvertReport(engine, candidate.engine_version, str(src), str(final), tuple(files), spec_sha,
+                               len(frames), bool(verdict.passed), False, parity)
+        if not verdict.passed:
+            raise EngineRefused(f"{src.name} on {engine} {candidate.engine_version}: outside the {reference.spec.task} "
+                                f"gate against ONNX Runtime on {len(frames)} image(s) ({_figures(verdict.figures)}); "
+                                f"nothing written. Report it with the figures, or keep running the .onnx on ONNX "
+                                f"Runtime.", report)
+        record.update(engine_version=candidate.engine_version, parity=parity)
+        (folder / base.RECORD).write_text(json.dumps(record, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(folder, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return ConvertReport(**{**report.__dict__, "written": True})
+
+
+def _figures(figures: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.3g}" for k, v in figures.items() if isinstance(v, float))

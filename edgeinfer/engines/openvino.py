@@ -1,0 +1,101 @@
+"""OpenVINO, through its own API (not ONNX Runtime's OpenVINO execution provider): it reads the ``.onnx`` itself,
+or the IR ``edgeinfer convert --engine openvino`` wrote beside it (``MODEL.openvino/model.xml``).
+
+Compiled for f32 inference: OpenVINO's CPU plugin would otherwise pick bf16 on CPUs that have it, which is not the
+graph edgeinfer verified. The graph keeps the ONNX file's names, layout and output order (its frontend maps
+them one to one); an IR is checked against the ports recorded when it was written.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import openvino as ov
+
+from edgeinfer import providers
+from edgeinfer.engines import base
+from edgeinfer.errors import ModelError
+
+NAME = "openvino"
+DEVICE = "CPU"
+IR = "model.xml"
+# OpenVINO's element type names -> ONNX Runtime's spelling of the ONNX type
+_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "f64": "tensor(double)", "u8": "tensor(uint8)",
+          "i8": "tensor(int8)", "i32": "tensor(int32)", "i64": "tensor(int64)", "boolean": "tensor(bool)"}
+
+
+def version() -> str:
+    return ov.get_version().split("-")[0]
+
+
+def _port(p: Any) -> base.Port:
+    shape = tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape())
+    kind = p.get_element_type().get_type_name()
+    return base.Port(p.get_any_name(), shape, _TYPES.get(kind, f"openvino({kind})"))
+
+
+class OpenVINOSession:
+    """A compiled OpenVINO model; one infer request per calling thread, so ``run`` is safe from several threads."""
+
+    engine = NAME
+
+    def __init__(self, compiled: Any, metadata: Mapping[str, str], artifact: Mapping[str, Any] | None) -> None:
+        self.version = version()
+        self.artifact = artifact
+        self.metadata = metadata
+        self.compiled = compiled
+        self.requested = (f"openvino:{DEVICE}",)
+        self._inputs = [_port(p) for p in compiled.inputs]
+        self._outputs = [_port(p) for p in compiled.outputs]
+        self._index = {p.name: i for i, p in enumerate(self._outputs)}
+        self._local = threading.local()
+
+    def get_inputs(self) -> list[base.Port]:
+        return self._inputs
+
+    def get_outputs(self) -> list[base.Port]:
+        return self._outputs
+
+    def get_providers(self) -> list[str]:
+        return [f"openvino:{DEVICE}"]
+
+    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        missing = [n for n in names if n not in self._index]
+        if missing:
+            raise ModelError(f"openvino: expected outputs among {list(self._index)}, found a request for {missing}.")
+        result = request.infer(dict(feed))  # copies the outputs out of the request's own buffers
+        return [np.asarray(result[self._index[n]]) for n in names]
+
+
+def open(path: str | os.PathLike, *, profile: providers.Profile, threads: int | None = None, strict: bool = False,
+         session_config: Mapping[str, str] | None = None) -> OpenVINOSession:
+    """The model compiled for OpenVINO's CPU plugin: the IR beside ``path`` when ``edgeinfer convert`` wrote one,
+    else the ``.onnx`` read directly. ``threads`` (else the profile's intra-op threads) sets its inference
+    threads; ``session_config`` entries go to ``compile_model``'s config as they are."""
+    core = ov.Core()
+    folder = base.artifact_dir(path, NAME)
+    record = base.read_record(folder) if (folder / IR).is_file() else None
+    source = folder / IR if record is not None else path
+    try:
+        model = core.read_model(str(source))
+    except Exception as exc:  # OpenVINO raises its own untyped errors for unreadable files
+        raise ModelError(f"{source}: expected a model OpenVINO can read, it failed: {exc}") from exc
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    n = profile.intra_op_threads if threads is None else threads
+    if n:
+        config["INFERENCE_NUM_THREADS"] = int(n)
+    config.update({str(k): str(v) for k, v in (session_config or {}).items()})
+    try:
+        compiled = core.compile_model(model, DEVICE, config)
+    except Exception as exc:
+        raise ModelError(f"{source}: OpenVINO could not compile it for {DEVICE}: {exc}") from exc
+    session = OpenVINOSession(compiled, base.onnx_metadata(path), record)
+    if record is not None:
+        base.check_ports(session, record, str(source))
+    return session

@@ -1,0 +1,208 @@
+"""Engines beside ONNX Runtime (edgeinfer.engines): OpenVINO and ncnn run the graph of real models trained here -- a
+photo classifier, the shapes detector, the LR-ASPP segmenter, an embedder -- with edgeinfer's own preprocessing and
+decoders, equal to ONNX Runtime within each task's gate; the files ``convert`` writes are bound to the spec, and
+refused (or never written) when they should be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgeinfer
+from conftest import edit_spec
+from converters.engines import EngineRefused, EngineUnsupported, convert, samples
+from edgeinfer.engines import base
+from test_embeddings import embedder  # noqa: F401  (fixture)
+from test_semantic_segmentation import _photo_frames, lraspp  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+ENGINES = ("openvino", "ncnn")
+
+
+def _same_within_gate(path, frames, engine="openvino", tmp=None, **load):
+    """ONNX Runtime and ``engine`` on the same frames, judged by the task's gate. OpenVINO reads the .onnx; ncnn runs
+    only its own files, which convert makes first (in ``tmp``, beside a copy of the model)."""
+    if engine == "ncnn":
+        src = tmp / Path(path).name
+        shutil.copy(path, src)
+        assert convert(src, engine="ncnn", images=frames[:2]).written
+        path = src
+    ref = edgeinfer.load(path)
+    other = edgeinfer.load(path, engine=engine, **load)
+    assert (other.engine, ref.engine) == (engine, "onnxruntime") and other.providers[0].startswith(engine)
+    verdict = ref.task.gate(samples(ref, frames), samples(other, frames))
+    assert verdict.passed, verdict.figures
+    return ref, other, verdict
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """The committed shapes detector (tests/data/detectors/shapes), exported by Ultralytics' own exporter."""
+    from tests.material import shapes
+
+    path = shapes.export(shapes.train("detect"), tmp_path_factory.mktemp("engine-det"), variants=["raw"])["raw"]
+    return path, [f.image for f in shapes.test_frames("detect").values()]
+
+
+def test_openvino_classifiers_equal_onnxruntime_and_convert_writes_a_bound_ir(exported, photos, photo_files,
+                                                                               tmp_path):
+    frames = [np.ascontiguousarray(p[..., ::-1]) for p in photos.values()]
+    for arch in ("resnet18", "mobilenet_v3_small"):
+        src = tmp_path / f"{arch}.onnx"
+        shutil.copy(exported[arch][1], src)
+        ref, ov, verdict = _same_within_gate(src, frames, threads=2)
+        assert verdict.figures["top1_agreement"] == 1.0
+        report = convert(src, engine="openvino", images=str(photo_files[0].parent))
+        folder = base.artifact_dir(src, "openvino")
+        assert report.written and report.passed and Path(report.folder) == folder
+        assert sorted(p.name for p in folder.iterdir()) == ["edgeinfer.json", "model.bin", "model.xml"]
+        record = json.loads((folder / "edgeinfer.json").read_text())
+        assert record["spec_sha256"] == base.spec_hash(ref.spec) and record["parity"]["passed"]
+        assert record["parity"]["images"] == report.images > 1  # the self-test image and the photos
+        ir = edgeinfer.load(src, engine="openvino")
+        assert ir.session.artifact["engine_version"] == ir.engine_version
+        assert ir.self_test().passed
+        for frame in frames:
+            a, b = ref.predict(frame), ir.predict(frame)
+            assert a.top_k[0][0] == b.top_k[0][0] and np.abs(a.scores - b.scores).max() <= 1e-3
+
+
+def test_ncnn_classifiers_equal_onnxruntime(exported, photos, tmp_path):
+    frames = [np.ascontiguousarray(p[..., ::-1]) for p in photos.values()]
+    for arch in ("resnet18", "mobilenet_v3_small"):
+        _, ncnn, verdict = _same_within_gate(exported[arch][1], frames, "ncnn", tmp_path, threads=2,
+                                             session_config={"openmp_blocktime": "0"})
+        assert verdict.figures["top1_agreement"] == 1.0 and ncnn.self_test().passed
+        assert ncnn.session.net.opt.openmp_blocktime == 0 and ncnn.session.net.opt.num_threads == 2
+    with pytest.raises(edgeinfer.ModelError, match="not an ncnn option"):
+        edgeinfer.load(tmp_path / "mobilenet_v3_small.onnx", engine="ncnn", session_config={"spin": "0"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_detector_boxes_equal_onnxruntime_within_half_a_pixel(detector, engine, tmp_path):
+    path, frames = detector
+    ref, other, verdict = _same_within_gate(path, frames, engine, tmp_path)
+    assert sum(verdict.figures["detections"]) > 0 and verdict.figures["box_max_abs_diff"] <= 0.5
+
+
+@pytest.mark.slow
+def test_openvino_detector_ir_gives_the_same_boxes(detector, tmp_path):
+    path, frames = detector
+    ref = edgeinfer.load(path)
+    src = tmp_path / path.name
+    shutil.copy(path, src)
+    report = convert(src, engine="openvino", images=frames)  # no self-test in an Ultralytics file: the frames
+    assert report.written and report.images == len(frames)
+    ir = edgeinfer.load(src, engine="openvino")
+    for frame in frames:
+        a, b = ref.detect([frame])[0], ir.detect([frame])[0]
+        assert len(a) == len(b) and (a.class_id == b.class_id).all()
+        assert np.abs(a.xyxy - b.xyxy).max() <= 0.5
+
+
+@pytest.mark.slow
+def test_openvino_segmenter_class_maps_equal_onnxruntime(lraspp, tmp_path):  # noqa: F811
+    _, path, _, frames, scenes = lraspp
+    images = list(frames.values()) + [np.ascontiguousarray(s[..., ::-1]) for s in scenes]
+    _, _, verdict = _same_within_gate(path, images, "openvino", tmp_path)
+    assert verdict.figures["min_pixel_agreement"] >= 0.999
+
+
+def test_ncnn_refuses_the_dynamic_size_segmenter_and_writes_nothing(lraspp, tmp_path):  # noqa: F811
+    # LR-ASPP resizes its logits to the input's own size: pnnx keeps that as a pnnx.Expression ncnn cannot run
+    src = tmp_path / "lraspp.onnx"
+    shutil.copy(lraspp[1], src)
+    with pytest.raises(EngineUnsupported, match="pnnx.Expression.*nothing written"):
+        convert(src, engine="ncnn")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lraspp.onnx"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_embedder_vectors_equal_onnxruntime(embedder, photos, engine, tmp_path):  # noqa: F811
+    _, path, _ = embedder
+    _, other, verdict = _same_within_gate(path, [np.ascontiguousarray(p[..., ::-1]) for p in photos.values()],
+                                          engine, tmp_path)
+    assert verdict.figures["min_cosine"] >= 0.9999
+    assert other.self_test().passed
+
+
+def test_an_ir_made_for_another_spec_is_refused(exported, tmp_path):
+    src = tmp_path / "m.onnx"
+    shutil.copy(exported["mobilenet_v3_small"][1], src)
+    convert(src, engine="openvino")
+    edited = tmp_path / "edited" / "m.onnx"
+    edited.parent.mkdir()
+    edit_spec(src, edited, lambda spec: spec.update(labels=[f"renamed-{x}" for x in spec["labels"]]))
+    shutil.copytree(base.artifact_dir(src, "openvino"), base.artifact_dir(edited, "openvino"))
+    with pytest.raises(edgeinfer.ModelError, match="hashes to .*edgeinfer convert .* --engine openvino"):
+        edgeinfer.load(edited, engine="openvino")
+    assert edgeinfer.load(edited).engine == "onnxruntime"  # the .onnx itself still runs
+    shutil.rmtree(base.artifact_dir(edited, "openvino"))
+    assert edgeinfer.load(edited, engine="openvino").session.artifact is None  # read from the .onnx
+
+
+def test_a_candidate_outside_the_gate_writes_nothing(exported, photo_files, tmp_path):
+    src = tmp_path / "m.onnx"
+    shutil.copy(exported["resnet18"][1], src)
+    with pytest.raises(EngineRefused, match="nothing written") as info:
+        # a gate stricter than OpenVINO's half-size weights meet: they move this classifier's probabilities by
+        # about 5e-4 (within the default 1e-3, so f16 alone passes here)
+        convert(src, engine="openvino", images=str(photo_files[0].parent), weights="f16",
+                tolerances={"atol": 1e-6})
+    assert not info.value.report.passed and info.value.report.parity["max_abs_diff"] > 1e-6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no artifact, no staging folder left
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_missing_engine_package_says_the_pip_command(exported, engine):
+    code = (f"import sys; sys.modules[{engine!r}] = None\n"  # as on a device without the extra
+            "import edgeinfer\n"
+            "try:\n    edgeinfer.load(sys.argv[1], engine=sys.argv[2])\n"
+            "except edgeinfer.DependencyError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(exported["resnet18"][1]), engine], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert f"pip install 'edgeinfer[{engine}]'" in done.stdout, done.stderr[-2000:]
+
+
+def test_ncnn_without_its_files_says_how_to_make_them(exported):
+    with pytest.raises(edgeinfer.ModelError, match="edgeinfer convert .* --engine ncnn"):
+        edgeinfer.load(exported["resnet18"][1], engine="ncnn")
+
+
+def test_import_edgeinfer_loads_no_engine_package():
+    code = "import sys, edgeinfer; print([m for m in ('openvino', 'ai_edge_litert', 'ncnn') if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_cli_convert_bench_and_the_old_ray_spelling(exported, photo_files, tmp_path):
+    src = tmp_path / "m.onnx"
+    shutil.copy(exported["mobilenet_v3_small"][1], src)
+    cli = [sys.executable, "-m", "edgeinfer"]
+    done = subprocess.run(cli + ["convert", str(src), "--engine", "openvino", "--json"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["written"] and base.artifact_dir(src, "openvino").is_dir()
+    out = tmp_path / "bench.json"
+    done = subprocess.run(cli + ["bench", str(src), "--engine", "openvino", "--runs", "3", "--warmup", "1",
+                                 "--no-cold-start", "--json", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    env = json.loads(out.read_text())["environment"]
+    assert env["engine"] == "openvino" and env["engine_version"] == edgeinfer.load(src, engine="openvino").engine_version
+    done = subprocess.run(cli + ["predict", str(src), str(photo_files[0]), "--engine", "local", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and "--on local" in done.stderr, done.stderr[-2000:]
+    assert json.loads(done.stdout)[0]["image"] == str(photo_files[0])
