@@ -687,9 +687,11 @@ def _engine_names() -> tuple[str, ...]:
 def _engine_arg(p: argparse.ArgumentParser, *, legacy: tuple[str, ...] = ()) -> None:
     from edgeinfer import engines
 
-    p.add_argument("--engine", default=engines.DEFAULT, choices=engines.names() + legacy, metavar="ENGINE",
+    p.add_argument("--engine", default=engines.DEFAULT, choices=engines.names() + (engines.AUTO,) + legacy,
+                   metavar="ENGINE",
                    help=f"what runs the graph: {', '.join(engines.names())} (default {engines.DEFAULT}; others are "
-                        "extras: pip install 'edgeinfer[openvino]')")
+                        f"extras: pip install 'edgeinfer[openvino]'), or {engines.AUTO}: the --device profile's "
+                        "engines in order, the first that can run the model here")
 
 
 def build_parser() -> argparse.ArgumentParser:

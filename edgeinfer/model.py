@@ -355,7 +355,8 @@ def load(path: str | os.PathLike, *, engine: str = engines.DEFAULT,
     :data:`edgeinfer.engines.ENGINES` (``"openvino"``, ``"ncnn"``), each an optional extra (a missing one is a
     :class:`~edgeinfer.errors.DependencyError` naming the pip command). An engine reads the ``.onnx`` itself, or the
     artifact ``edgeinfer convert MODEL.onnx --engine NAME`` wrote beside it (ncnn needs it), refused when made for
-    another spec.
+    another spec. ``"auto"`` takes the device profile's ``engines`` in order: the first one installed here that can
+    read the model (an :class:`~edgeinfer.engines.EngineFallbackWarning` says each one skipped).
     Preprocessing, decoders, NMS and geometry are the same whatever the engine.
     """
     p = Path(path)
@@ -365,6 +366,8 @@ def load(path: str | os.PathLike, *, engine: str = engines.DEFAULT,
     preferred = variant_path(p, profile.precision)
     if preferred != p and preferred.is_file():
         p = preferred
+    if engine == engines.AUTO:
+        engine = engines.choose(profile, p, strict=strict)
     session = engines.adapter(engine).open(p, profile=profile, threads=threads, strict=strict,
                                            session_config=session_config)
     if spec is None and labels is None and output_kind is None:

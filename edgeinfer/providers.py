@@ -54,7 +54,7 @@ GRAPH_OPTIMIZATION = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                       "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 EXECUTION_MODES = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}
-TOP_KEYS = {"name", "description", "precision", "preprocess", "session", "providers"}
+TOP_KEYS = {"name", "description", "precision", "preprocess", "session", "providers", "engines"}
 SESSION_KEYS = {"intra_op_threads", "inter_op_threads", "graph_optimization", "execution_mode", "config"}
 PROVIDER_KEYS = {"name", "options"}
 
@@ -84,6 +84,9 @@ class Profile:
     execution_mode: str = "sequential"
     config: Mapping[str, str] = field(default_factory=dict)
     path: str = ""
+    # the engines engine="auto" tries, in order (edgeinfer.engines.choose): the first installed one that can read
+    # the model is used, each one skipped is said with an EngineFallbackWarning
+    engines: tuple[str, ...] = ("onnxruntime",)
 
     def session_options(self, *, threads: int | None = None) -> ort.SessionOptions:
         opts = ort.SessionOptions()
@@ -101,7 +104,7 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "precision": self.precision,
-                "preprocess": self.preprocess, "path": self.path,
+                "preprocess": self.preprocess, "path": self.path, "engines": list(self.engines),
                 "session": {"intra_op_threads": self.intra_op_threads, "inter_op_threads": self.inter_op_threads,
                             "graph_optimization": self.graph_optimization, "execution_mode": self.execution_mode,
                             "config": dict(self.config)},
@@ -160,13 +163,16 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> Profile:
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
             raise _bad(path, key, "a string", data[key])
+    engines = data.get("engines", ["onnxruntime"])
+    if not (isinstance(engines, list) and engines and all(isinstance(e, str) and e for e in engines)):
+        raise _bad(path, "engines", "a non-empty array of engine names, in order of preference", engines)
     return Profile(name=str(data.get("name", path.stem)), providers=tuple(requests),
                    description=str(data.get("description", "")), precision=data.get("precision", "fp32"),
                    preprocess=data.get("preprocess", "exact"),
                    intra_op_threads=session.get("intra_op_threads", 0), inter_op_threads=session.get("inter_op_threads", 0),
                    graph_optimization=session.get("graph_optimization", "all"),
                    execution_mode=session.get("execution_mode", "sequential"),
-                   config={str(k): str(v) for k, v in config.items()}, path=str(path))
+                   config={str(k): str(v) for k, v in config.items()}, path=str(path), engines=tuple(engines))
 
 
 def read_profile(device: str | os.PathLike) -> Profile:

@@ -206,3 +206,36 @@ def test_cli_convert_bench_and_the_old_ray_spelling(exported, photo_files, tmp_p
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0 and "--on local" in done.stderr, done.stderr[-2000:]
     assert json.loads(done.stdout)[0]["image"] == str(photo_files[0])
+
+
+def test_auto_takes_the_profiles_engines_in_order_and_says_each_one_skipped(exported, photos, tmp_path):
+    from edgeinfer.engines import EngineFallbackWarning
+    from edgeinfer.errors import DependencyError
+    from edgeinfer.providers import ProviderFallbackWarning
+
+    src = tmp_path / "resnet18.onnx"
+    shutil.copy(exported["resnet18"][1], src)
+    frame = np.ascontiguousarray(next(iter(photos.values()))[..., ::-1])
+    # intel-openvino prefers OpenVINO's own runtime, installed here: no fallback
+    ov = edgeinfer.load(src, engine="auto", device="intel-openvino")
+    assert ov.engine == "openvino"
+    # raspberry-pi-5 prefers ncnn, which runs only converted files: none yet, so ONNX Runtime, said
+    with pytest.warns(EngineFallbackWarning, match=r"'ncnn': no ncnn files beside the model .*--engine ncnn"):
+        with pytest.warns(ProviderFallbackWarning):  # and its XNNPACK provider is not in this ORT build
+            pi = edgeinfer.load(src, engine="auto", device="raspberry-pi-5")
+    assert pi.engine == "onnxruntime"
+    with pytest.raises(DependencyError, match="prefers engine 'ncnn'"):
+        edgeinfer.load(src, engine="auto", device="raspberry-pi-5", strict=True)
+    assert convert(src, engine="ncnn", images=[frame]).written
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pi = edgeinfer.load(src, engine="auto", device="raspberry-pi-5")
+    assert pi.engine == "ncnn" and not [w for w in seen if issubclass(w.category, EngineFallbackWarning)]
+    assert pi.predict(frame).index == ov.predict(frame).index == edgeinfer.load(src).predict(frame).index
+    # a profile naming an engine this runtime does not know is refused by name
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nengines = ["tensorrt-native"]\n[[providers]]\nname = "CPUExecutionProvider"\n')
+    with pytest.raises(edgeinfer.ModelError, match="engine: expected one of"):
+        edgeinfer.load(src, engine="auto", device=str(bad))

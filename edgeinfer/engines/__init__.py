@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from edgeinfer.errors import DependencyError, ModelError
+
+
+class EngineFallbackWarning(UserWarning):
+    """``engine="auto"`` skipped an engine the device profile prefers (not installed, or no files for this model)."""
 
 
 @dataclass(frozen=True)
@@ -29,14 +36,16 @@ class Engine:
     adapter: str  # the adapter module
     package: str  # the module the engine itself is imported as
     install: str  # the pip command that installs it
+    needs_artifact: bool = False  # runs only the files `edgeinfer convert --engine NAME` writes, never the .onnx
 
 
 ENGINES: dict[str, Engine] = {
     "onnxruntime": Engine("edgeinfer.engines.onnxruntime", "onnxruntime", "pip install onnxruntime"),
     "openvino": Engine("edgeinfer.engines.openvino", "openvino", "pip install 'edgeinfer[openvino]'"),
-    "ncnn": Engine("edgeinfer.engines.ncnn", "ncnn", "pip install 'edgeinfer[ncnn]'"),
+    "ncnn": Engine("edgeinfer.engines.ncnn", "ncnn", "pip install 'edgeinfer[ncnn]'", needs_artifact=True),
 }
 DEFAULT = "onnxruntime"
+AUTO = "auto"  # the device profile's engines, in order: the first one that can run the model here
 
 
 def names() -> tuple[str, ...]:
@@ -63,3 +72,30 @@ def adapter(name: str) -> ModuleType:
 def installed(name: str) -> bool:
     """Whether engine ``name``'s package is importable here (without importing it)."""
     return importlib.util.find_spec(entry(name).package) is not None
+
+
+def choose(profile: Any, model: str | os.PathLike, *, strict: bool = False) -> str:
+    """The engine ``engine="auto"`` runs ``model`` on: the first of ``profile.engines`` that is installed here and
+    can read the model (an engine that runs only converted files needs them beside it). Each one skipped is said
+    with an :class:`EngineFallbackWarning`; with ``strict`` the first skip raises instead."""
+    from edgeinfer.engines import base
+
+    skipped = []
+    for name in profile.engines:
+        row = entry(name)
+        if not installed(name):
+            why = f"not installed here ({row.install})"
+        elif row.needs_artifact and not base.artifact_dir(model, name).is_dir():
+            why = (f"no {name} files beside the model (make them on the workstation: edgeinfer convert {model} "
+                   f"--engine {name})")
+        else:
+            if skipped:
+                warnings.warn(f"device {profile.name!r}: engine {name!r} runs {model}; skipped " + "; ".join(skipped)
+                              + ".", EngineFallbackWarning, stacklevel=3)
+            return name
+        if strict:
+            raise DependencyError(f"device {profile.name!r} prefers engine {name!r}, which is {why}. (strict=True "
+                                  "refuses to fall back.)")
+        skipped.append(f"{name!r}: {why}")
+    raise DependencyError(f"device {profile.name!r}: none of its engines {list(profile.engines)} can run {model}: "
+                          + "; ".join(skipped) + ".")
