@@ -233,7 +233,14 @@ def test_auto_takes_the_profiles_engines_in_order_and_says_each_one_skipped(expo
         warnings.simplefilter("always")
         pi = edgeinfer.load(src, engine="auto", device="raspberry-pi-5")
     assert pi.engine == "ncnn" and not [w for w in seen if issubclass(w.category, EngineFallbackWarning)]
-    assert pi.predict(frame).index == ov.predict(frame).index == edgeinfer.load(src).predict(frame).index
+    ort_model = edgeinfer.load(src)
+    assert pi.predict(frame).index == ov.predict(frame).index == ort_model.predict(frame).index
+    # model.session.run(None, feed) -- ONNX Runtime's own "every output" -- on every engine, as scripts call it
+    feed = {ort_model.spec.input.name: ort_model.graph_input(frame)}
+    want = ort_model.session.run([ort_model.spec.output.name], feed)[0]
+    for model in (ort_model, ov, pi):
+        got = model.session.run(None, feed)
+        assert len(got) == len(model.session.get_outputs()) and np.abs(got[0] - want).max() <= 1e-3, model.engine
     # a profile naming an engine this runtime does not know is refused by name
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nengines = ["tensorrt-native"]\n[[providers]]\nname = "CPUExecutionProvider"\n')

@@ -49,7 +49,8 @@ class Session(Protocol):
 
     def get_providers(self) -> list[str]: ...
 
-    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+    # names None: every output in the graph's order, as InferenceSession.run(None, feed) (scripts use it)
+    def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
 def _varint(buf: Any, i: int) -> tuple[int, int]:

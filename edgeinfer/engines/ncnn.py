@@ -52,7 +52,9 @@ class NcnnSession:
     def get_providers(self) -> list[str]:
         return ["ncnn:cpu"]
 
-    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if names is None:  # as InferenceSession.run(None, ...): every output, in the graph's order
+            names = [o.name for o in self.get_outputs()]
         missing = [n for n in names if n not in self._out]
         if missing:
             raise ModelError(f"ncnn: expected outputs among {list(self._out)}, found a request for {missing}.")

@@ -40,8 +40,8 @@ class OrtSession:
     def get_providers(self) -> list[str]:
         return self.inference_session.get_providers()
 
-    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        return self.inference_session.run(list(names), feed)
+    def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return self.inference_session.run(None if names is None else list(names), feed)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inference_session, name)

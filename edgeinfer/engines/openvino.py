@@ -62,7 +62,9 @@ class OpenVINOSession:
     def get_providers(self) -> list[str]:
         return [f"openvino:{DEVICE}"]
 
-    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if names is None:  # as InferenceSession.run(None, ...): every output, in the graph's order
+            names = [o.name for o in self.get_outputs()]
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
