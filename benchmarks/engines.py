@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -40,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 # the trained detector and segmenter committed with the tests (training them again takes long on a CPU)
 os.environ.setdefault("EDGEINFER_CACHE", str(ROOT / "tests" / "data" / "detectors"))
+
+from edgeinfer.tools.bench import cpu_model  # noqa: E402
 
 NO_SPIN = {"onnxruntime": {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"},
            "openvino": None, "ncnn": {"openmp_blocktime": "0"}}
@@ -144,16 +145,6 @@ def measure(name: str, rounds: int, tmp: Path) -> dict:
             "ort_over_engine": speedup, "gates": gates, "notes": notes}
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def table(out: dict) -> str:
     """The README's table: median ms per frame at 1 and 2 threads, and ORT's time over each engine's."""
     lines = [f"| model | threads | ORT {out['onnxruntime']} | OpenVINO {out['openvino']} | ncnn {out['ncnn']} | "
@@ -193,7 +184,7 @@ def main() -> None:
                   + "  ORT/engine " + " ".join(f"{k} {v:.2f}x" for k, v in row["ort_over_engine"].items())
                   + "  gates " + " ".join(f"{k} {'passed' if g['passed'] else 'FAILED'}" for k, g in row["gates"].items()),
                   flush=True)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu(), "cpus": os.cpu_count(),
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cpus": os.cpu_count(),
            "load_average_at_end": os.getloadavg(), "onnxruntime": ort.__version__,
            "openvino": ov.get_version().split("-")[0], "ncnn": ncnn.__version__, "rounds": args.rounds,
            "frame": "1920x1080 BGR, decoded once; each call: preprocess, run, decode", "rows": rows}
