@@ -507,12 +507,9 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     channels = int(meta.get("channels", 3))
     if channels != 3:
         raise ModelError(f"Ultralytics model with {channels} channels: expected 3 (RGB).")
-    names = _literal(meta, "names")
-    if isinstance(names, Mapping):
-        keys = sorted(names)
-        labels = tuple(str(names[k]) for k in keys) if keys == list(range(len(keys))) else None
-    else:
-        labels = tuple(str(n) for n in names)
+    _literal(meta, "names")  # refuses a value that is not a Python literal
+    found = file_labels({"names": meta["names"]})
+    labels = found[1] if found else None
     version = meta.get("version", "?")
     provenance = {"source": "ultralytics", "ultralytics": version, "ultralytics_task": task,
                   "export_imgsz": f"{imgsz[0]}x{imgsz[1]}"}
@@ -530,7 +527,7 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     stride = int(max(_literal(meta, "stride", 32), 1))
     rtdetr = "RTDETR" in meta.get("head", "")
     if dynamic and not rtdetr:
-        side = max(math.ceil(ULTRALYTICS_DEFAULT_IMGSZ / stride) * stride, stride)  # check_imgsz's rounding
+        side = stride_ceil(ULTRALYTICS_DEFAULT_IMGSZ, stride)
         h = w = side
         provenance["imgsz"] = (f"{side} (the predictor's default for a dynamic file; exported at {imgsz}: "
                                "load(path, imgsz=...) as predict(imgsz=...))")
@@ -543,6 +540,11 @@ def from_ultralytics(meta: Mapping[str, str], *, dynamic: bool | None = None) ->
     post = Postprocess(decoder=decoder, kpt_shape=tuple(kpt) if kpt else None, rules=f"ultralytics=={version}")
     return Preprocessing(steps=steps, labels=labels, output_kind="raw", provenance=provenance,
                          task=ULTRALYTICS_TASKS[task], postprocess=post)
+
+
+def stride_ceil(side: int, stride: int) -> int:
+    """``side`` rounded up to a multiple of ``stride``, at least one stride: Ultralytics' ``check_imgsz``."""
+    return max(math.ceil(side / stride) * stride, stride)
 
 
 def at_size(spec: Spec, imgsz: int | Sequence[int], path: str | os.PathLike = "model") -> Spec:
@@ -559,7 +561,7 @@ def at_size(spec: Spec, imgsz: int | Sequence[int], path: str | os.PathLike = "m
                         f"{[s.op for s in spec.steps]}). Give the size in the spec's resize instead.")
     step = spec.steps[at[0]]
     stride = int(step.params.get("stride", 32))
-    size = [max(math.ceil(v / stride) * stride, stride) for v in sides]
+    size = [stride_ceil(v, stride) for v in sides]
     fixed = spec.input.height_width
     if all(v is not None for v in fixed):
         if list(fixed) != size:
