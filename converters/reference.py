@@ -40,23 +40,24 @@ def _training_loader(spec: Any) -> Callable[[Any], Any]:
 
 def check(model_path: str | os.PathLike, images: Any, *, transform: Any = None, torch_model: Any = None,
            loader: Callable[[Any], Any] | None = None, plots_dir: str | os.PathLike | None = None,
-           max_images: int = 64, device: str = "cpu", imgsz: Any = None) -> CheckReport:
+           max_images: int = 64, device: str = "cpu", imgsz: Any = None, engine: str = "onnxruntime") -> CheckReport:
     """The full checklist: runtime checks, then the reference checks that ``transform``/``torch_model`` allow.
 
     ``loader`` turns an image (path) into what the training pipeline fed ``transform`` (default: PIL
-    ``convert('RGB')`` or ``'L'`` as the spec says). ``plots_dir`` receives the debug plots.
+    ``convert('RGB')`` or ``'L'`` as the spec says). ``plots_dir`` receives the debug plots. ``engine`` runs the
+    graph, as ``edgeinfer.load`` takes it.
     """
     import edgeinfer
     from edgeinfer.tools import plots
 
     items: list[Any] = list(image_files(images)) if isinstance(images, (str, os.PathLike)) else list(images)
     items = items[:max_images]
-    report = runtime_check(model_path, images=items, device=device, imgsz=imgsz)
+    report = runtime_check(model_path, images=items, device=device, imgsz=imgsz, engine=engine)
     findings, measured = list(report.findings), dict(report.measured)
     written: list[str] = []
     if any(f.code in ("spec_missing", "spec_invalid", "shape_mismatch", "model_unloadable") for f in findings):
         return report
-    model = edgeinfer.load(model_path, imgsz=imgsz)
+    model = edgeinfer.load(model_path, imgsz=imgsz, device=device, engine=engine)
     spec = model.spec
     scores = model.task.scores  # class probabilities: the plots and parity read them (classifiers)
     deployed = [model.preprocess(i) for i in items]

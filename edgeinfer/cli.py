@@ -242,7 +242,8 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
     try:
         report = distributed.predict(args.model, source, out=args.out, device=args.device, address=args.address,
                                      threads=args.threads, workers=args.workers, batch=args.batch, top_k=args.top_k,
-                                     reference=reference, progress=progress)
+                                     reference=reference, progress=progress, engine=args.engine,
+                                     load_options={k: v for k, v in _sidecar(args).items() if v is not None})
     finally:
         close()
     if args.json:
@@ -250,8 +251,8 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
         return 0
     print(f"{report.predicted} predicted, {report.failed} failed (recorded with their error), {report.skipped} "
           f"already in {report.out}; {report.workers} workers x {report.threads_per_worker} threads on "
-          f"{report.nodes} node(s), {report.cluster_cpus:g} CPUs; {report.seconds:.1f} s "
-          f"({report.images_per_s:.1f} images/s)", file=sys.stderr)
+          f"{report.nodes} node(s), {report.cluster_cpus:g} CPUs, on {', '.join(report.engines) or args.engine}; "
+          f"{report.seconds:.1f} s ({report.images_per_s:.1f} images/s)", file=sys.stderr)
     if report.reference is not None:
         r = report.reference
         if r["images"]:
@@ -609,12 +610,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     if model is None and transform is None and args.plots is None:
         from edgeinfer.tools.check import check
 
-        report = check(args.model, images=args.images, device=args.device, imgsz=_imgsz(args))
+        report = check(args.model, images=args.images, device=args.device, imgsz=_imgsz(args), engine=args.engine)
     else:  # the training reference or the plots: the workstation side (torch, matplotlib)
         from converters.reference import check
 
         report = check(args.model, args.images if args.images is not None else [], transform=transform,
-                       torch_model=model, plots_dir=args.plots, device=args.device, imgsz=_imgsz(args))
+                       torch_model=model, plots_dir=args.plots, device=args.device, imgsz=_imgsz(args),
+                       engine=args.engine)
     from edgeinfer.tools.files import write_text_atomic
 
     if args.json:
@@ -864,6 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write a markdown report (linking the plots) to this file")
     p.add_argument("--plots", help="write debug plots into this folder (needs matplotlib)")
     _imgsz_arg(p)
+    _engine_arg(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("fleet", help="compare the bench, parity, check and tune reports of many devices")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 import edgeinfer
@@ -94,7 +95,8 @@ def on_records(records):
     if args.get("stop_after") == len(seen):
         os._exit(3)
 report = distributed.predict(args["model"], args["source"], out=args["out"], batch=args["batch"],
-                             address=args["address"], on_records=on_records)
+                             address=args["address"], on_records=on_records,
+                             engine=args.get("engine", "onnxruntime"), load_options=args.get("load_options"))
 print("REPORT", json.dumps({**report.to_dict(), "killed": killed}))
 """
 
@@ -140,6 +142,7 @@ def test_predictions_on_two_nodes_equal_single_process_predict_for_every_photo(c
     rows = distributed.read_results(out)
     _assert_equal_to_single_process(rows, _single_process(classifier, files))
     assert all(r["worker"] for r in rows)  # each result names the worker (host:pid) that produced it
+    assert {r["engine"] for r in rows} == set(report["engines"]) == {f"onnxruntime {ort.__version__}"}
     assert not out.with_name(out.name + ".parts").exists()
 
 
@@ -223,8 +226,10 @@ def test_cli_engine_ray_with_reference_reports_agreement_with_training(exported,
 
 
 def test_detector_boxes_come_back_one_row_each_as_a_single_process_finds_them(cluster, tmp_path):
-    """A dynamic-size detector (one image a call, each letterboxed to its own rectangle): the task table's rows,
-    one per box, equal the single-process Detections of each file."""
+    """A dynamic-size detector (one image a call, each letterboxed to its own rectangle) on OpenVINO at another
+    size than its default: the workers load it with the engine and ``load`` options the run was given, and the
+    task table's rows, one per box, equal the single-process Detections of each file loaded the same way."""
+    pytest.importorskip("openvino")  # the [openvino] extra; ./edge test installs it
     import cv2
 
     from tests.material import shapes
@@ -236,10 +241,12 @@ def test_detector_boxes_come_back_one_row_each_as_a_single_process_finds_them(cl
     for name, frame in shapes.test_frames("detect").items():  # BGR frames of four sizes, shapes drawn on photos
         cv2.imwrite(str(frames / f"{name}.png"), frame.image)
     out = tmp_path / "boxes.parquet"
-    report = _drive(cluster, onnx, frames, out, batch=2)
+    report = _drive(cluster, onnx, frames, out, batch=2, engine="openvino", load_options={"imgsz": 416})
     assert report["predicted"] == 4 and report["failed"] == 0
     rows = distributed.read_results(out)
-    model = edgeinfer.load(onnx)
+    model = edgeinfer.load(onnx, engine="openvino", imgsz=416)
+    assert report["engines"] == [f"openvino {model.engine_version}"]
+    assert {r["engine"] for r in rows} == set(report["engines"])
     task = tasks.get(model.spec.task)
     total = 0
     for f in sorted(frames.iterdir()):

@@ -152,3 +152,20 @@ def test_check_cli_writes_json_report_and_plots(exported, photo_files, tmp_path)
     d = json.loads((tmp_path / "c.json").read_text())
     assert d["schema"] == "edgeinfer.check/1" and d["ok"]
     assert "preprocessing.png" in (tmp_path / "r.md").read_text() and (tmp_path / "p" / "preprocessing.png").is_file()
+
+
+def test_check_runs_the_model_on_the_engine_it_is_given(exported, photo_files, tmp_path):
+    """``check --engine``: the checklist runs the graph on that engine, as the device would, and the report says
+    which; the findings of a healthy model are the same as on ONNX Runtime."""
+    pytest.importorskip("openvino")  # the [openvino] extra; ./edge test installs it
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for f in photo_files[:3]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    model = str(exported["resnet18"][1])
+    res = subprocess.run([sys.executable, "-m", "edgeinfer", "check", model, "--images", str(folder), "--engine",
+                          "openvino", "--json", str(tmp_path / "c.json")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    d = json.loads((tmp_path / "c.json").read_text())
+    assert d["environment"]["engine"] == "openvino" and d["ok"]
+    assert [f["code"] for f in d["findings"]] == check(model, images=folder).codes()

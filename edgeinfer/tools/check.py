@@ -82,11 +82,12 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _load(path: Path, findings: list[Finding], device: str = "cpu", imgsz: Any = None) -> Any:
+def _load(path: Path, findings: list[Finding], device: str = "cpu", imgsz: Any = None,
+          engine: str = "onnxruntime") -> Any:
     from edgeinfer.model import load
 
     try:
-        return load(path, device=device, imgsz=imgsz)
+        return load(path, device=device, imgsz=imgsz, engine=engine)
     except SpecMissingError as exc:
         findings.append(Finding("spec_missing", "error", str(exc).split(". ")[0] + ".",
                                 "The runtime cannot guess preprocessing. " + importers.WAYS))
@@ -502,11 +503,13 @@ def _run_size(model: Any, findings: list[Finding]) -> None:
 
 def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.PathLike | None = None,
           max_images: int = 64, device: str = "cpu", imgsz: int | Sequence[int] | None = None,
-          reference: Callable[[np.ndarray], Any] | None = None, tolerances: dict[str, Any] | None = None) -> CheckReport:
+          reference: Callable[[np.ndarray], Any] | None = None, tolerances: dict[str, Any] | None = None,
+          engine: str = "onnxruntime") -> CheckReport:
     """Run the runtime checklist on a model file (and images, when given) and return the findings.
 
     ``device`` is the profile the model is loaded with, as on the device (its providers, threads, precision);
-    ``imgsz`` the size a dynamic detector runs at, as ``edgeinfer.load(path, imgsz=...)``. ``reference`` is the
+    ``imgsz`` the size a dynamic detector runs at, as ``edgeinfer.load(path, imgsz=...)``; ``engine`` the engine
+    that runs the graph, as ``load`` takes it (the report's environment names it). ``reference`` is the
     package's own pipeline, for models whose pipeline is not a training tool's: a BGR frame -> its result
     (an object with the task's result attributes -- ``xyxy``/``class_id``/``confidence``, ``scores``,
     ``class_map``, ``vector`` -- or a dict of the gate's fields), compared on the images by the task's gate
@@ -517,7 +520,7 @@ def check(model_path: str | os.PathLike, *, images: Sequence[Any] | str | os.Pat
     path = Path(model_path)
     findings: list[Finding] = []
     measured: dict[str, Any] = {}
-    model = _load(path, findings, device, imgsz)
+    model = _load(path, findings, device, imgsz, engine)
     if model is None:
         return CheckReport(str(path), tuple(findings), measured, device=str(device))
     _run_size(model, findings)

@@ -24,15 +24,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from edgeinfer.errors import DependencyError, EdgeInferError, ImageError, ModelError
 from edgeinfer.tools.files import write_text_atomic
 
 FORMATS = (".jsonl", ".parquet")
-# Columns every record carries besides the task's own: the file, why it failed (None when it did not), and
-# the worker (host:pid) that produced it.
-IMAGE, ERROR, WORKER = "image", "error", "worker"
+# Columns every record carries besides the task's own: the file, why it failed (None when it did not), the
+# worker (host:pid) that produced it, and the engine (name and version) that ran its graph there.
+IMAGE, ERROR, WORKER, ENGINE = "image", "error", "worker", "engine"
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class RunReport:
     nodes: int
     seconds: float
     reference: dict[str, Any] | None = None
+    engines: tuple[str, ...] = ()  # the engines ("name version") the workers of this run ran the graph on
+
 
     @property
     def images_per_s(self) -> float:
@@ -62,7 +64,7 @@ class RunReport:
                 "skipped": self.skipped, "duplicates_dropped": self.duplicates_dropped, "workers": self.workers,
                 "threads_per_worker": self.threads_per_worker, "cluster_cpus": self.cluster_cpus,
                 "nodes": self.nodes, "seconds": self.seconds, "images_per_s": self.images_per_s,
-                "reference": self.reference}
+                "engines": list(self.engines), "reference": self.reference}
 
 
 def _cell(value: Any) -> Any:
@@ -75,11 +77,13 @@ def _cell(value: Any) -> Any:
 class _Worker:
     """One actor of the pool: the model loaded once, then batches of paths in, one record per path out."""
 
-    def __init__(self, model_path: str, device: str, threads: int, top_k: int, reference: Any) -> None:
+    def __init__(self, model_path: str, device: str, threads: int, top_k: int, reference: Any,
+                 options: dict[str, Any]) -> None:
         from edgeinfer import tasks
         from edgeinfer.model import load
 
-        self.model = load(model_path, device=device, threads=threads)
+        self.model = load(model_path, device=device, threads=threads, **options)
+        self.engine = f"{self.model.engine} {self.model.engine_version}"
         self.task = tasks.get(self.model.spec.task)
         self.top_k = top_k
         self.reference = reference
@@ -117,7 +121,8 @@ class _Worker:
         if self.reference is not None and results:
             good = list(results)
             extra = dict(zip(good, self.reference.compare(self.model, good, [results[p] for p in good])))
-        out: dict[str, list[Any]] = {IMAGE: [], ERROR: [], "result": [], "rows": [], WORKER: [], "extra": []}
+        out: dict[str, list[Any]] = {IMAGE: [], ERROR: [], "result": [], "rows": [], WORKER: [], ENGINE: [],
+                                     "extra": []}
         for p in paths:
             r = results.get(p)
             out[IMAGE].append(p)
@@ -126,6 +131,7 @@ class _Worker:
             out["rows"].append(json.dumps([{k: _cell(v) for k, v in row.items()} for row in self.task.rows(r)])
                                if r is not None else None)
             out[WORKER].append(self.worker)
+            out[ENGINE].append(self.engine)
             out["extra"].append(json.dumps(extra.get(p, {})))
         return out
 
@@ -140,7 +146,7 @@ def _lines(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSONL line of one record: the image, its result's to_dict() (or its error), the worker."""
     head = {IMAGE: record[IMAGE]}
     body = json.loads(record["result"]) if record["result"] is not None else {ERROR: record[ERROR]}
-    return [{**head, **body, **json.loads(record["extra"]), WORKER: record[WORKER]}]
+    return [{**head, **body, **json.loads(record["extra"]), WORKER: record[WORKER], ENGINE: record.get(ENGINE)}]
 
 
 def _table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -148,7 +154,8 @@ def _table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     when the result has none, so a rerun knows the image is done)."""
     rows = json.loads(record["rows"]) if record["rows"] is not None else []
     extra = json.loads(record["extra"])
-    return [{IMAGE: record[IMAGE], ERROR: record[ERROR], **row, **extra, WORKER: record[WORKER]}
+    return [{IMAGE: record[IMAGE], ERROR: record[ERROR], **row, **extra, WORKER: record[WORKER],
+             ENGINE: record.get(ENGINE)}
             for row in rows or [{}]]
 
 
@@ -294,14 +301,16 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
             out: str | os.PathLike, device: str = "cpu", address: str | None = None, threads: int | None = None,
             workers: int | None = None, batch: int = 8, top_k: int = 5, reference: Any = None,
             progress: Callable[[int, int], None] | None = None,
-            on_records: Callable[[list[dict[str, Any]]], None] | None = None) -> RunReport:
+            on_records: Callable[[list[dict[str, Any]]], None] | None = None, engine: str = "onnxruntime",
+            load_options: Mapping[str, Any] | None = None) -> RunReport:
     """Predict every image of ``source`` (a folder, a file or a list of paths) on a Ray cluster into ``out``.
 
     ``address`` is the cluster's (``ray start --head`` prints it; ``"auto"`` finds a local one); without it a
     Ray already initialised in this process is used, else a local one is started for the run. The paths must
     be readable on every node (a shared or copied folder). Each worker holds one model loaded with ``device``'s
     profile and ``threads`` ONNX Runtime threads (default: the profile's, or 1 where it leaves it to ONNX
-    Runtime); ``workers`` defaults to the cluster's CPUs divided by the threads. ``batch`` images go through
+    Runtime) on ``engine``, with ``load_options`` passed to :func:`edgeinfer.load` as they are (``spec``,
+    ``labels``, ``imgsz``, ...); ``workers`` defaults to the cluster's CPUs divided by the threads. ``batch`` images go through
     ``predict_batch`` at a time. ``reference`` (from the workstation side: ``converters.compare.TorchReference``)
     adds agreement columns per image and a summary to the report. ``progress(done, total)`` is called as
     results arrive; ``on_records`` gets each arriving batch of records (dicts with the image, its error or
@@ -350,7 +359,8 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
             ds = ray.data.from_items([{IMAGE: f} for f in todo], override_num_blocks=blocks)
             ds = ds.map_batches(_Worker, batch_size=batch, batch_format="numpy", num_cpus=threads,
                                 compute=ray.data.ActorPoolStrategy(size=pool),
-                                fn_constructor_args=(str(model_path), str(device), threads, top_k, reference))
+                                fn_constructor_args=(str(model_path), str(device), threads, top_k, reference,
+                                                     {**(load_options or {}), "engine": engine}))
             parts.mkdir(parents=True, exist_ok=True)
             n = len(earlier)
             for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -369,9 +379,12 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
     seconds = time.perf_counter() - t0
     # Counts of this run: the images of the parts it wrote (beyond those an interrupted run left).
     fresh: dict[str, str | None] = {}
+    ran_on: set[str] = set()
     for part in _part_files(parts)[len(earlier):]:
         for rec in _records(part):
             fresh.setdefault(rec[IMAGE], rec[ERROR])
+            if rec.get(ENGINE):
+                ran_on.add(rec[ENGINE])
     dropped = _finish(out, _part_files(parts))
     shutil.rmtree(parts, ignore_errors=True)
     summary = None
@@ -380,7 +393,7 @@ def predict(model_path: str | os.PathLike, source: str | os.PathLike | Iterable[
     return RunReport(out=str(out), images=len(files), failed=sum(e is not None for e in fresh.values()),
                      predicted=sum(e is None for e in fresh.values()), skipped=len(files) - len(todo),
                      duplicates_dropped=dropped, workers=pool, threads_per_worker=threads, cluster_cpus=cpus,
-                     nodes=nodes, seconds=seconds, reference=summary)
+                     nodes=nodes, seconds=seconds, reference=summary, engines=tuple(sorted(ran_on)))
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
