@@ -22,7 +22,9 @@ edgeinfer on every engine of the engine table installed here (converted first wh
 files), at 1 and 2 threads, all in the same shuffled rounds (side_by_side). Ultralytics' sessions get the thread
 count the same way edgeinfer's do (its ONNX Runtime session remade with the count and without spinning, its
 OpenVINO model recompiled with INFERENCE_NUM_THREADS and otherwise its own settings); OpenCV's and torch's
-process-wide pools are set to the contender's count before each call. Boxes are compared first (within 0.5 px,
+process-wide pools keep their defaults for both sides (torch's is one thread here: at two, on this loaded 2-core
+machine, Ultralytics' torch pre- and post-processing took 4-5x longer, which is no figure of Ultralytics' own
+setup). Boxes are compared first (within 0.5 px,
 same counts, on all four test frames); stages (pre / graph / post) come from edgeinfer's prepare / infer / finish
 and from Ultralytics' own per-image speed.
 
@@ -163,17 +165,6 @@ def measure(name: str, rounds: int, tmp: Path) -> dict:
             "ort_over_engine": speedup, "gates": gates, "notes": notes}
 
 
-def _pools(threads: int):
-    """Sets OpenCV's and torch's process-wide thread pools (both sides resize with OpenCV; Ultralytics' pre- and
-    post-processing run torch ops) to a contender's count."""
-    import torch
-
-    def set_pools() -> None:
-        cv2.setNumThreads(threads)
-        torch.set_num_threads(threads)
-    return set_pools
-
-
 def _ultralytics(source: Path, threads: int, frame: np.ndarray):
     """Ultralytics' predictor on ``source`` (the .onnx or its OpenVINO export folder) running at ``threads``."""
     from ultralytics import YOLO
@@ -298,13 +289,11 @@ def detector_vs_ultralytics(rounds: int, tmp: Path) -> dict:
 
     contenders = {k: _ours_call(m, frame) for k, m in ours.items()} | {k: _theirs_call(y, frame)
                                                                       for k, y in theirs.items()}
-    before = {k: _pools(int(k.split("/")[1])) for k in contenders}
-    for key, call in contenders.items():  # warm-up: first calls allocate and compile
-        before[key]()
+    for call in contenders.values():  # warm-up: first calls allocate and compile
         for _ in range(3):
             call(0)
     load_before = os.getloadavg()
-    timed = side_by_side.run(contenders, rounds, before=before)
+    timed = side_by_side.run(contenders, rounds)
     rows = {k: {**{f"{s}_ms": v for s, v in timed.spread(k).items()}, "stages_ms": timed.stage_medians(k),
                 "precision": precision[k]} for k in contenders}
     goals = {}
