@@ -6,7 +6,7 @@ The models are the ones ``tests.material.shapes`` trains here (YOLO11n detect an
 photos, cached),
 exported by Ultralytics' exporter at imgsz 640: a static file (full 640x640 letterbox) and a dynamic one
 (minimal rectangle, 384x640 for 1080p). Frames are decoded once (decode excluded); every round runs each
-contender once on the same frame, in shuffled order: ``edgeinfer Model.predict(frame)`` and Ultralytics'
+contender once on the same frame, in shuffled order (benchmarks/side_by_side.py): ``edgeinfer Model.predict(frame)`` and Ultralytics'
 ``YOLO(file).predict(frame)`` (its letterbox, ONNX Runtime session, NMS and scaling), plus ONNX Runtime
 alone on edgeinfer's prepared input (the floor both share). Both use ONNX Runtime's default threads.
 Medians; ratios are medians of the within-round ratios. Results must agree: same boxes within 0.01 px.
@@ -18,14 +18,11 @@ import argparse
 import json
 import os
 import platform
-import random
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 # the test material (tests/material) is imported from the checkout: a script's own folder is on sys.path, not the root
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,6 +55,7 @@ def main() -> None:
     from ultralytics import YOLO, __version__ as ultralytics_version
 
     import edgeinfer
+    from benchmarks import side_by_side
     from tests.material import shapes
 
     rows = []
@@ -67,37 +65,27 @@ def main() -> None:
         frame_list = list(frames.values())
         for f in frame_list:  # warm both, and check they agree
             a, b = model.predict(f), yolo.predict(f, verbose=False)[0].boxes
-            assert len(a) == len(b) and np.abs(a.xyxy - b.xyxy.numpy()).max(initial=0) <= 0.01
+            assert side_by_side.boxes_delta(a.xyxy, a.class_id, b.xyxy.numpy(), b.cls.numpy()) <= 0.01
         prepared = [model.prepare([f]) for f in frame_list]
+        n = len(frame_list)
         contenders = {
-            "edgeinfer predict": lambda i: model.predict(frame_list[i]),
-            "Ultralytics predict": lambda i: yolo.predict(frame_list[i], verbose=False),
-            "ONNX Runtime alone": lambda i: model.infer(prepared[i]),
+            "edgeinfer predict": lambda i: model.predict(frame_list[i % n]),
+            "Ultralytics predict": lambda i: yolo.predict(frame_list[i % n], verbose=False),
+            "ONNX Runtime alone": lambda i: model.infer(prepared[i % n]),
         }
-        times: dict[str, list[float]] = {k: [] for k in contenders}
-        ratios = []
-        for r in range(args.rounds):
-            i = r % len(frame_list)
-            order = list(contenders)
-            random.shuffle(order)
-            this = {}
-            for name in order:
-                t0 = time.perf_counter()
-                contenders[name](i)
-                this[name] = (time.perf_counter() - t0) * 1e3
-                times[name].append(this[name])
-            ratios.append(this["Ultralytics predict"] / this["edgeinfer predict"])
-        first = model.prepare([frame_list[0]])
+        timed = side_by_side.run(contenders, args.rounds)
+        first = prepared[0]
         outs = model.infer(first)
         t0 = time.perf_counter()
         for _ in range(20):
             model.finish(first, outs)
         post_ms = (time.perf_counter() - t0) / 20 * 1e3
-        med = {k: round(statistics.median(v), 2) for k, v in times.items()}
-        rows.append({"target": target, "variant": variant, "input": list(batch.shape[2:]), "median_ms": med,
-                     "speedup_vs_ultralytics": round(statistics.median(ratios), 2),
+        med = {k: round(timed.median(k), 2) for k in contenders}
+        size = list(first.batch.shape[2:])
+        rows.append({"target": target, "variant": variant, "input": size, "median_ms": med,
+                     "speedup_vs_ultralytics": round(timed.ratio("Ultralytics predict", "edgeinfer predict")["median"], 2),
                      "edgeinfer_decode_nms_scale_ms": round(post_ms, 3)})
-        print(f"{target} {variant}: input {list(batch.shape[2:])}, {med}, edgeinfer {rows[-1]['speedup_vs_ultralytics']}x "
+        print(f"{target} {variant}: input {size}, {med}, edgeinfer {rows[-1]['speedup_vs_ultralytics']}x "
               f"faster; decoding+NMS+scaling {post_ms:.3f} ms", file=sys.stderr)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
               "onnxruntime": ort.__version__, "ultralytics": ultralytics_version, "rounds": args.rounds,
