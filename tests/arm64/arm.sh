@@ -178,10 +178,10 @@ install_engine() {
   mkdir -p "$ROOT$ENGINE_RECORDS"
   out="$(inside sh -c '
     set -e; W=/tmp/edge-arm-wheel; rm -rf "$W"; mkdir -p "$W"
-    /opt/venv/bin/python -m pip freeze > /tmp/edge-arm-before.txt
+    /opt/venv/bin/python -m pip list --format=freeze > /tmp/edge-arm-before.txt
     /opt/venv/bin/python -m pip download -q --only-binary=:all: --no-deps -d "$W" "$1"
     /opt/venv/bin/python -m pip install -q --only-binary=:all: "$W"/*.whl
-    /opt/venv/bin/python -m pip freeze > /tmp/edge-arm-after.txt
+    /opt/venv/bin/python -m pip list --format=freeze > /tmp/edge-arm-after.txt
     for f in "$W"/*.whl; do echo "wheel: $(basename "$f") $(stat -c %s "$f")"; done
     echo "new: $(grep -vxFf /tmp/edge-arm-before.txt /tmp/edge-arm-after.txt | tr "\n" " ")"
     rm -rf "$W"' edge-arm-engine "$req" 2>&1)" || rc=$?
