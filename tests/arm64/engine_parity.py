@@ -41,8 +41,8 @@ HERE = Path(__file__).resolve().parent
 THREADS = 1  # the same on both sides; emulated threads would only share the host's two cores
 CPU = "cortex-a76"  # the Raspberry Pi 5's core: the device the engines are chosen for (devices/raspberry-pi-5.toml)
 RECORDS = Path("/opt/venv/edgeinfer-engines")  # what arm.sh's install_engine wrote, one file per package
-# packages arm.sh installs whose engine edgeinfer has no adapter for on this branch: imported, not run
-IMPORT_ONLY = {"ai-edge-litert": "ai_edge_litert"}
+# the module each package arm.sh installs is imported as; one whose module no row of edgeinfer's engine table
+# names (ai_edge_litert before the LiteRT adapter) is imported, not run
 PACKAGES = {"openvino": "openvino", "ncnn": "ncnn", "ai-edge-litert": "ai_edge_litert"}
 
 
@@ -173,6 +173,7 @@ def build(bundle: Path, *, models: tuple[str, ...] = tuple(MODELS), log=print) -
     import edgeinfer
     from converters.engines import WRITERS, convert
     from edgeinfer import engines
+    from edgeinfer.errors import EdgeInferError
 
     if bundle.exists():
         shutil.rmtree(bundle)
@@ -196,7 +197,12 @@ def build(bundle: Path, *, models: tuple[str, ...] = tuple(MODELS), log=print) -
                 entry["engines"][engine] = row
                 continue
             if engine in WRITERS:  # the files a user deploys, made where the converters run
-                report = convert(path, engine=engine, images=frames, threads=THREADS)
+                try:
+                    report = convert(path, engine=engine, images=frames, threads=THREADS)
+                except EdgeInferError as exc:  # a converter missing here, or a graph it cannot take: said, not run
+                    row["not_converted"] = f"{type(exc).__name__}: {exc}"
+                    entry["engines"][engine] = row
+                    continue
                 row["artifact"] = {"folder": Path(report.folder).name, "files": list(report.files),
                                    "parity_vs_onnxruntime": dict(report.parity)}
             model = edgeinfer.load(path, engine=engine, threads=THREADS)
@@ -340,7 +346,7 @@ def device(bundle: Path, out: Path, *, resume: bool) -> dict:
         try:
             mod = importlib.import_module(module)
             imports[pkg] = {"imported": True, "version": _version(pkg), "module": module,
-                            "runs_through_edgeinfer": pkg not in IMPORT_ONLY}
+                            "runs_through_edgeinfer": any(r.package == module for r in engines.ENGINES.values())}
             if module == "ai_edge_litert":  # its interpreter is the part a LiteRT adapter would use
                 from ai_edge_litert import interpreter
 
@@ -366,12 +372,15 @@ def device(bundle: Path, out: Path, *, resume: bool) -> dict:
             "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(here, inputs))),
             "values_differing": int(sum(np.count_nonzero(a != b) for a, b in zip(here, inputs))),
             "values": int(sum(a.size for a in inputs))}
-        for engine in entry["engines"]:
+        for engine, made in entry["engines"].items():
             key = f"{entry['name']}/{engine}"
             if key in result["runs"] and all(f"{key}/{mode}" in per for mode in MODES):
                 continue
             if not engines.installed(engine):
                 result["runs"][key] = {"error": f"{engine} is not installed in the root"}
+                continue
+            if "task" not in made:  # nothing to compare with: x86 did not run it (the reason is in the manifest)
+                result["runs"][key] = {"error": f"no x86 reference: {made.get('not_converted', 'not installed on x86')}"}
                 continue
             t0 = time.perf_counter()
             try:
