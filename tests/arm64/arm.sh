@@ -4,7 +4,8 @@
 #   setup            build the root once (outside the repository; ~15 min from nothing, ~1.2 GB) and
 #                    install edgeinfer there (its C kernel built by the arm64 gcc); reused afterwards
 #   test [CPU...]    setup, then the arm64 parity suite (tests/arm64/parity.py) under each QEMU_CPU
-#                    (default: cortex-a72 cortex-a76); writes benchmarks/arm64_parity.json
+#                    (default: cortex-a72 cortex-a76), then the engines' parity under cortex-a76; writes
+#                    benchmarks/arm64_parity.json (--engines-only: only the engines' key)
 #   shell            an interactive shell inside (QEMU_CPU from the environment, default cortex-a76)
 #   run CMD...       one command inside, e.g. `./edge arm run edgeinfer devices`
 # Where: EDGEINFER_ARM_ROOT (default ~/.cache/edgeinfer/arm64-root). Mirror: EDGEINFER_ARM_MIRROR.
