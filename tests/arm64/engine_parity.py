@@ -322,8 +322,10 @@ def wheels() -> dict[str, dict]:
                 row.setdefault("errors", []).append(value)
             else:
                 row[key] = int(value) if key == "seconds" else value
-        if row.get("status") == "installed":
-            row["installed_mb"] = _installed_mb([n.split("==")[0] for n in row.get("brought", [])])
+        if row.get("status") == "installed":  # the package itself, and what its install added to the venv
+            name = row["requirement"].split("==")[0]
+            row["installed_mb"] = _installed_mb(list(dict.fromkeys([name] + [n.split("==")[0]
+                                                                            for n in row.get("brought", [])])))
         out[f.stem] = row
     return out
 
