@@ -4,7 +4,8 @@
 #   setup            build the root once (outside the repository; ~15 min from nothing, ~1.2 GB) and
 #                    install edgeinfer there (its C kernel built by the arm64 gcc); reused afterwards
 #   test [CPU...]    setup, then the arm64 parity suite (tests/arm64/parity.py) under each QEMU_CPU
-#                    (default: cortex-a72 cortex-a76); writes benchmarks/arm64_parity.json
+#                    (default: cortex-a72 cortex-a76), then the engines' parity under cortex-a76; writes
+#                    benchmarks/arm64_parity.json (--engines-only: only the engines' key)
 #   shell            an interactive shell inside (QEMU_CPU from the environment, default cortex-a76)
 #   run CMD...       one command inside, e.g. `./edge arm run edgeinfer devices`
 # Where: EDGEINFER_ARM_ROOT (default ~/.cache/edgeinfer/arm64-root). Mirror: EDGEINFER_ARM_MIRROR.
@@ -24,6 +25,12 @@ LOG="$ROOT.log"
 # records both sides' versions).
 # onnx: `edgeinfer tune`/`quantize` on the device write variants with it.
 PIP_PACKAGES="numpy==2.4.6 onnxruntime==1.32.0 opencv-python-headless==5.0.0.93 onnx==1.23.2 setuptools>=77 wheel"
+# The engines beside ONNX Runtime (edgeinfer.engines, issue 26), pinned to the x86 machine's versions, as aarch64
+# wheels only (--only-binary=:all:, their dependencies too): compiling one under qemu would take hours, so a
+# package without an aarch64 wheel is said, not built. What each install gave is written into the root
+# (ENGINE_RECORDS, one file per package) and carried into benchmarks/arm64_parity.json by the engine parity.
+ENGINE_PACKAGES="openvino==2026.4.1 ncnn==1.0.20261020 ai-edge-litert==2.3.0"
+ENGINE_RECORDS=/opt/venv/edgeinfer-engines
 
 die() { echo "edge arm: $*" >&2; exit 1; }
 
@@ -158,14 +165,54 @@ setup_root() {
     step "aarch64 wheels: $PIP_PACKAGES (~2 min)" inside /opt/venv/bin/python -m pip install -q $PIP_PACKAGES
     done_stage venv
   fi
+  for req in $ENGINE_PACKAGES; do
+    stage "engine-${req%%==*}" && install_engine "$req"
+  done
   install_edgeinfer
+}
+
+# install_engine REQUIREMENT: its aarch64 wheel from PyPI into the venv, timed, with what came with it; a failure
+# (no aarch64 wheel for this Python and glibc) is recorded and said, and setup goes on without that engine.
+install_engine() {
+  local req="$1" name="${1%%==*}" t0=$SECONDS rc=0 out
+  echo "edge arm: engine $req: its aarch64 wheel (--only-binary=:all:, emulated pip) (log: $LOG)" >&2
+  mkdir -p "$ROOT$ENGINE_RECORDS"
+  out="$(inside sh -c '
+    set -e; W=/tmp/edge-arm-wheel; rm -rf "$W"; mkdir -p "$W"
+    /opt/venv/bin/python -m pip list --format=freeze > /tmp/edge-arm-before.txt
+    /opt/venv/bin/python -m pip download -q --only-binary=:all: --no-deps -d "$W" "$1"
+    /opt/venv/bin/python -m pip install -q --only-binary=:all: "$W"/*.whl
+    /opt/venv/bin/python -m pip list --format=freeze > /tmp/edge-arm-after.txt
+    for f in "$W"/*.whl; do echo "wheel: $(basename "$f") $(stat -c %s "$f")"; done
+    echo "new: $(grep -vxFf /tmp/edge-arm-before.txt /tmp/edge-arm-after.txt | tr "\n" " ")"
+    rm -rf "$W"' edge-arm-engine "$req" 2>&1)" || rc=$?
+  printf '%s\n' "$out" >> "$LOG"
+  {
+    echo "requirement: $req"
+    echo "seconds: $((SECONDS - t0))"
+    if [ "$rc" = 0 ]; then
+      echo "status: installed"
+      printf '%s\n' "$out" | grep -E '^(wheel|new): '
+    else
+      echo "status: failed (pip --only-binary=:all: exit $rc)"
+      printf '%s\n' "$out" | grep -E 'ERROR' | sed 's/^/error: /' | tail -n 3
+    fi
+  } > "$ROOT$ENGINE_RECORDS/$name.txt"
+  if [ "$rc" = 0 ]; then
+    done_stage "engine-$name"
+    echo "edge arm:   installed in $((SECONDS - t0)) s" >&2
+  else
+    echo "edge arm:   no install: $(printf '%s\n' "$out" | grep ERROR | tail -n 1) (setup goes on without it)" >&2
+  fi
 }
 
 # edgeinfer from this working tree, as a wheel built inside (so its C kernel is compiled by the arm64
 # gcc); rebuilt only when the files that go into it change.
 install_edgeinfer() {
   local stamp
-  stamp="$(cd "$REPO" && cat setup.py pyproject.toml edgeinfer/*.py edgeinfer/*.c devices/*.toml converters/*.py | sha1sum | cut -c1-12)"
+  # every source file of the wheel, subpackages included (the engines, the pixel code and its C kernel live there)
+  stamp="$(cd "$REPO" && find setup.py pyproject.toml edgeinfer devices converters -type f \( -name '*.py' -o -name '*.c' \
+    -o -name '*.toml' \) | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)"
   if [ ! -f "$ROOT/.edge-arm-edgeinfer-$stamp" ]; then
     rm -f "$ROOT"/.edge-arm-edgeinfer-*
     # A copy, not the mounted tree: the build must not write into the repository (build/, egg-info).

@@ -7,6 +7,9 @@
    model (fp32, fp16, int8) the max |dp| and top-1 agreement against torch on x86; the self-test and
    ``edgeinfer check``. Written to benchmarks/arm64_parity.json; the table is printed as markdown for
    benchmarks/README.md.
+4. The engines (tests/arm64/engine_parity.py, under the Pi 5's core): each engine ``arm.sh`` installed as an
+   aarch64 wheel runs real models through edgeinfer, judged by the task's gate against the same engine and
+   against ONNX Runtime on x86; the record's ``engines`` key (``--engines-only`` redoes just that key).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ sys.path.insert(0, str(REPO))
 RESULT = REPO / "benchmarks" / "arm64_parity.json"
 DEFAULT_CPUS = ("cortex-a72", "cortex-a76")
 BUNDLE_INSIDE = "/opt/edgeinfer-parity"  # the bundle's path inside the root
+ENGINE_BUNDLE_INSIDE = "/opt/edgeinfer-engines"  # the engine parity's bundle (tests/arm64/engine_parity.py)
 # Families whose arithmetic is integer and reproduced by edgeinfer's own code: 0 levels on any machine.
 INTEGER_FAMILIES = ("PIL ", "torch uint8 ")
 
@@ -131,6 +135,71 @@ def table(summary: dict, cpus: list[str]) -> str:
     return "\n".join(lines)
 
 
+def ensure_engine_references(root: Path, *, rebuild: bool) -> dict:
+    from tests.arm64 import engine_parity
+
+    bundle = root / ENGINE_BUNDLE_INSIDE.lstrip("/")
+    manifest = bundle / "manifest.json"
+    if not rebuild and manifest.exists():
+        current = json.loads(manifest.read_text())
+        if current.get("fingerprint") == engine_parity.fingerprint():
+            print(f"arm64 suite: x86 engine references up to date ({bundle})", file=sys.stderr)
+            return current
+    print("arm64 suite: the engines' x86 references (models, convert --engine, x86 outputs)", file=sys.stderr)
+    return engine_parity.build(bundle, log=lambda m: print(m, file=sys.stderr))
+
+
+def run_engines(arm_sh: str, root: Path, *, rebuild: bool) -> dict:
+    """The engine parity (tests/arm64/engine_parity.py) under the Pi 5's core: its summary for the record, with
+    the failures it found."""
+    from tests.arm64 import engine_parity
+
+    manifest = ensure_engine_references(root, rebuild=rebuild)
+    out = f"{ENGINE_BUNDLE_INSIDE}/out-{engine_parity.CPU}.json"
+    cmd = [arm_sh, "run", "/opt/venv/bin/python", "/src/edgeinfer/tests/arm64/engine_parity.py", "device",
+           "--bundle", ENGINE_BUNDLE_INSIDE, "--out", out, "--resume"]
+    print(f"arm64 suite: QEMU_CPU={engine_parity.CPU}: {' '.join(cmd[2:])}", file=sys.stderr)
+    t0 = time.perf_counter()
+    if subprocess.run(cmd, env={**os.environ, "QEMU_CPU": engine_parity.CPU}).returncode != 0:
+        raise SystemExit("arm64 suite: the engine run inside the root failed")
+    bundle = root / ENGINE_BUNDLE_INSIDE.lstrip("/")
+    summary = engine_parity.compare(bundle, manifest, json.loads((bundle / Path(out).name).read_text()))
+    summary["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+    summary["seconds"] = round(time.perf_counter() - t0)
+    summary["failures"] = engine_parity.failures(summary)
+    return summary
+
+
+def engine_table(engines: dict) -> str:
+    """The engines on arm64, as benchmarks/README.md shows them: per model and engine the task's gate against the
+    same engine and against ONNX Runtime on x86, on x86's graph input (the engine alone) and end to end."""
+    lines = [f"| model | graph input made on arm64 vs x86 | engine on arm64 | {engines['cpu']}, x86's input: vs the "
+             "same engine on x86 / vs ORT on x86 | end to end: vs the same engine on x86 / vs ORT on x86 |",
+             "|---|---|---|---|---|"]
+
+    def cell(v: dict | None) -> str:
+        if not v:
+            return "–"
+        if "top1_agreement" in v:  # classification: probabilities
+            fig = f"dp {v['max_abs_diff']:.1e}, top-1 {v['top1_agreement']:.0%}"
+        else:  # detection: boxes, counts and the raw outputs
+            fig = (f"boxes {v['box_max_abs_diff']:.1e} px, {sum(v['candidate_detections'])}/{sum(v['detections'])}, "
+                   f"raw rel {v['outputs_relative_diff']:.1e}")
+        return f"{'pass' if v['passed'] else 'outside'} ({fig})"
+
+    for name, m in engines["models"].items():
+        i = m["input_vs_x86"]
+        inp = f"{i['values_differing']:,} of {i['values']:,} values differ, max {i['max_abs_diff']:.2g}"
+        for engine, row in m["engines"].items():
+            if not row["ran"]:
+                lines.append(f"| {name} | {inp} | {engine} | not run: {row.get('error', 'not installed')} | – |")
+                continue
+            cells = [" / ".join(cell(row.get(mode, {}).get(k)) for k in ("vs_same_engine_x86", "vs_onnxruntime_x86"))
+                     for mode in ("tensor", "frame")]
+            lines.append(f"| {name} | {inp} | {engine} {row.get('version', '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cpus", nargs="*", default=list(DEFAULT_CPUS))
@@ -140,9 +209,24 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true", help="print, do not write benchmarks/arm64_parity.json")
     parser.add_argument("--reuse", action="store_true", help="take the device results already in the root when "
                         "they were computed against the current references (e.g. after running CPUs in parallel)")
+    parser.add_argument("--engines-only", action="store_true", help="only the engine parity: its key of the record "
+                        "is replaced, the rest kept as it was measured")
+    parser.add_argument("--no-engines", action="store_true", help="skip the engine parity (its key is kept)")
     args = parser.parse_args()
     root = Path(os.environ.get("EDGEINFER_ARM_ROOT", Path.home() / ".cache/edgeinfer/arm64-root"))
     t0 = time.perf_counter()
+    previous = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    engines = previous.get("engines") if args.no_engines else run_engines(args.arm_sh, root,
+                                                                         rebuild=args.rebuild_references)
+    if engines:
+        print(engine_table(engines))
+        for f in engines["failures"]:
+            print(f"FAIL (engines): {f}", file=sys.stderr)
+    if args.engines_only:
+        if not args.no_record:
+            RESULT.write_text(json.dumps({**previous, "engines": engines}, indent=1) + "\n")
+            print(f"arm64 suite: written the engines into {RESULT.relative_to(REPO)}", file=sys.stderr)
+        return 1 if engines["failures"] else 0
     manifest = ensure_references(root, rebuild=args.rebuild_references)
     runs, seconds, todo = {}, {}, []
     for cpu in args.cpus:
@@ -173,10 +257,10 @@ def main() -> int:
                   "cpus": args.cpus, "fingerprint": manifest["fingerprint"], **summary,
                   "raspberry_pi_5_profile": runs[args.cpus[-1]].get("raspberry_pi_5_profile"),
                   "tools": runs[args.cpus[-1]].get("tools"), "failures": failures,
-                  "total_seconds": round(time.perf_counter() - t0)}
+                  "total_seconds": round(time.perf_counter() - t0), "engines": engines}
         RESULT.write_text(json.dumps(record, indent=1) + "\n")
         print(f"arm64 suite: written {RESULT.relative_to(REPO)}", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if failures or (engines and engines["failures"]) else 0
 
 
 def check(summary: dict, runs: dict[str, dict]) -> list[str]:

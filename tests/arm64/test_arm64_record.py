@@ -87,11 +87,70 @@ def test_pi5_profile_fell_back_visibly_and_tools_said_emulated(record):
     assert {r["precision"] for r in tools["tune"]["rows"]} == {"fp32", "fp16", "int8"}
 
 
+def _engine_packages() -> dict[str, str]:
+    """arm.sh's ENGINE_PACKAGES: package name -> pinned version (the one list of what setup installs)."""
+    import re
+
+    line = re.search(r'^ENGINE_PACKAGES="([^"]+)"', (REPO / "tests" / "arm64" / "arm.sh").read_text(), re.M)
+    return dict(req.split("==") for req in line.group(1).split())
+
+
+def test_each_engine_package_arm_sh_installs_is_recorded_from_its_aarch64_wheel(record):
+    eng = record["engines"]
+    assert eng["machine"] == "aarch64" and eng["cpu"] == "cortex-a76" and "kernel is x86_64" in eng["emulated"]
+    pins = _engine_packages()
+    assert set(eng["wheels"]) == set(pins)
+    for pkg, w in eng["wheels"].items():
+        assert w["requirement"] == f"{pkg}=={pins[pkg]}"
+        if w["status"] != "installed":  # said, with pip's reason; never built from source
+            assert w["status"].startswith("failed") and w.get("errors"), pkg
+            continue
+        # the package's own wheel: binary, for aarch64, this Python
+        [own] = [f for f in w["wheels"] if f["file"].split("-")[0].replace("_", "-") == pkg]
+        assert own["file"].endswith("aarch64.whl") and "-cp311-" in own["file"] and own["mb"] > 1, own
+        assert w["seconds"] > 0 and w["installed_mb"] >= own["mb"], pkg
+        assert eng["imports"][pkg]["imported"] and eng["imports"][pkg]["version"] == pins[pkg], pkg
+
+
+def test_every_installed_engine_gives_x86s_results_within_the_task_gate(record):
+    from edgeinfer import engines
+
+    eng = record["engines"]
+    assert {"classifier", "detector"} <= set(eng["models"])
+    installed = set(eng["arm64"]["engines_installed"])
+    assert {"onnxruntime", "openvino", "ncnn"} <= installed
+    for name, m in eng["models"].items():
+        assert set(m["engines"]) <= set(engines.names()) and installed <= set(m["engines"]), name
+        for engine in installed:
+            row = m["engines"][engine]
+            assert row["ran"], (name, engine, row.get("error"))
+            # ncnn runs only the files convert made on x86; OpenVINO reads the IR convert wrote
+            assert row["artifact"] == (engine != "onnxruntime"), (name, engine)
+            for mode in ("tensor", "frame"):
+                for against in ("vs_same_engine_x86", "vs_onnxruntime_x86"):
+                    v = row[mode][against]
+                    assert v["images"] >= 2, (name, engine, mode, against)
+                    # on x86's graph input the engine alone is judged: the task's whole gate
+                    assert v["passed"] or mode == "frame", (name, engine, against, v)
+                    if "top1_agreement" in v:  # probabilities: <= 1e-3, the same top-1
+                        assert v["max_abs_diff"] <= 1e-3 and v["top1_agreement"] == 1.0, (name, engine, mode)
+                    else:  # boxes: <= 0.5 px, the same counts, some boxes to compare
+                        assert v["box_max_abs_diff"] <= 0.5 and v["detections"] == v["candidate_detections"]
+                        assert sum(v["detections"]) > 0
+                    if not v["passed"]:  # end to end, only where the input made here differs from x86's
+                        assert m["input_vs_x86"]["values_differing"] > 0, (name, engine, against)
+    assert eng["failures"] == []
+    # ncnn first on the Pi 5's profile, found with the files convert wrote beside the model
+    assert eng["raspberry_pi_5_auto"]["engine"] == "ncnn" and not eng["raspberry_pi_5_auto"]["error"]
+
+
 def test_readme_tables_are_copied_from_the_record(record):
-    from tests.arm64.suite import table
+    from tests.arm64.suite import engine_table, table
 
     text = table(record, record["cpus"])
-    assert text in (REPO / "benchmarks" / "README.md").read_text()
+    readme = (REPO / "benchmarks" / "README.md").read_text()
+    assert text in readme
+    assert engine_table(record["engines"]) in readme
 
 
 def test_native_machine_is_not_reported_as_emulated(monkeypatch):
