@@ -15,6 +15,14 @@ How each engine's files are made, and what that costs on the workstation:
   (``compress_to_fp16=False``; ``weights="f16"`` asks for OpenVINO's own default, half the file, and is kept only
   when it passes the gate). ``pip install openvino``, a wheel
   with numpy and openvino-telemetry as its only dependencies (180 MB installed).
+- ``litert``: onnx2tf 2.6.9 (its default ``flatbuffer_direct`` path writes the LiteRT flatbuffer straight from the
+  ONNX graph: no TensorFlow, and the ONNX tensor names kept) makes ``model.tflite``. onnx2tf needs Python >= 3.12
+  and pins its own numpy, onnx and onnxruntime, so it runs as a subprocess of the Python ``$EDGEINFER_LITERT_PYTHON``
+  names (a venv of its own: 659 MB, ``./edge test`` makes ``.venv-litert``). The .tflite is channels-last; each
+  port's axis order is found here (by shape, and by ONNX Runtime's values where the shape leaves it open) and kept
+  in the record for the adapter. Weights stay float32: onnx2tf's float16 .tflite computes in float16, which
+  LiteRT's CPU kernels refuse. The device needs only ``pip install ai-edge-litert`` (59 MB installed, no
+  TensorFlow).
 """
 
 from __future__ import annotations
@@ -158,6 +166,11 @@ def _litert(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndar
 
     from edgeinfer.engines.litert import TFLITE, onnx_type
 
+    if weights == "f16":
+        # onnx2tf's float16 .tflite computes in float16, inputs and outputs included; LiteRT's CPU kernels refuse it
+        # (measured with ai-edge-litert 2.3.0: MAX_POOL_2D in ResNet-18, RELU_0_TO_1 in MobileNetV3-Small)
+        raise EngineUnsupported(f"{src.name}: weights 'f16' for litert is onnx2tf's float16 graph, which LiteRT's CPU "
+                                "kernels do not run; nothing written. Convert with weights 'f32'.")
     python, o2t = _onnx2tf()
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -204,7 +217,11 @@ def _litert(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndar
     for entry in layout["inputs"]:
         it.set_tensor(tensors[entry["name"]]["index"],
                       np.ascontiguousarray(np.transpose(example[entry["name"]], entry.pop("candidates")[0])))
-    it.invoke()
+    try:
+        it.invoke()
+    except RuntimeError as exc:  # LiteRT's CPU kernels refuse an operator of the graph as onnx2tf wrote it
+        raise EngineUnsupported(f"{src.name}: LiteRT {engines.adapter('litert').version()} cannot run the .tflite "
+                                f"onnx2tf {o2t} made: {exc}; nothing written.") from exc
     for entry in layout["outputs"]:
         got = it.get_tensor(tensors[entry["name"]]["index"])
         fits = [o for o in entry.pop("candidates") if got.shape == tuple(np.transpose(want[entry["name"]], o).shape)]
