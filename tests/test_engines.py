@@ -121,6 +121,12 @@ def test_litert_classifiers_equal_onnxruntime_from_any_thread_and_its_layout_is_
         with ThreadPoolExecutor(4) as pool:
             got = list(pool.map(lambda f: lite.predict(f).scores, frames * 3))
         assert all(np.array_equal(g, want[i % len(frames)]) for i, g in enumerate(got))
+    # LiteRT's own kernels without XNNPACK: the same graph, said in the providers
+    plain = edgeinfer.load(tmp_path / "mobilenet_v3_small.onnx", engine="litert", session_config={"xnnpack": "0"})
+    assert plain.providers == ("litert:cpu",)
+    assert ref.task.gate(samples(ref, frames), samples(plain, frames)).passed
+    with pytest.raises(edgeinfer.ModelError, match="not LiteRT options"):
+        edgeinfer.load(tmp_path / "mobilenet_v3_small.onnx", engine="litert", session_config={"spin": "0"})
     # a record whose axis order does not fit the .tflite is refused at load, with the command that remakes it
     record = base.artifact_dir(tmp_path / "mobilenet_v3_small.onnx", "litert") / "edgeinfer.json"
     data = json.loads(record.read_text())
