@@ -1,5 +1,5 @@
-"""Engines side by side: ONNX Runtime's CPU EP, OpenVINO (its own API, reading the same .onnx) and ncnn (pnnx's files
-from the same .onnx), BGR frames end to end.
+"""Engines side by side: ONNX Runtime's CPU EP, OpenVINO (its own API, reading the same .onnx), ncnn (pnnx's files
+from the same .onnx) and LiteRT (XNNPACK, onnx2tf's .tflite from the same .onnx), BGR frames end to end.
 
 Models: torchvision ResNet-18, MobileNetV2 and MobileNetV3-Small (random weights with batch norm statistics
 measured on real photos: left at their defaults, activations sink into denormal floats, which x86 runs many
@@ -8,8 +8,9 @@ own ONNX export at 640x640) and the LR-ASPP segmenter trained here. One decoded 
 call is edgeinfer's whole frame: preprocess, the engine's run, decode (NMS and boxes in the frame for the
 detector, the class map at the frame's size for the segmenter).
 
-Contenders per model: each engine at 1 and at 2 threads, all loaded at once (ncnn where convert makes its files:
-not for the segmenter, whose run-time resize pnnx cannot lower). Each round runs every contender once
+Contenders per model: each engine at 1 and at 2 threads, all loaded at once (ncnn and LiteRT where convert makes
+their files: ncnn not for the segmenter, whose run-time resize pnnx cannot lower; LiteRT's converter runs in the
+Python $EDGEINFER_LITERT_PYTHON names, default .venv-litert/bin/python). Each round runs every contender once
 in a shuffled order, so machine noise hits all alike; figures are medians over rounds, ratios the median of the
 per-round ratios. ONNX Runtime and ncnn run without thread spinning (a pool spinning after its run would burn the
 cores the next contender needs). Each model's outputs are compared with the task's gate (edgeinfer.tasks.gates) first.
@@ -55,14 +56,16 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")  # its load and export logs would bury the figures
 # the trained detector and segmenter committed with the tests (training them again takes long on a CPU)
 os.environ.setdefault("EDGEINFER_CACHE", str(ROOT / "tests" / "data" / "detectors"))
+os.environ.setdefault("EDGEINFER_LITERT_PYTHON", str(ROOT / ".venv-litert" / "bin" / "python"))
 
 from benchmarks import side_by_side  # noqa: E402
 from edgeinfer.tools.bench import cpu_model  # noqa: E402
 
 NO_SPIN = {"onnxruntime": {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"},
-           "openvino": None, "ncnn": {"openmp_blocktime": "0"}}
+           "openvino": None, "ncnn": {"openmp_blocktime": "0"}, "litert": None}
 MODELS = ("mobilenet_v3_small", "mobilenet_v2", "resnet18", "detector", "segmenter")
-ENGINES = ("onnxruntime", "openvino", "ncnn")
+ENGINES = ("onnxruntime", "openvino", "ncnn", "litert")
+LABELS = {"onnxruntime": "ORT", "openvino": "OpenVINO", "ncnn": "ncnn", "litert": "LiteRT"}
 THREADS = (1, 2)
 SECTIONS = ("graphs", "ultralytics")
 BOX_TOLERANCE_PX = 0.5  # the detector gate's (edgeinfer.tasks.gates)
@@ -127,14 +130,16 @@ def _call(model, frame: np.ndarray):
 def measure(name: str, rounds: int, tmp: Path) -> dict:
     import edgeinfer
     from converters.engines import EngineUnsupported, convert, samples
+    from edgeinfer.engines import entry
 
     path, frame = _model_file(name, tmp)
     engines, notes = list(ENGINES), []
-    try:
-        convert(path, engine="ncnn", images=[frame])
-    except EngineUnsupported as exc:
-        engines.remove("ncnn")
-        notes.append(f"ncnn: {exc}")
+    for engine in [e for e in ENGINES if entry(e).needs_artifact]:
+        try:
+            convert(path, engine=engine, images=[frame])
+        except EngineUnsupported as exc:
+            engines.remove(engine)
+            notes.append(f"{engine}: {exc}")
     contenders = {}
     for engine in engines:
         for t in THREADS:
@@ -321,8 +326,9 @@ def detector_vs_ultralytics(rounds: int, tmp: Path) -> dict:
 
 def table(out: dict) -> str:
     """The README's table: median ms per frame at 1 and 2 threads, and ORT's time over each engine's."""
-    lines = [f"| model | threads | ORT {out['onnxruntime']} | OpenVINO {out['openvino']} | ncnn {out['ncnn']} | "
-             "ORT / OpenVINO | ORT / ncnn |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | threads | " + " | ".join(f"{LABELS[e]} {out.get(e, '')}".strip() for e in ENGINES) + " | "
+             + " | ".join(f"ORT / {LABELS[e]}" for e in ENGINES[1:]) + " |",
+             "|---|---|" + "---|" * (2 * len(ENGINES) - 1)]
     for row in out["rows"]:
         m, r = row["median_ms"], row["ort_over_engine"]
         for t in THREADS:
@@ -387,6 +393,7 @@ def main() -> None:
     if unknown:
         ap.error(f"--sections: expected some of {SECTIONS}, found {sorted(unknown)}")
     warnings.simplefilter("ignore")
+    import ai_edge_litert
     import ncnn
     import onnxruntime as ort
     import openvino as ov
@@ -407,14 +414,15 @@ def main() -> None:
                       flush=True)
             out.update({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(),
                         "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "onnxruntime": ort.__version__,
-                        "openvino": ov.get_version().split("-")[0], "ncnn": ncnn.__version__, "rounds": args.rounds,
+                        "openvino": ov.get_version().split("-")[0], "ncnn": ncnn.__version__,
+                        "litert": ai_edge_litert.__version__, "rounds": args.rounds,
                         "frame": "1920x1080 BGR, decoded once; each call: preprocess, run, decode", "rows": rows})
         if "ultralytics" in sections:
             section = detector_vs_ultralytics(args.rounds, Path(d))
             out["detector_vs_ultralytics"] = {"cpu": cpu_model(), "cpus": os.cpu_count(),
                                               "onnxruntime": ort.__version__,
                                               "openvino": ov.get_version().split("-")[0], "ncnn": ncnn.__version__,
-                                              **section}
+                                              "litert": ai_edge_litert.__version__, **section}
             worst = {k: v["worst_px"] for k, v in section["boxes"].items()}
             print("boxes, worst Δ against Ultralytics' predictor on the same graph (px): "
                   + ", ".join(f"{k} {v:.4f} (vs {section['boxes'][k]['reference']})" for k, v in worst.items()))

@@ -15,6 +15,14 @@ How each engine's files are made, and what that costs on the workstation:
   (``compress_to_fp16=False``; ``weights="f16"`` asks for OpenVINO's own default, half the file, and is kept only
   when it passes the gate). ``pip install openvino``, a wheel
   with numpy and openvino-telemetry as its only dependencies (180 MB installed).
+- ``litert``: onnx2tf 2.6.9 (its default ``flatbuffer_direct`` path writes the LiteRT flatbuffer straight from the
+  ONNX graph: no TensorFlow, and the ONNX tensor names kept) makes ``model.tflite``. onnx2tf needs Python >= 3.12
+  and pins its own numpy, onnx and onnxruntime, so it runs as a subprocess of the Python ``$EDGEINFER_LITERT_PYTHON``
+  names (a venv of its own: 659 MB, ``./edge test`` makes ``.venv-litert``). The .tflite is channels-last; each
+  port's axis order is found here (by shape, and by ONNX Runtime's values where the shape leaves it open) and kept
+  in the record for the adapter. Weights stay float32: onnx2tf's float16 .tflite computes in float16, which
+  LiteRT's CPU kernels refuse. The device needs only ``pip install ai-edge-litert`` (59 MB installed, no
+  TensorFlow).
 """
 
 from __future__ import annotations
@@ -68,14 +76,21 @@ class ConvertReport:
         return {**self.__dict__, "files": list(self.files), "parity": dict(self.parity)}
 
 
-def _openvino(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> list[str]:
+# what a writer gives back: the artifact's file names, and fields for its record (the adapter reads them there)
+Written = tuple[list[str], dict[str, Any]]
+LITERT_PYTHON = "EDGEINFER_LITERT_PYTHON"  # the Python that has onnx2tf (a venv of its own: it needs >= 3.12)
+LITERT_VENV = ("python3.12 -m venv .venv-litert && .venv-litert/bin/pip install onnx2tf==2.6.9, then "
+               f"export {LITERT_PYTHON}=$PWD/.venv-litert/bin/python")
+
+
+def _openvino(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> Written:
     import openvino as ov
 
     ov.save_model(ov.convert_model(str(src)), str(folder / "model.xml"), compress_to_fp16=weights == "f16")
-    return ["model.xml", "model.bin"]
+    return ["model.xml", "model.bin"], {}
 
 
-def _ncnn(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> list[str]:
+def _ncnn(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> Written:
     import subprocess
 
     try:
@@ -109,14 +124,120 @@ def _ncnn(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarra
     if left:
         raise EngineUnsupported(f"{src.name}: pnnx left operators ncnn does not run ({', '.join(left)}); nothing "
                                 "written. This graph runs on onnxruntime or openvino.")
-    return [PARAM, BIN]
+    return [PARAM, BIN], {}
+
+
+def _onnx2tf() -> tuple[str, str]:
+    """(the Python that runs onnx2tf, onnx2tf's version): $EDGEINFER_LITERT_PYTHON, else this Python when it has
+    onnx2tf."""
+    import subprocess
+    import sys
+
+    python = os.environ.get(LITERT_PYTHON) or sys.executable
+    try:
+        done = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('onnx2tf'))"],
+                              capture_output=True, text=True, timeout=120)
+    except OSError as exc:
+        done = None
+        why = f"{LITERT_PYTHON}={python} cannot be run ({exc})"
+    if done is not None and done.returncode == 0:
+        return python, done.stdout.strip()
+    if done is not None:
+        why = f"{python} has no onnx2tf" + ("" if os.environ.get(LITERT_PYTHON) else f" and {LITERT_PYTHON} is unset")
+    raise DependencyError(f"convert --engine litert runs onnx2tf (ONNX -> .tflite, no TensorFlow needed) in a Python "
+                          f">= 3.12 of its own; {why}. Make it: {LITERT_VENV}.")
+
+
+def _axes(onnx_shape: Sequence[int], tflite_signature: Sequence[int]) -> list[tuple[int, ...]]:
+    """The axis orders (as is, or channels-last) that take an ONNX tensor of ``onnx_shape`` to the .tflite's
+    signature (-1: dynamic there)."""
+    rank = len(onnx_shape)
+    orders = [tuple(range(rank))] + ([(0, *range(2, rank), 1)] if rank >= 3 else [])
+    return [o for o in orders if len(tflite_signature) == rank
+            and all(t < 0 or onnx_shape[a] == t for a, t in zip(o, tflite_signature))]
+
+
+def _litert(src: Path, folder: Path, weights: str, example: Mapping[str, np.ndarray], dynamic: bool) -> Written:
+    import re
+    import subprocess
+
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeinfer.engines.litert import TFLITE, onnx_type
+
+    if weights == "f16":
+        # onnx2tf's float16 .tflite computes in float16, inputs and outputs included; LiteRT's CPU kernels refuse it
+        # (measured with ai-edge-litert 2.3.0: MAX_POOL_2D in ResNet-18, RELU_0_TO_1 in MobileNetV3-Small)
+        raise EngineUnsupported(f"{src.name}: weights 'f16' for litert is onnx2tf's float16 graph, which LiteRT's CPU "
+                                "kernels do not run; nothing written. Convert with weights 'f32'.")
+    python, o2t = _onnx2tf()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / src.name).symlink_to(src.resolve())  # onnx2tf writes its intermediate files beside its input
+        # flatbuffer_direct (onnx2tf's default): ONNX -> LiteRT flatbuffer directly, keeping the ONNX tensor names
+        done = subprocess.run([python, "-m", "onnx2tf", "-i", str(t / src.name), "-o", str(t / "out"),
+                               "-tb", "flatbuffer_direct"], capture_output=True, text=True, cwd=t, timeout=3600)
+        made = t / "out" / f"{src.stem}_{'float16' if weights == 'f16' else 'float32'}.tflite"
+        if done.returncode != 0 or not made.is_file():
+            said = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr + done.stdout)
+            error = [line for line in said.splitlines() if "Error" in line or "error" in line] or said.splitlines()
+            raise EngineUnsupported(f"{src.name}: onnx2tf {o2t} could not make a .tflite (exit {done.returncode}): "
+                                    f"{' | '.join(error[-3:])[-800:]}; nothing written. This graph runs on onnxruntime "
+                                    "or openvino.")
+        shutil.copyfile(made, folder / TFLITE)
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    want = dict(zip([o.name for o in ref.get_outputs()], ref.run(None, dict(example))))
+    it = Interpreter(model_path=str(folder / TFLITE))
+    tensors = {d["name"]: d for d in it.get_input_details() + it.get_output_details()}
+    layout: dict[str, list[dict[str, Any]]] = {"inputs": [], "outputs": []}
+    for side, nodes, values in (("inputs", ref.get_inputs(), example), ("outputs", ref.get_outputs(), want)):
+        for node in nodes:
+            d = tensors.get(node.name)
+            if d is None:
+                raise EngineUnsupported(f"{src.name}: the .tflite onnx2tf made has no tensor {node.name!r} (its "
+                                        f"ports: {sorted(tensors)}); nothing written.")
+            if onnx_type(d["dtype"]) != node.type:
+                raise EngineUnsupported(f"{src.name}: the ONNX {side[:-1]} {node.name!r} is {node.type}; in the "
+                                        f".tflite it is {onnx_type(d['dtype'])}; nothing written.")
+            orders = _axes(values[node.name].shape, d["shape_signature"].tolist())
+            if side == "inputs" and len(orders) != 1:
+                raise EngineUnsupported(f"{src.name}: cannot tell the .tflite input {node.name!r}'s axis order "
+                                        f"({d['shape_signature'].tolist()} for ONNX {list(values[node.name].shape)}): "
+                                        f"{'none fits' if not orders else 'both as-is and channels-last fit'}; "
+                                        "nothing written.")
+            layout[side].append({"name": node.name, "tensor": node.name, "perm": list(orders[0]) if orders else None,
+                                 "candidates": orders})
+    # outputs whose layout the shapes leave open (e.g. a dynamic-size [N, C, H, W] map) are settled by the values:
+    # the .tflite run on the example against ONNX Runtime's outputs
+    for entry in layout["inputs"]:
+        d = tensors[entry["name"]]
+        it.resize_tensor_input(d["index"], list(np.transpose(example[entry["name"]], entry["perm"]).shape))
+    it.allocate_tensors()
+    for entry in layout["inputs"]:
+        it.set_tensor(tensors[entry["name"]]["index"],
+                      np.ascontiguousarray(np.transpose(example[entry["name"]], entry.pop("candidates")[0])))
+    try:
+        it.invoke()
+    except RuntimeError as exc:  # LiteRT's CPU kernels refuse an operator of the graph as onnx2tf wrote it
+        raise EngineUnsupported(f"{src.name}: LiteRT {engines.adapter('litert').version()} cannot run the .tflite "
+                                f"onnx2tf {o2t} made: {exc}; nothing written.") from exc
+    for entry in layout["outputs"]:
+        got = it.get_tensor(tensors[entry["name"]]["index"])
+        fits = [o for o in entry.pop("candidates") if got.shape == tuple(np.transpose(want[entry["name"]], o).shape)]
+        if not fits:
+            raise EngineUnsupported(f"{src.name}: the .tflite output {entry['name']!r} has shape {list(got.shape)}, "
+                                    f"ONNX Runtime's {list(want[entry['name']].shape)}; nothing written.")
+        entry["perm"] = list(min(fits, key=lambda o: float(np.abs(
+            np.transpose(got, np.argsort(o)).astype(np.float64) - want[entry["name"]]).max())))
+    return [TFLITE], {"litert": {**layout, "converter": f"onnx2tf {o2t} (flatbuffer_direct)"}}
 
 
 # engine -> writes its files for the .onnx into a folder (weights "f32", or "f16" where the engine stores them
 # so; ``example``: one image's feed as the graph takes it; ``dynamic``: the graph's input size follows the image),
-# returns their names (the adapter's loader reads them)
-WRITERS: dict[str, Callable[[Path, Path, str, Mapping[str, np.ndarray], bool], list[str]]] = {
-    "openvino": _openvino, "ncnn": _ncnn}
+# returns their names (the adapter's loader reads them) and what the record keeps beside them for the adapter
+WRITERS: dict[str, Callable[[Path, Path, str, Mapping[str, np.ndarray], bool], Written]] = {
+    "openvino": _openvino, "ncnn": _ncnn, "litert": _litert}
 WEIGHTS = ("f32", "f16")
 
 
@@ -180,11 +301,11 @@ def convert(model_path: str | os.PathLike, *, engine: str, images: Any = None,
         folder.mkdir()
         prepared = reference.prepare([frames[0]])
         example = contract.feeds(reference.spec.input, prepared.batch, prepared.sizes, str(src))
-        files = WRITERS[engine](src, folder, weights, example, reference.spec.input.dynamic_size)
+        files, extra = WRITERS[engine](src, folder, weights, example, reference.spec.input.dynamic_size)
         spec_sha = base.spec_hash(reference.spec)
         record = {"schema": "edgeinfer.engine/1", "engine": engine, "engine_version": "", "source": src.name,
                   "spec_sha256": spec_sha, "weights": weights, "files": files, "inputs": base.ports(reference.session.get_inputs()),
-                  "outputs": base.ports(reference.session.get_outputs())}
+                  "outputs": base.ports(reference.session.get_outputs()), **extra}
         (folder / base.RECORD).write_text(json.dumps(record, indent=1))
         candidate = edgeinfer.load(stage / src.name, engine=engine, threads=threads)
         verdict = reference.task.gate(samples(reference, frames), samples(candidate, frames), **dict(tolerances or {}))

@@ -835,7 +835,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.set_defaults(func=cmd_optimize)
 
-    p = sub.add_parser("convert", help="write another engine's files for the model beside it (OpenVINO IR), "
+    p = sub.add_parser("convert", help="write another engine's files for the model beside it (OpenVINO IR, "
+                       "ncnn param/bin, LiteRT .tflite), "
                        "kept only when equal to ONNX Runtime within the task's gate")
     p.add_argument("model", help="the .onnx with its spec")
     p.add_argument("--engine", required=True, choices=tuple(n for n in _engine_names() if n != "onnxruntime"))

@@ -43,6 +43,8 @@ ENGINES: dict[str, Engine] = {
     "onnxruntime": Engine("edgeinfer.engines.onnxruntime", "onnxruntime", "pip install onnxruntime"),
     "openvino": Engine("edgeinfer.engines.openvino", "openvino", "pip install 'edgeinfer[openvino]'"),
     "ncnn": Engine("edgeinfer.engines.ncnn", "ncnn", "pip install 'edgeinfer[ncnn]'", needs_artifact=True),
+    "litert": Engine("edgeinfer.engines.litert", "ai_edge_litert", "pip install 'edgeinfer[litert]'",
+                     needs_artifact=True),
 }
 DEFAULT = "onnxruntime"
 AUTO = "auto"  # the device profile's engines, in order: the first one that can run the model here
