@@ -135,3 +135,22 @@ def test_an_engine_without_an_asynchronous_api_runs_one_frame_at_a_time(detector
     assert len(one) == n and sum(map(len, one)) > 0 and all(_same(a, b) for a, b in zip(one, three))
     with pytest.raises(ValueError, match="inflight"):
         next(stream(model, str(video), inflight=0))
+
+
+def test_camera_cli_runs_openvino_overlapped_with_the_sequential_results(detector, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path, video, _ = detector
+    jsonl = tmp_path / "p.jsonl"
+    res = subprocess.run([sys.executable, "-m", "edgeinfer", "camera", str(path), "--source", str(video), "--engine",
+                          "openvino", "--inflight", "3", "--max-frames", "5", "--jsonl", str(jsonl)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("5 frames")
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    model = edgeinfer.load(path, engine="openvino")
+    want = [json.loads(json.dumps(r.to_dict())) for _, r, _ in stream(model, str(video), inflight=1, max_frames=5)]
+    assert [x.pop("frame") for x in lines] == list(range(5))
+    assert [{k: v for k, v in x.items() if k != "latency_ms"} for x in lines] == want
