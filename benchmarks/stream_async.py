@@ -15,8 +15,8 @@ an MPEG-4 file, as ``edgeinfer camera --out`` does (the work a real loop does pe
 inference can hide). Each round runs the three contenders once in a shuffled order over the whole video; figures
 are medians over rounds (FPS = frames / wall time of the loop; latency = capture to result, per frame, p50 and
 p90 of the round with the median FPS), with the range over rounds as the noise; ratios are the median of the
-per-round ratios (a round's contenders ran seconds apart, so machine noise hits them more alike). The overlapped loop's results
-are checked equal to the sequential loop's, frame by frame, exactly. Writes stream_async.json.
+per-round ratios (a round's contenders ran seconds apart, so machine noise hits them more alike). The overlapped
+loop's results are checked equal to the sequential loop's, frame by frame, exactly. Writes stream_async.json.
 
     .venv/bin/python benchmarks/stream_async.py [--rounds 7] [--models detector,resnet18] [--threads 2]
 """
@@ -125,7 +125,8 @@ def measure(name: str, rounds: int, tmp: Path, video: Path, threads: int) -> dic
 
 
 def table(out: dict) -> str:
-    rows = ["| model | consumer | contender | FPS (median; range over rounds) | latency p50 / p90 | inference_ms mean |",
+    rows = ["| model | consumer | contender | FPS (median; range over rounds) | latency p50 / p90 "
+            "| inference_ms mean |",
             "|---|---|---|---|---|---|"]
     for name, per in out["models"].items():
         for consumer, s in ((c, per[c]) for c in ("bare", "camera")):

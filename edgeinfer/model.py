@@ -204,7 +204,8 @@ class Model:
         runs it now. The handle holds ``prepared``'s arrays until its outputs are in hand (the engine may read them
         in place): do not write into them before ``wait()`` returns."""
         if not isinstance(prepared, Prepared):
-            raise TypeError(f"submit: expected the Prepared batch from Model.prepare(), found {type(prepared).__name__}.")
+            raise TypeError(f"submit: expected the Prepared batch from Model.prepare(), found "
+                            f"{type(prepared).__name__}.")
         names = self.task.outputs(self.spec)
         start = getattr(self.session, "submit", None)
         if start is None or (self.fixed_batch is not None and len(prepared) != self.fixed_batch):

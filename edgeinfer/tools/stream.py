@@ -6,8 +6,8 @@ backlog of stale frames (they are counted as dropped); for files it reads every 
 consumer. A second thread preprocesses while the caller's thread runs inference (ONNX Runtime releases
 the GIL), so the three stages overlap. Where the engine has an asynchronous API (``Model.submit``: OpenVINO's
 infer requests), several frames are in the engine at once, so inference also overlaps the decoding of the
-frame before it and whatever the caller does with its result; results still come in order. A live source that stops delivering is reopened with exponential
-back-off and reported; it never hangs. Ctrl-C and the end of a file end the loop cleanly.
+frame before it and whatever the caller does with its result; results still come in order. A live source
+that stops delivering is reopened with exponential back-off and reported; it never hangs. Ctrl-C and the end of a file end the loop cleanly.
 """
 
 from __future__ import annotations
