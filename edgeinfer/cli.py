@@ -409,7 +409,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     try:
         jsonl = open(args.jsonl, "w") if args.jsonl else None
         for frame, pred, timing in stream(model, source, max_frames=args.max_frames, stats=stats, top_k=args.top_k,
-                                          conf=args.conf):
+                                          conf=args.conf, inflight=args.inflight):
             if jsonl is not None:
                 jsonl.write(json.dumps({"frame": timing.index, **pred.to_dict(), "latency_ms": timing.latency_ms}) + "\n")
             if show or args.out:
@@ -765,6 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=None,
                    help="a detector's confidence threshold (default: the spec's; Ultralytics' 0.25)")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--inflight", type=int, default=2,
+                   help="frames in the engine at once where it runs asynchronously (openvino): inference overlaps "
+                        "capture, preprocessing and drawing; 1 runs one frame at a time (default 2)")
     p.add_argument("--device", default="cpu")
     _imgsz_arg(p)
     _engine_arg(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -190,6 +191,28 @@ class Model:
             raise TypeError(f"infer: expected the Prepared batch from Model.prepare() (it carries the images' sizes), "
                             f"found {type(prepared).__name__}. For a bare array use Model.run().")
         return self._run_outputs(prepared.batch, self.task.outputs(self.spec), prepared.sizes)
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether the engine runs the graph while the caller does something else (it has ``Session.submit``:
+        OpenVINO), so that :meth:`submit` returns before the outputs are ready."""
+        return callable(getattr(self.session, "submit", None))
+
+    def submit(self, prepared: Prepared) -> engine_base.Pending:
+        """A handle whose ``wait()`` gives what :meth:`infer` gives for ``prepared``. An engine with an asynchronous
+        API (:attr:`overlaps`) starts the graph and returns at once, so several batches can be in flight; any other
+        runs it now. The handle holds ``prepared``'s arrays until its outputs are in hand (the engine may read them
+        in place): do not write into them before ``wait()`` returns."""
+        if not isinstance(prepared, Prepared):
+            raise TypeError(f"submit: expected the Prepared batch from Model.prepare(), found "
+                            f"{type(prepared).__name__}.")
+        names = self.task.outputs(self.spec)
+        start = getattr(self.session, "submit", None)
+        if start is None or (self.fixed_batch is not None and len(prepared) != self.fixed_batch):
+            t = time.perf_counter()
+            outputs = self.infer(prepared)
+            return engine_base.Finished(outputs, t, time.perf_counter())
+        return start(list(names), contract.feeds(self.spec.input, prepared.batch, prepared.sizes, self.path))
 
     def finish(self, prepared: Prepared, outputs: Sequence[np.ndarray], **options: Any) -> list[Result]:
         """The task's results (the task table's result type for each image) from ``infer``'s outputs.

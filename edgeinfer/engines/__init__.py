@@ -7,6 +7,9 @@ the graph. Every adapter module (one per engine, in this package) has the same s
     def version() -> str           # the engine's version, for reports
     def open(path, *, profile, threads, strict, session_config) -> Session   # edgeinfer.engines.base.Session
 
+A Session whose engine runs a graph asynchronously also has ``submit(names, feed) -> Pending`` (OpenVINO: its infer
+requests), which the camera loop uses to keep several frames in the engine; engines without it run one at a time.
+
 ``open`` reads the ``.onnx`` itself or, where the workstation wrote one (``edgeinfer convert --engine``), the
 engine's artifact beside it, checked against the model at load. ``import edgeinfer`` imports none of the engine
 packages; a missing one is a :class:`~edgeinfer.errors.DependencyError` naming the pip command.

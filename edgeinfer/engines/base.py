@@ -52,6 +52,38 @@ class Session(Protocol):
     # names None: every output in the graph's order, as InferenceSession.run(None, feed) (scripts use it)
     def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
+    # Optional, for an engine with an asynchronous API (OpenVINO's infer requests): start the graph on ``feed`` and
+    # return at once, several calls in flight, so a camera loop overlaps inference with capture, preprocessing and
+    # the previous frame's decoding. The handle keeps ``feed`` alive until its outputs are in hand: an engine may
+    # read the caller's arrays in place while it runs. Engines without it are run with ``run`` (Model.submit).
+    # def submit(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> Pending: ...
+
+
+class Pending(Protocol):
+    """A graph run started by ``Session.submit`` (or already finished: :class:`Finished`)."""
+
+    submitted: float  # time.perf_counter() when it was started
+
+    def ready(self) -> bool: ...  # whether wait() would return at once
+
+    # the outputs, as run(names, feed) gives them; waits until the engine is done. Called again, the same list.
+    def wait(self) -> list[np.ndarray]: ...
+
+    done: float  # after wait(): time.perf_counter() when the engine finished (measured by the engine, not by wait)
+
+
+class Finished:
+    """The handle of a run that already happened (an engine without ``submit`` runs at once)."""
+
+    def __init__(self, outputs: list[np.ndarray], submitted: float, done: float) -> None:
+        self.outputs, self.submitted, self.done = outputs, submitted, done
+
+    def ready(self) -> bool:
+        return True
+
+    def wait(self) -> list[np.ndarray]:
+        return self.outputs
+
 
 def _varint(buf: Any, i: int) -> tuple[int, int]:
     out = shift = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -37,8 +38,47 @@ def _port(p: Any) -> base.Port:
     return base.Port(p.get_any_name(), shape, _TYPES.get(kind, f"openvino({kind})"))
 
 
+class _Pending:
+    """One asynchronous infer request in flight (``OpenVINOSession.submit``); the request goes back to the session's
+    idle pool once its outputs are copied out."""
+
+    def __init__(self, session: "OpenVINOSession", request: Any, names: Sequence[str],
+                 feed: Mapping[str, np.ndarray]) -> None:
+        self.session, self.request, self.names = session, request, list(names)
+        # share_inputs: the request reads the caller's arrays in place (no copy of a 640x640 input per frame); this
+        # reference keeps them, and so keeps a reusing pool (the stream's _Buffers) from handing them out, until done.
+        # (OpenVINO's shared tensor also holds the last array a request read until its next run: harmless, it is
+        # never written through.)
+        self.feed: Mapping[str, np.ndarray] | None = feed
+        self.outputs: list[np.ndarray] | None = None
+        self.submitted = time.perf_counter()
+        self.done = float("nan")
+        request.start_async(dict(feed), share_inputs=True)
+
+    def ready(self) -> bool:
+        return self.outputs is not None or (self.feed is not None and bool(self.request.wait_for(0)))
+
+    def wait(self) -> list[np.ndarray]:
+        if self.outputs is not None:
+            return self.outputs
+        if self.feed is None:  # released after a failed wait: the request may already run someone else's frame
+            raise ModelError("openvino: this inference failed before (the first wait() raised why); submit it again.")
+        try:
+            self.request.wait()
+            # latency: start_async to completion, stamped by OpenVINO's own callback (not when this thread got here)
+            self.done = self.submitted + self.request.latency / 1e3
+            index = self.session._index
+            # copies: the request's output buffers are overwritten by its next run
+            self.outputs = [np.array(self.request.get_output_tensor(index[n]).data) for n in self.names]
+        finally:
+            self.feed = None
+            self.session._release(self.request)
+        return self.outputs
+
+
 class OpenVINOSession:
-    """A compiled OpenVINO model; one infer request per calling thread, so ``run`` is safe from several threads."""
+    """A compiled OpenVINO model; one infer request per calling thread, so ``run`` is safe from several threads, and
+    a pool of asynchronous requests for ``submit`` (several frames in flight)."""
 
     engine = NAME
 
@@ -52,6 +92,8 @@ class OpenVINOSession:
         self._outputs = [_port(p) for p in compiled.outputs]
         self._index = {p.name: i for i, p in enumerate(self._outputs)}
         self._local = threading.local()
+        self._idle: list[Any] = []  # asynchronous requests not in flight, reused by submit
+        self._idle_lock = threading.Lock()
 
     def get_inputs(self) -> list[base.Port]:
         return self._inputs
@@ -73,6 +115,27 @@ class OpenVINOSession:
             raise ModelError(f"openvino: expected outputs among {list(self._index)}, found a request for {missing}.")
         result = request.infer(dict(feed))  # copies the outputs out of the request's own buffers
         return [np.asarray(result[self._index[n]]) for n in names]
+
+    def submit(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> _Pending:
+        """Start the graph on ``feed`` in an infer request of its own and return at once; ``wait()`` on the handle
+        gives what ``run(names, feed)`` would. OpenVINO runs the requests of a LATENCY-compiled model one after the
+        other, in the order submitted, each on all its threads."""
+        missing = [n for n in names if n not in self._index]
+        if missing:
+            raise ModelError(f"openvino: expected outputs among {list(self._index)}, found a request for {missing}.")
+        with self._idle_lock:
+            request = self._idle.pop() if self._idle else None
+        if request is None:
+            request = self.compiled.create_infer_request()
+        try:
+            return _Pending(self, request, names, feed)
+        except BaseException:
+            self._release(request)
+            raise
+
+    def _release(self, request: Any) -> None:
+        with self._idle_lock:
+            self._idle.append(request)
 
 
 def open(path: str | os.PathLike, *, profile: providers.Profile, threads: int | None = None, strict: bool = False,

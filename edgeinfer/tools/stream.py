@@ -4,8 +4,10 @@
 sources (a camera index, rtsp/http URLs) it keeps only the newest frame, so a slow model never builds a
 backlog of stale frames (they are counted as dropped); for files it reads every frame and waits for the
 consumer. A second thread preprocesses while the caller's thread runs inference (ONNX Runtime releases
-the GIL), so the three stages overlap. A live source that stops delivering is reopened with exponential
-back-off and reported; it never hangs. Ctrl-C and the end of a file end the loop cleanly.
+the GIL), so the three stages overlap. Where the engine has an asynchronous API (``Model.submit``: OpenVINO's
+infer requests), several frames are in the engine at once, so inference also overlaps the decoding of the
+frame before it and whatever the caller does with its result; results still come in order. A live source
+that stops delivering is reopened with exponential back-off and reported; it never hangs. Ctrl-C and the end of a file end the loop cleanly.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ class _Capture(threading.Thread):
 
 def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int | None = None, top_k: int = 5,
            conf: float | None = None, retries: int = 5, backoff: float = 0.5, stats: StreamStats | None = None,
-           opener: Callable[[Any], Any] = _open) -> Iterator[tuple[np.ndarray, Any, Timing]]:
+           opener: Callable[[Any], Any] = _open, inflight: int = 2) -> Iterator[tuple[np.ndarray, Any, Timing]]:
     """Yield ``(frame, result, timing)`` for each frame of ``source`` (camera index, file or URL); the
     result is the model's task's (:class:`~edgeinfer.tasks.classification.Prediction`, or
     :class:`~edgeinfer.tasks.detections.Detections` in the frame's own pixels).
@@ -205,6 +207,15 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
     ``conf`` overrides a detector's confidence threshold (the spec's, else the tool's default 0.25), as
     ``predict(conf=...)``. Pass a :class:`StreamStats` to read FPS, per-stage latency, dropped frames and reconnections,
     during and after the loop. Raises :class:`SourceError` when the source never delivers a frame.
+
+    ``inflight``: where the engine runs the graph asynchronously (``model.overlaps``: OpenVINO), up to this many
+    frames are in it at once, so inference overlaps capture, preprocessing and the decoding of the frame before
+    (and whatever the caller does with it); results come in frame order and equal the sequential loop's. A live
+    source then holds up to ``inflight - 1`` more frames between capture and result (higher FPS, a little more
+    latency). ``inflight=1``, and engines without an asynchronous API, run inference in this thread, one frame at
+    a time. Overlapped, ``Timing.inference_ms`` is the engine's time on the frame: from when it could start it
+    (submitted, and the frame ahead of it done) to done, so the frames' figures add up to the engine's busy time;
+    ``latency_ms`` still runs from capture to result.
     """
     stats = stats if stats is not None else StreamStats()
     stop = threading.Event()
@@ -212,7 +223,9 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
                        backoff=backoff, opener=opener)
     prepared: queue.Queue = queue.Queue(maxsize=2)
     c, h, w = model.spec.input.channels, *model.spec.input.height_width
-    inputs = _Buffers(keep=6)
+    # each engine request may keep the last input it read (OpenVINO's shared input tensor), the rest are in the
+    # queue, in the preprocessor, in flight: enough for all of them, so none is allocated afresh per frame
+    inputs = _Buffers(keep=4 + max(1, inflight if isinstance(inflight, int) else 1))
 
     def prepare() -> None:
         while not stop.is_set():
@@ -248,29 +261,60 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
                 continue
 
     worker = threading.Thread(target=prepare, daemon=True, name="edgeinfer-preprocess")
+    if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1:
+        raise ValueError(f"stream: inflight is how many frames may be in the engine at once; expected an int >= 1, "
+                         f"found {inflight!r}. Use 1 for one frame at a time.")
+    # frames in flight in the engine: more than one only where it runs the graph while this thread goes on
+    depth = inflight if model.overlaps else 1
+    pending: deque = deque()  # (handle, index, frame, captured, capture_ms, pre_ms, Prepared), oldest first
+    last_done = float("-inf")
     stats.started = time.perf_counter()
     capture.start()
     worker.start()
     try:
-        while max_frames is None or stats.frames < max_frames:
-            item = prepared.get()
-            if item is _END:
+        submitted, ended = 0, False
+        while True:
+            if not ended and len(pending) < depth and (max_frames is None or submitted < max_frames):
+                try:  # with frames in flight, never wait for a new one while an older result could be given
+                    item = prepared.get() if not pending else prepared.get_nowait()
+                except queue.Empty:
+                    item = None
+                if item is _END:
+                    ended = True
+                elif item is not None:
+                    index, frame, captured, capture_ms, pre_ms, x = item
+                    del item  # the payload's reference would keep x from being reused once the engine is done
+                    prepared_frame = Prepared(x, [frame.shape[:2]])
+                    pending.append((model.submit(prepared_frame), index, frame, captured, capture_ms, pre_ms,
+                                    prepared_frame))
+                    del x, prepared_frame
+                    submitted += 1
+                    continue
+            if not pending:
                 break
-            index, frame, captured, capture_ms, pre_ms, x = item
-            t1 = time.perf_counter()
-            prepared_frame = Prepared(x, [frame.shape[:2]])
-            outputs = model.infer(prepared_frame)
+            handle, index, frame, captured, capture_ms, pre_ms, prepared_frame = pending.popleft()
+            outputs = handle.wait()
             t2 = time.perf_counter()
             # the task's own decoding: top-k for a classifier, boxes back in this frame for a detector
             pred = model.finish(prepared_frame, outputs, top_k=top_k, conf=conf)[0]
             t3 = time.perf_counter()
-            timing = Timing(index, capture_ms, pre_ms, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t3 - captured) * 1e3)
+            # the engine's time on this frame: from when it could start it (submitted, and the frame ahead of it
+            # done) to done; sequentially submit -> outputs, overlapped the frames' sum is the engine's busy time
+            infer_ms = (handle.done - max(handle.submitted, last_done)) * 1e3
+            last_done = handle.done
+            del handle, prepared_frame, outputs
+            timing = Timing(index, capture_ms, pre_ms, infer_ms, (t3 - t2) * 1e3, (t3 - captured) * 1e3)
             stats.frames += 1
             stats.timings.append(timing)
             yield frame, pred, timing
     finally:
         stats.ended = time.perf_counter()
         stop.set()
+        while pending:  # frames still in the engine: let them finish, so no request reads a buffer reused later
+            try:
+                pending.popleft()[0].wait()
+            except Exception:  # the loop is ending (an error, a break): what it would have said is moot now
+                pass
         capture.join(timeout=5)
         worker.join(timeout=5)
     if stats.frames == 0 and stats.errors:
