@@ -23,10 +23,13 @@ def write_with_spec(proto: Any, path: str | os.PathLike, spec: Spec) -> None:
 
 
 def _session(proto: Any, src: str | os.PathLike) -> Any:
+    """The graph on ONNX Runtime's CPU provider, with the engine surface ``importers.resolve`` reads."""
     import onnxruntime as ort
 
+    from edgeinfer.engines.onnxruntime import OrtSession
+
     try:
-        return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return OrtSession(ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]))
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"{src}: expected an ONNX model ONNX Runtime can load, it failed: {exc}") from exc
 

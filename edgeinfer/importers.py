@@ -667,7 +667,7 @@ def resolve(source: Any, session: Any, *, path: str | os.PathLike = "model", lab
         spec = dataclasses.replace(spec, labels=_labels(labels))
     elif not spec.labels:
         # a spec given beside a file that names its classes keeps those names (unless the user gives labels)
-        found = file_labels(session.get_modelmeta().custom_metadata_map)
+        found = file_labels(session.metadata)  # the .onnx file's metadata, whatever the engine
         if found is not None:
             key, names = found
             spec = dataclasses.replace(spec, labels=names,

@@ -225,6 +225,13 @@ def test_a_spec_attached_to_an_ultralytics_file_keeps_its_class_names(layouts):
     # labels the user gives win
     mine = [f"c{i}" for i in range(80)]
     assert edgeinfer.load(path, spec=given, labels=mine).labels == tuple(mine)
+    # on another engine too: the names come from the .onnx file's metadata, not from ONNX Runtime's session
+    pytest.importorskip("openvino")  # the [openvino] extra; ./edge test installs it
+    on_openvino = edgeinfer.load(path, spec=given, engine="openvino")
+    assert on_openvino.labels == own.labels and on_openvino.engine == "openvino"
+    x = own.prepare([frame])  # untrained weights: near-tied scores, so the graphs' outputs are compared
+    for got, want in zip(on_openvino.infer(x), own.infer(x)):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
 
 
 def test_greedy_nms_keeps_what_torchvision_keeps():
