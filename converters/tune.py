@@ -22,6 +22,7 @@ engine files it needs, and as a device profile (``device=`` it).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import random
@@ -152,6 +153,10 @@ def tune(model_path: str | os.PathLike, *, device: str | os.PathLike = "cpu", im
     expected = samples(reference, frames)
     inputs = [reference.prepare([frame]) for frame in frames]
     tol = dict(tolerances or {})
+    accepted = [n for n, a in inspect.signature(reference.task.gate).parameters.items() if a.kind == a.KEYWORD_ONLY]
+    if set(tol) - set(accepted):
+        raise EdgeInferError(f"tune tolerances: the {reference.spec.task} gate takes {accepted}, found "
+                             f"{sorted(set(tol) - set(accepted))}. Use those names (e.g. {accepted[0]}=...).")
     skipped: list[dict[str, Any]] = []
     wanted = list(engines or profile.engines)
     for name in wanted:
