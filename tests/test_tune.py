@@ -21,6 +21,7 @@ from conftest import edit_spec
 from converters.tune import tune
 from edgeinfer.engines import EngineFallbackWarning, base, choice
 from edgeinfer.errors import ModelError
+from test_embeddings import embedder  # noqa: F401  (fixture)
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -148,3 +149,18 @@ def test_tune_on_the_trained_detector_converts_ncnn_files_and_auto_runs_them(det
     assert {(r.engine, r.artifact) for r in again.rows} == {("ncnn", "beside"), ("onnxruntime", None)}
     assert _load_quietly(src, engine="auto", device="raspberry-pi-5").engine == again.chosen.engine
 
+
+
+def test_tune_judges_an_embedder_by_the_angle_of_its_vectors(embedder, photo_files, tmp_path):  # noqa: F811
+    src = tmp_path / "embed.onnx"
+    shutil.copy(embedder[1], src)
+    report = tune(src, device="cpu", engines=("onnxruntime", "openvino"), images=photo_files[:1],
+                  precisions=("fp32", "fp16"), threads=(1,), rounds=3)
+    assert report.task == "embedding" and {r.engine for r in report.rows} == {"onnxruntime", "openvino"}
+    for r in report.rows:
+        assert r.passes == (r.gate["min_cosine"] >= r.gate["required"] == 0.9999)
+    model = _load_quietly(src, engine="auto")
+    ref = edgeinfer.load(src)
+    assert (model.engine, model.path) == (report.chosen.engine, str(base.variant_path(src, report.chosen.precision)))
+    a, b = ref.predict(photo_files[2]).vector, model.predict(photo_files[2]).vector  # an image tune never saw
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.9999
