@@ -13,6 +13,7 @@ not for the segmenter, whose run-time resize pnnx cannot lower). Each round runs
 in a shuffled order, so machine noise hits all alike; figures are medians over rounds, ratios the median of the
 per-round ratios. ONNX Runtime and ncnn run without thread spinning (a pool spinning after its run would burn the
 cores the next contender needs). Each model's outputs are compared with the task's gate (edgeinfer.tasks.gates) first.
+``after_tune`` (``--after-tune``): tune on every engine, then engine="auto" side by side with each engine alone.
 Writes engines.json.
 
     .venv/bin/python benchmarks/engines.py [--rounds 15] [--models resnet18,detector]
@@ -145,6 +146,47 @@ def measure(name: str, rounds: int, tmp: Path) -> dict:
             "ort_over_engine": speedup, "gates": gates, "notes": notes}
 
 
+def after_tune(name: str, rounds: int, tmp: Path) -> dict:
+    """The issue's goal "after tune, engine="auto" is >= 0.95x the fastest engine alone": tune over every engine
+    here (at 1 and 2 threads, its default precisions, judged by the task's gate), then auto side by side with each
+    engine alone; the ratio is the median over rounds of the fastest one's time over auto's (1.0: as fast)."""
+    import edgeinfer
+    from converters.engines import EngineUnsupported, convert
+    from converters.tune import tune
+
+    folder = tmp / "after_tune"
+    folder.mkdir(exist_ok=True)
+    path, frame = _model_file(name, folder)
+    for engine in ENGINES:  # the files of an engine that needs them beside the model, so it can also run alone
+        if edgeinfer.engines.entry(engine).needs_artifact:
+            try:
+                convert(path, engine=engine, images=[frame])
+            except EngineUnsupported:
+                pass  # tune says so in its skipped list
+    report = tune(path, device="cpu", engines=ENGINES, images=[frame], threads=THREADS, rounds=rounds)
+    contenders = {"auto": edgeinfer.load(path, engine="auto", session_config=NO_SPIN[report.chosen.engine])}
+    for row in {(r.engine, r.threads) for r in report.rows}:
+        contenders["%s/%d" % row] = edgeinfer.load(path, engine=row[0], threads=row[1], session_config=NO_SPIN[row[0]])
+    for m in contenders.values():
+        for _ in range(3):
+            _call(m, frame)
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    order = list(contenders)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for key in order:
+            t0 = time.perf_counter()
+            _call(contenders[key], frame)
+            times[key].append((time.perf_counter() - t0) * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    fastest = min((k for k in med if k != "auto"), key=med.__getitem__)
+    ratio = statistics.median(a / b for a, b in zip(times[fastest], times["auto"]))
+    c = report.chosen
+    return {"model": name, "chosen": f"{c.engine}/{c.threads} {c.precision}", "auto_engine": contenders["auto"].engine,
+            "median_ms": med, "fastest_alone": fastest, "fastest_over_auto": ratio,
+            "tune_rows": [r.to_dict() for r in report.rows], "tune_skipped": list(report.skipped)}
+
+
 def table(out: dict) -> str:
     """The README's table: median ms per frame at 1 and 2 threads, and ORT's time over each engine's."""
     lines = [f"| model | threads | ORT {out['onnxruntime']} | OpenVINO {out['openvino']} | ncnn {out['ncnn']} | "
@@ -165,6 +207,8 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--out", default=str(Path(__file__).with_name("engines.json")))
     ap.add_argument("--table", help="print the README table of this engines.json and stop")
+    ap.add_argument("--after-tune", default=",".join(MODELS),
+                    help="models to tune and then time engine='auto' against each engine alone ('' for none)")
     args = ap.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
@@ -184,10 +228,16 @@ def main() -> None:
                   + "  ORT/engine " + " ".join(f"{k} {v:.2f}x" for k, v in row["ort_over_engine"].items())
                   + "  gates " + " ".join(f"{k} {'passed' if g['passed'] else 'FAILED'}" for k, g in row["gates"].items()),
                   flush=True)
+        tuned = [after_tune(name, args.rounds, Path(d)) for name in args.after_tune.split(",") if name]
+        for t in tuned:
+            print(f"{t['model']:20s} after tune: auto runs {t['chosen']}, {t['median_ms']['auto']:.2f} ms; fastest "
+                  f"alone {t['fastest_alone']} {t['median_ms'][t['fastest_alone']]:.2f} ms; fastest/auto "
+                  f"{t['fastest_over_auto']:.2f}x", flush=True)
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cpus": os.cpu_count(),
            "load_average_at_end": os.getloadavg(), "onnxruntime": ort.__version__,
            "openvino": ov.get_version().split("-")[0], "ncnn": ncnn.__version__, "rounds": args.rounds,
-           "frame": "1920x1080 BGR, decoded once; each call: preprocess, run, decode", "rows": rows}
+           "frame": "1920x1080 BGR, decoded once; each call: preprocess, run, decode", "rows": rows,
+           "after_tune": tuned}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(table(out))
 
