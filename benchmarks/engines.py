@@ -14,6 +14,8 @@ Python $EDGEINFER_LITERT_PYTHON names, default .venv-litert/bin/python). Each ro
 in a shuffled order, so machine noise hits all alike; figures are medians over rounds, ratios the median of the
 per-round ratios. ONNX Runtime and ncnn run without thread spinning (a pool spinning after its run would burn the
 cores the next contender needs). Each model's outputs are compared with the task's gate (edgeinfer.tasks.gates) first.
+Section "after_tune" (key ``after_tune``): tune on every engine, then engine="auto" side by side with each engine
+alone.
 
 Section "ultralytics" (engines.json's key ``detector_vs_ultralytics``): the same detector's frame end to end (a BGR
 frame straight from cv2.imread of a real photo with shapes drawn on it -> boxes in frame pixels) through
@@ -67,7 +69,7 @@ MODELS = ("mobilenet_v3_small", "mobilenet_v2", "resnet18", "detector", "segment
 ENGINES = ("onnxruntime", "openvino", "ncnn", "litert")
 LABELS = {"onnxruntime": "ORT", "openvino": "OpenVINO", "ncnn": "ncnn", "litert": "LiteRT"}
 THREADS = (1, 2)
-SECTIONS = ("graphs", "ultralytics")
+SECTIONS = ("graphs", "ultralytics", "after_tune")
 BOX_TOLERANCE_PX = 0.5  # the detector gate's (edgeinfer.tasks.gates)
 GOALS = {"best_engine_over_ultralytics_onnx": 1.5, "openvino_over_ultralytics_openvino": 1.0}  # issue 26
 
@@ -324,6 +326,47 @@ def detector_vs_ultralytics(rounds: int, tmp: Path) -> dict:
             "goals": GOALS, "contenders": rows, "boxes": boxes, "ratios": goals, "notes": notes}
 
 
+def after_tune(name: str, rounds: int, tmp: Path) -> dict:
+    """The issue's goal "after tune, engine="auto" is >= 0.95x the fastest engine alone": tune over every engine
+    here (at 1 and 2 threads, its default precisions, judged by the task's gate), then auto side by side with each
+    engine alone; the ratio is the median over rounds of the fastest one's time over auto's (1.0: as fast)."""
+    import edgeinfer
+    from converters.engines import EngineUnsupported, convert
+    from converters.tune import tune
+
+    folder = tmp / "after_tune"
+    folder.mkdir(exist_ok=True)
+    path, frame = _model_file(name, folder)
+    for engine in ENGINES:  # the files of an engine that needs them beside the model, so it can also run alone
+        if edgeinfer.engines.entry(engine).needs_artifact:
+            try:
+                convert(path, engine=engine, images=[frame])
+            except EngineUnsupported:
+                pass  # tune says so in its skipped list
+    report = tune(path, device="cpu", engines=ENGINES, images=[frame], threads=THREADS, rounds=rounds)
+    contenders = {"auto": edgeinfer.load(path, engine="auto", session_config=NO_SPIN[report.chosen.engine])}
+    for row in {(r.engine, r.threads) for r in report.rows}:
+        contenders["%s/%d" % row] = edgeinfer.load(path, engine=row[0], threads=row[1], session_config=NO_SPIN[row[0]])
+    for m in contenders.values():
+        for _ in range(3):
+            _call(m, frame)
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    order = list(contenders)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for key in order:
+            t0 = time.perf_counter()
+            _call(contenders[key], frame)
+            times[key].append((time.perf_counter() - t0) * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    fastest = min((k for k in med if k != "auto"), key=med.__getitem__)
+    ratio = statistics.median(a / b for a, b in zip(times[fastest], times["auto"]))
+    c = report.chosen
+    return {"model": name, "chosen": f"{c.engine}/{c.threads} {c.precision}", "auto_engine": contenders["auto"].engine,
+            "median_ms": med, "fastest_alone": fastest, "fastest_over_auto": ratio,
+            "tune_rows": [r.to_dict() for r in report.rows], "tune_skipped": list(report.skipped)}
+
+
 def table(out: dict) -> str:
     """The README's table: median ms per frame at 1 and 2 threads, and ORT's time over each engine's."""
     lines = ["| model | threads | " + " | ".join(f"{LABELS[e]} {out.get(e, '')}".strip() for e in ENGINES) + " | "
@@ -377,7 +420,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--sections", default=",".join(SECTIONS), help="graphs: each model per engine; ultralytics: the "
-                    "detector end to end beside Ultralytics' predictor")
+                    "detector end to end beside Ultralytics' predictor; after_tune: tune each model, then "
+                    "engine='auto' beside each engine alone")
     ap.add_argument("--out", default=str(Path(__file__).with_name("engines.json")))
     ap.add_argument("--table", help="print the README tables of this engines.json and stop")
     args = ap.parse_args()
@@ -426,6 +470,14 @@ def main() -> None:
             worst = {k: v["worst_px"] for k, v in section["boxes"].items()}
             print("boxes, worst Δ against Ultralytics' predictor on the same graph (px): "
                   + ", ".join(f"{k} {v:.4f} (vs {section['boxes'][k]['reference']})" for k, v in worst.items()))
+        if "after_tune" in sections:
+            tuned = [after_tune(name, args.rounds, Path(d)) for name in args.models.split(",")]
+            for t in tuned:
+                print(f"{t['model']:20s} after tune: auto runs {t['chosen']}, {t['median_ms']['auto']:.2f} ms; "
+                      f"fastest alone {t['fastest_alone']} {t['median_ms'][t['fastest_alone']]:.2f} ms; "
+                      f"fastest/auto {t['fastest_over_auto']:.2f}x", flush=True)
+            out["after_tune"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(),
+                                 "load_average_at_end": os.getloadavg(), "rounds": args.rounds, "models": tuned}
     path.write_text(json.dumps(out, indent=1) + "\n")
     if "rows" in out:
         print(table(out))

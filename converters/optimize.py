@@ -104,6 +104,20 @@ def _convert(kind: str, src: Path, model: Any, calibration: Sequence[Any], tmp: 
     return onnx.load(str(tmp / "int8.onnx"))
 
 
+def variant_bytes(kind: str, src: Path, model: Any, calibration: Sequence[Any]) -> bytes:
+    """The serialised ``kind`` variant of ``src`` with the source's metadata (its spec) copied in, unchecked:
+    ``optimize`` gates it by top-1 agreement, ``tune`` by the task's own gate."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        proto = _convert(kind, src, model, calibration, Path(tmpdir))
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    del proto.metadata_props[:]
+    for key, value in meta.items():  # the spec (and any other metadata) travels with the variant
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
 def optimize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, kind: str,
              calibration: Any = None, holdout: Any = None, min_agreement: float = 0.99, force: bool = False,
              max_calibration: int = 128) -> OptimizeReport:
@@ -114,8 +128,6 @@ def optimize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ki
     agreement with the fp32 model the variant is not written and :class:`OptimizationRefused` is raised,
     unless ``force``.
     """
-    import onnx
-
     import edgeinfer
 
     if kind not in KINDS:
@@ -129,13 +141,8 @@ def optimize(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, ki
         raise ImageError("optimize needs images to check agreement on: pass holdout or calibration images.")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        proto = _convert(kind, src, reference, calib, tmp)
-        meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-        del proto.metadata_props[:]
-        for key, value in meta.items():  # the spec (and any other metadata) travels with the variant
-            proto.metadata_props.add(key=key, value=value)
+        data = variant_bytes(kind, src, reference, calib)
         candidate = tmp / "candidate.onnx"
-        data = proto.SerializeToString()
         candidate.write_bytes(data)
         variant = edgeinfer.load(candidate)
         ref_p, var_p = [], []

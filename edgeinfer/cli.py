@@ -576,23 +576,37 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from converters.tune import tune
 
+    tolerances = {}
+    for item in args.tolerance or ():
+        key, _, value = item.partition("=")
+        try:
+            tolerances[key] = float(value)
+        except ValueError:
+            print(f"error: --tolerance expects NAME=NUMBER (e.g. atol=0.02), found {item!r}", file=sys.stderr)
+            return 2
     report = tune(args.model, device=args.device, images=args.images, rounds=args.rounds,
-                  min_agreement=args.min_agreement, out_profile=args.out_profile)
+                  engines=args.engines.split(",") if args.engines else None, tolerances=tolerances,
+                  out_profile=args.out_profile)
     if args.json:
         _print_json(report.to_dict())
         return 0
-    print(f"{report.model} on device {report.device!r}, {report.images} images, gate {report.min_agreement:.0%} top-1")
+    print(f"{report.model} on device {report.device!r}, {report.images} images, the {report.task} gate against "
+          f"ONNX Runtime fp32" + (f" ({tolerances})" if tolerances else ""))
     if report.emulated:
         print(f"EMULATED ({report.emulated}): the timings below are not the device's; the fastest here need not be "
               "the fastest there. Tune on the device itself.")
-    print(f"{'precision':9s} {'provider':28s} {'threads':>7s} {'median ms':>10s} {'top-1':>7s} {'max|dp|':>9s}")
+    print(f"{'engine':24s} {'precision':9s} {'provider':28s} {'threads':>7s} {'median ms':>10s}  gate")
     for r in report.rows:
         mark = "  <- chosen" if r == report.chosen else ("" if r.passes else "  (fails the gate)")
-        print(f"{r.precision:9s} {r.provider:28s} {r.threads:7d} {r.median_ms:10.2f} {r.top1_agreement:7.1%} "
-              f"{r.max_abs_diff:9.2e}{mark}")
-    if report.profile_path:
-        print(f"wrote {report.profile_path}" + (f" and {report.variant_path}" if report.variant_path else ""))
-        print(f"use it: edgeinfer.load({report.model!r}, device={report.profile_path!r})")
+        figures = ", ".join(f"{k} {v:.3g}" for k, v in r.gate.items() if isinstance(v, float))
+        print(f"{r.engine + ' ' + r.engine_version:24s} {r.precision:9s} {r.provider:28s} {r.threads:7d} "
+              f"{r.median_ms:10.2f}  {figures}{mark}")
+    for s in report.skipped:
+        print(f"not measured: {s['engine'] or ''} {s['precision'] or ''}: {s['reason']}")
+    if report.choice_path:
+        written = [report.choice_path, report.profile_path, report.variant_path, report.artifact_path]
+        print("wrote " + ", ".join(w for w in written if w))
+        print(f"use it: edgeinfer.load({report.model!r}, engine='auto', device={report.device!r})")
         return 0
     print("no configuration passed the gate; nothing written")
     return 1
@@ -850,12 +864,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("tune", help="measure precision x provider x threads here and write the fastest faithful profile")
+    p = sub.add_parser("tune", help="measure engine x precision x provider x threads here; write the fastest within "
+                                    "the task's gate as the choice engine='auto' runs")
     p.add_argument("model")
     p.add_argument("--device", default="cpu", help="device profile to start from")
     p.add_argument("--images", required=True, help="a folder of images (calibration and agreement)")
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--min-agreement", type=float, default=0.99)
+    p.add_argument("--engines", help="comma-separated engines to try (default: the device profile's)")
+    p.add_argument("--tolerance", action="append", metavar="NAME=NUMBER",
+                   help="a tolerance for the task's gate, e.g. atol=0.02 (repeatable)")
     p.add_argument("--out-profile", help="where to write the tuned profile (default: beside the model)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_tune)

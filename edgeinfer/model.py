@@ -13,8 +13,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from edgeinfer import engines, providers, tasks
-from edgeinfer.engines import base as engine_base
-from edgeinfer.engines.base import Session
+from edgeinfer.engines import base as engine_base, choice
+from edgeinfer.engines.base import Session, variant_path
 from edgeinfer.pipeline import contract
 from edgeinfer import importers
 from edgeinfer.errors import ImageError, ModelError, SpecError, SpecMissingError
@@ -344,11 +344,6 @@ class Model:
                 f"providers={list(self.providers)})")
 
 
-def variant_path(path: Path, precision: str) -> Path:
-    """Where the ``precision`` variant of a model lives: ``model.onnx`` -> ``model.fp16.onnx``."""
-    return path if precision == "fp32" else path.with_name(f"{path.stem}.{precision}{path.suffix}")
-
-
 def load(path: str | os.PathLike, *, engine: str = engines.DEFAULT,
          device: "str | os.PathLike | providers.Profile" = "cpu", threads: int | None = None,
          preprocess: str | None = None, session_config: dict[str, str] | None = None,
@@ -378,14 +373,30 @@ def load(path: str | os.PathLike, *, engine: str = engines.DEFAULT,
     :data:`edgeinfer.engines.ENGINES` (``"openvino"``, ``"ncnn"``), each an optional extra (a missing one is a
     :class:`~edgeinfer.errors.DependencyError` naming the pip command). An engine reads the ``.onnx`` itself, or the
     artifact ``edgeinfer convert MODEL.onnx --engine NAME`` wrote beside it (ncnn needs it), refused when made for
-    another spec. ``"auto"`` takes the device profile's ``engines`` in order: the first one installed here that can
-    read the model (an :class:`~edgeinfer.engines.EngineFallbackWarning` says each one skipped).
+    another spec. ``"auto"`` runs what ``edgeinfer tune`` chose on this device (``model.tune.json`` beside the model:
+    engine, precision, threads, provider; ``threads`` still overrides) when it was made for this profile and this
+    spec; a choice that does not fit is ignored with an :class:`~edgeinfer.engines.EngineFallbackWarning`. Without
+    one it takes the device profile's ``engines`` in order: the first one installed here that can read the model
+    (an EngineFallbackWarning says each one skipped). :attr:`Model.engine` says which runs.
     Preprocessing, decoders, NMS and geometry are the same whatever the engine.
     """
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: expected an .onnx file, found {'a directory' if p.is_dir() else 'nothing'}.")
     profile = device if isinstance(device, providers.Profile) else providers.read_profile(device)
+    if engine == engines.AUTO:
+        tuned = choice.read(p, profile, strict=strict)
+        if tuned is not None:
+            model = load(p, engine=tuned.engine, device=choice.profile_for(tuned, profile),
+                         threads=tuned.threads if threads is None else threads, preprocess=preprocess,
+                         session_config=session_config, strict=strict, spec=spec, labels=labels,
+                         output_kind=output_kind, hf_backend=hf_backend, imgsz=imgsz)
+            try:
+                have = engine_base.spec_hash(read_spec(model.session, p))
+            except SpecMissingError:
+                have = None
+            if choice.check(tuned, have, p, strict=strict):
+                return model
     preferred = variant_path(p, profile.precision)
     if preferred != p and preferred.is_file():
         p = preferred

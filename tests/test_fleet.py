@@ -103,8 +103,9 @@ def test_fleet_report_shows_every_figure_and_flags_the_injected_outlier_first(re
             assert f"{data['measured']['self_test_max_abs_diff']:.2e}" in md
         else:
             chosen = data["chosen"]
-            assert f"| {label} | `{Path(data['model']).name}` | **chosen** | {chosen['precision']} | " \
-                   f"{chosen['provider']} | {chosen['threads']} | {chosen['median_ms']:.2f} |" in md
+            assert f"| {label} | `{Path(data['model']).name}` | **chosen** | {chosen['engine']} " \
+                   f"{chosen['engine_version']} | {chosen['precision']} | {chosen['provider']} | {chosen['threads']} | " \
+                   f"{chosen['median_ms']:.2f} | max_abs_diff {chosen['gate']['max_abs_diff']:.3g}" in md
     check_rows = {r["device"].split(" @ ")[0]: r for r in result.checks}
     assert check_rows["cpu"]["self_test_passed"] and check_rows["raspberry-pi-5"]["self_test_passed"]
     assert check_rows["pi-5-int8"]["self_test_passed"] is False and "**fails**" in md
@@ -158,3 +159,17 @@ def test_importing_the_runtime_with_its_distributed_and_fleet_modules_loads_no_r
             "print(sorted(m for m in ('ray', 'pyarrow', 'pandas', 'matplotlib', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_fleet_still_reads_a_tune_report_of_schema_1_as_onnx_runtime_rows():
+    old = FLEET / "cpu.tune.json"  # recorded by benchmarks/fleet/run.py before tune searched engines
+    data = json.loads(old.read_text())
+    assert data["schema"] == "edgeinfer.tune/1"
+    result = fleet.compare([old])
+    assert len(result.tuning) == len(data["rows"]) and {r["engine"] for r in result.tuning} == {"onnxruntime"}
+    (chosen,) = [r for r in result.tuning if r["chosen"]]
+    assert (chosen["precision"], chosen["threads"]) == (data["chosen"]["precision"], data["chosen"]["threads"])
+    assert chosen["gate"] == {"top1_agreement": data["chosen"]["top1_agreement"],
+                              "max_abs_diff": data["chosen"]["max_abs_diff"], "min_agreement": data["min_agreement"]}
+    assert f"| **chosen** | onnxruntime {data['environment']['onnxruntime']} | {chosen['precision']} |" in \
+        result.to_markdown()

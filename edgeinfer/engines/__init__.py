@@ -29,7 +29,8 @@ from edgeinfer.errors import DependencyError, ModelError
 
 
 class EngineFallbackWarning(UserWarning):
-    """``engine="auto"`` skipped an engine the device profile prefers (not installed, or no files for this model)."""
+    """``engine="auto"`` skipped an engine the device profile prefers (not installed, or no files for this model), or
+    ignored tune's choice for the model (made for another device or spec, or its files missing)."""
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,11 @@ class Engine:
     package: str  # the module the engine itself is imported as
     install: str  # the pip command that installs it
     needs_artifact: bool = False  # runs only the files `edgeinfer convert --engine NAME` writes, never the .onnx
+    providers: bool = False  # runs on the device profile's execution providers (tune tries each one available)
 
 
 ENGINES: dict[str, Engine] = {
-    "onnxruntime": Engine("edgeinfer.engines.onnxruntime", "onnxruntime", "pip install onnxruntime"),
+    "onnxruntime": Engine("edgeinfer.engines.onnxruntime", "onnxruntime", "pip install onnxruntime", providers=True),
     "openvino": Engine("edgeinfer.engines.openvino", "openvino", "pip install 'edgeinfer[openvino]'"),
     "ncnn": Engine("edgeinfer.engines.ncnn", "ncnn", "pip install 'edgeinfer[ncnn]'", needs_artifact=True),
     "litert": Engine("edgeinfer.engines.litert", "ai_edge_litert", "pip install 'edgeinfer[litert]'",
@@ -80,9 +82,10 @@ def installed(name: str) -> bool:
 
 
 def choose(profile: Any, model: str | os.PathLike, *, strict: bool = False) -> str:
-    """The engine ``engine="auto"`` runs ``model`` on: the first of ``profile.engines`` that is installed here and
-    can read the model (an engine that runs only converted files needs them beside it). Each one skipped is said
-    with an :class:`EngineFallbackWarning`; with ``strict`` the first skip raises instead."""
+    """The engine ``engine="auto"`` runs ``model`` on when tune chose none for it here
+    (:mod:`edgeinfer.engines.choice`, read by ``load`` first): the first of ``profile.engines`` that is installed
+    here and can read the model (an engine that runs only converted files needs them beside it). Each one skipped
+    is said with an :class:`EngineFallbackWarning`; with ``strict`` the first skip raises instead."""
     from edgeinfer.engines import base
 
     skipped = []

@@ -150,6 +150,12 @@ def artifact_dir(model: str | os.PathLike, engine: str) -> Path:
     return p.with_name(f"{p.stem}.{engine}")
 
 
+def variant_path(path: str | os.PathLike, precision: str) -> Path:
+    """Where the ``precision`` variant of a model lives: ``model.onnx`` -> ``model.fp16.onnx``."""
+    p = Path(path)
+    return p if precision == "fp32" else p.with_name(f"{p.stem}.{precision}{p.suffix}")
+
+
 def read_record(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / RECORD).read_text())

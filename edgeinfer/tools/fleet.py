@@ -1,7 +1,7 @@
 """One comparison of the same model on many devices, from the JSON reports each device wrote.
 
 ``bench`` gives latency percentiles and throughput, ``parity`` agreement with the training reference,
-``tune`` the precision and provider chosen there, ``check`` the self-test and the doctor's findings. Each
+``tune`` the engine, precision and provider chosen there, ``check`` the self-test and the doctor's findings. Each
 report records its device profile and the environment it ran in (host, architecture, providers used,
 ONNX Runtime version, CPU); a *device* here is the profile on one host and architecture. A device whose
 parity or self-test differs from the others running the same model file is an outlier, listed first.
@@ -110,13 +110,13 @@ class FleetReport:
                              f"{', '.join(r['providers_used'])} |")
             lines.append("")
         if self.tuning:
-            lines += ["## Tune's choice", "", "| device | model | chosen | precision | provider | threads | "
-                      "median ms | top-1 vs fp32 | max abs dp | passes gate |", "|" + "---|" * 10]
+            lines += ["## Tune's choice", "", "| device | model | chosen | engine | precision | provider | threads | "
+                      "median ms | the task's gate against fp32 | passes gate |", "|" + "---|" * 10]
             for r in self.tuning:
+                figures = ", ".join(f"{k} {v:.3g}" for k, v in r["gate"].items() if isinstance(v, float))
                 lines.append(f"| {r['device']} | `{r['model']}` | {'**chosen**' if r['chosen'] else ''} | "
-                             f"{r['precision']} | {r['provider']} | {r['threads']} | {r['median_ms']:.2f} | "
-                             f"{r['top1_agreement']:.1%} | {r['max_abs_diff']:.2e} | "
-                             f"{'yes' if r['passes'] else 'no'} (gate {r['min_agreement']:.0%}) |")
+                             f"{r['engine']} {r['engine_version']} | {r['precision']} | {r['provider']} | "
+                             f"{r['threads']} | {r['median_ms']:.2f} | {figures} | {'yes' if r['passes'] else 'no'} |")
             lines.append("")
         if self.checks:
             lines += ["## Self-test and checks", "", "| device | model | self-test | max abs diff | images checked | "
@@ -203,8 +203,15 @@ def _parity_rows(data: dict[str, Any], device: str) -> list[dict[str, Any]]:
 
 def _tune_rows(data: dict[str, Any], device: str) -> list[dict[str, Any]]:
     chosen = data.get("chosen")
-    return [{"device": device, "model": _model(data["model"]), "chosen": r == chosen,
-             "min_agreement": data["min_agreement"], **r} for r in data["rows"]]
+    rows = []
+    for r in data["rows"]:
+        row = r
+        if data.get("schema") == "edgeinfer.tune/1":  # ONNX Runtime only, judged by top-1 agreement
+            row = {"engine": "onnxruntime", "engine_version": (data.get("environment") or {}).get("onnxruntime", ""),
+                   **r, "gate": {"top1_agreement": r["top1_agreement"], "max_abs_diff": r["max_abs_diff"],
+                                 "min_agreement": data["min_agreement"]}}
+        rows.append({"device": device, "model": _model(data["model"]), "chosen": r == chosen, **row})
+    return rows
 
 
 def _check_row(data: dict[str, Any], device: str) -> dict[str, Any]:

@@ -18,7 +18,12 @@ SCHEMAS = {
     "bench": "edgeinfer.bench/1",
     "parity": "edgeinfer.parity/1",
     "check": "edgeinfer.check/1",
-    "tune": "edgeinfer.tune/1",
+    "tune": "edgeinfer.tune/2",
+}
+# earlier versions still read, by kind: their readers (the fleet comparison) map them onto the current fields.
+# tune/1: ONNX Runtime only, each row judged by top-1 agreement (top1_agreement, max_abs_diff, min_agreement).
+OLDER = {
+    "edgeinfer.tune/1": "tune",
 }
 
 
@@ -34,6 +39,8 @@ def read_report(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     for kind, name in SCHEMAS.items():
         if schema == name:
             return kind, data
+    if schema in OLDER:
+        return OLDER[schema], data
     known = ", ".join(SCHEMAS.values())
     if isinstance(schema, str) and schema.startswith("edgeinfer."):
         raise SchemaVersionError(f"{p}: schema {schema!r} is not one this edgeinfer reads ({known}). Rerun the "

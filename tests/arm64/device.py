@@ -195,7 +195,7 @@ def tools(bundle: Path, manifest: dict, work: Path) -> dict:
         report = None
     out["tune"] = {"exit_code": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
                    "emulated": report.get("emulated") if report else None,
-                   "rows": [{k: r[k] for k in ("precision", "provider", "threads", "top1_agreement", "max_abs_diff")}
+                   "rows": [{k: r[k] for k in ("engine", "engine_version", "precision", "provider", "threads", "passes", "gate")}
                             for r in report["rows"]] if report else None,
                    "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
     tuned.unlink(missing_ok=True)
