@@ -46,14 +46,12 @@ def test_tune_measures_every_engine_and_precision_and_chooses_the_fastest_within
         tuned_classifier, photo_files):
     src, report = tuned_classifier
     measured = {(r.engine, r.precision) for r in report.rows}
-    # every engine x precision is measured at both thread counts, or said not to be with the reason (OpenVINO's
-    # adapter refuses the fp16 variant here: the input Cast keep_io_types adds renames the graph's input)
-    assert measured | {(s["engine"], s["precision"]) for s in report.skipped} == {
-        (e, p) for e in ("onnxruntime", "openvino") for p in ("fp32", "fp16")}
-    assert measured >= {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("openvino", "fp32")}
+    # every engine x precision is measured at both thread counts (OpenVINO too on the fp16 variant, whose input is
+    # also named after the Cast keep_io_types adds: the adapter names ports as the ONNX graph does)
+    assert measured == {(e, p) for e in ("onnxruntime", "openvino") for p in ("fp32", "fp16")}
+    assert not report.skipped
     assert sorted((r.engine, r.precision, r.threads) for r in report.rows) == sorted(
         (e, p, n) for e, p in measured for n in (1, 2))
-    assert all(s["reason"] for s in report.skipped)
     assert report.task == "classification" and report.images == 3  # the spec's self-test image and two photos
     assert [r.median_ms for r in report.rows] == sorted(r.median_ms for r in report.rows)
     versions = {r.engine: r.engine_version for r in report.rows}

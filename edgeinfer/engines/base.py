@@ -120,16 +120,29 @@ def _fields(buf: Any) -> Any:
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     """An ONNX file's ``metadata_props`` (ModelProto field 14), read from the protobuf's top level without loading
     the graph: the spec an engine artifact must match comes from the .onnx, not from the artifact's own copy."""
+    return onnx_facts(path)[0]
+
+
+def onnx_facts(path: str | os.PathLike) -> tuple[dict[str, str], tuple[str, ...], tuple[str, ...]]:
+    """An ONNX file's ``metadata_props`` and the names of its graph's inputs and outputs, in order (GraphProto
+    fields 11 and 12, each a ValueInfoProto named by its field 1), read without parsing the graph's nodes."""
     meta: dict[str, str] = {}
+    inputs: list[str] = []
+    outputs: list[str] = []
     try:
         view = memoryview(Path(path).read_bytes())
         for field, wire, value in _fields(view):
             if field == 14 and wire == 2:
                 entry = {k: bytes(v).decode() for k, w, v in _fields(value) if w == 2}
                 meta[entry.get(1, "")] = entry.get(2, "")
+            elif field == 7 and wire == 2:  # the graph: only its input and output lists are read
+                for gfield, gwire, gvalue in _fields(value):
+                    if gfield in (11, 12) and gwire == 2:
+                        name = next((bytes(v).decode() for k, w, v in _fields(gvalue) if k == 1 and w == 2), "")
+                        (inputs if gfield == 11 else outputs).append(name)
     except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: expected an ONNX file, found one whose metadata cannot be read ({exc}).") from exc
-    return meta
+    return meta, tuple(inputs), tuple(outputs)
 
 
 def ports(nodes: Sequence[Any]) -> list[dict[str, Any]]:

@@ -32,10 +32,14 @@ def version() -> str:
     return ov.get_version().split("-")[0]
 
 
-def _port(p: Any) -> base.Port:
+def _port(p: Any, onnx_names: Sequence[str]) -> base.Port:
+    """A port named as the ONNX graph names it: OpenVINO gives a tensor every name that flowed into it (an fp16
+    variant's input is also its Cast's output, ``graph_input_cast_0``), and ``get_any_name`` may pick another."""
     shape = tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape())
     kind = p.get_element_type().get_type_name()
-    return base.Port(p.get_any_name(), shape, _TYPES.get(kind, f"openvino({kind})"))
+    names = p.get_names()
+    name = next((n for n in onnx_names if n in names), p.get_any_name())
+    return base.Port(name, shape, _TYPES.get(kind, f"openvino({kind})"))
 
 
 class _Pending:
@@ -82,14 +86,15 @@ class OpenVINOSession:
 
     engine = NAME
 
-    def __init__(self, compiled: Any, metadata: Mapping[str, str], artifact: Mapping[str, Any] | None) -> None:
+    def __init__(self, compiled: Any, metadata: Mapping[str, str], artifact: Mapping[str, Any] | None,
+                 onnx_io: tuple[Sequence[str], Sequence[str]] = ((), ())) -> None:
         self.version = version()
         self.artifact = artifact
         self.metadata = metadata
         self.compiled = compiled
         self.requested = (f"openvino:{DEVICE}",)
-        self._inputs = [_port(p) for p in compiled.inputs]
-        self._outputs = [_port(p) for p in compiled.outputs]
+        self._inputs = [_port(p, onnx_io[0]) for p in compiled.inputs]
+        self._outputs = [_port(p, onnx_io[1]) for p in compiled.outputs]
         self._index = {p.name: i for i, p in enumerate(self._outputs)}
         self._local = threading.local()
         self._idle: list[Any] = []  # asynchronous requests not in flight, reused by submit
@@ -160,7 +165,8 @@ def open(path: str | os.PathLike, *, profile: providers.Profile, threads: int | 
         compiled = core.compile_model(model, DEVICE, config)
     except Exception as exc:
         raise ModelError(f"{source}: OpenVINO could not compile it for {DEVICE}: {exc}") from exc
-    session = OpenVINOSession(compiled, base.onnx_metadata(path), record)
+    metadata, inputs, outputs = base.onnx_facts(path)
+    session = OpenVINOSession(compiled, metadata, record, (inputs, outputs))
     if record is not None:
         base.check_ports(session, record, str(source))
     return session
