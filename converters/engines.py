@@ -133,7 +133,9 @@ def _onnx2tf() -> tuple[str, str]:
     import subprocess
     import sys
 
-    python = os.environ.get(LITERT_PYTHON) or sys.executable
+    # absolute (not resolved: a venv's python is a link whose target is outside the venv), as onnx2tf runs in a
+    # folder of its own
+    python = os.path.abspath(os.environ.get(LITERT_PYTHON) or sys.executable)
     try:
         done = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('onnx2tf'))"],
                               capture_output=True, text=True, timeout=120)
