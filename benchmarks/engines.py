@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -129,6 +128,13 @@ def _call(model, frame: np.ndarray):
     return model.results([frame])
 
 
+def _timed(model, frame: np.ndarray):
+    """A contender for side_by_side.run: one frame end to end (its results are not stage figures)."""
+    def call(_: int) -> None:
+        _call(model, frame)
+    return call
+
+
 def measure(name: str, rounds: int, tmp: Path) -> dict:
     import edgeinfer
     from converters.engines import EngineUnsupported, convert, samples
@@ -155,14 +161,7 @@ def measure(name: str, rounds: int, tmp: Path) -> dict:
     for m in contenders.values():  # warm-up: first calls allocate and compile
         for _ in range(3):
             _call(m, frame)
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    order = list(contenders)
-    for _ in range(rounds):
-        random.shuffle(order)
-        for key in order:
-            t0 = time.perf_counter()
-            _call(contenders[key], frame)
-            times[key].append((time.perf_counter() - t0) * 1e3)
+    times = side_by_side.run({k: _timed(m, frame) for k, m in contenders.items()}, rounds).ms
     med = {k: statistics.median(v) for k, v in times.items()}
     # ONNX Runtime's time over each engine's, within each round (> 1: the engine is faster)
     speedup = {f"{e}/{t}": statistics.median(a / b for a, b in zip(times[f"onnxruntime/{t}"], times[f"{e}/{t}"]))
@@ -350,14 +349,7 @@ def after_tune(name: str, rounds: int, tmp: Path) -> dict:
     for m in contenders.values():
         for _ in range(3):
             _call(m, frame)
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    order = list(contenders)
-    for _ in range(rounds):
-        random.shuffle(order)
-        for key in order:
-            t0 = time.perf_counter()
-            _call(contenders[key], frame)
-            times[key].append((time.perf_counter() - t0) * 1e3)
+    times = side_by_side.run({k: _timed(m, frame) for k, m in contenders.items()}, rounds).ms
     med = {k: statistics.median(v) for k, v in times.items()}
     fastest = min((k for k in med if k != "auto"), key=med.__getitem__)
     ratio = statistics.median(a / b for a, b in zip(times[fastest], times["auto"]))

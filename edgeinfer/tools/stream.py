@@ -217,6 +217,9 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
     (submitted, and the frame ahead of it done) to done, so the frames' figures add up to the engine's busy time;
     ``latency_ms`` still runs from capture to result.
     """
+    if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1:
+        raise ValueError(f"stream: inflight is how many frames may be in the engine at once; expected an int >= 1, "
+                         f"found {inflight!r}. Use 1 for one frame at a time.")
     stats = stats if stats is not None else StreamStats()
     stop = threading.Event()
     capture = _Capture(source, is_live(source) if live is None else live, stats, stop, retries=retries,
@@ -225,7 +228,7 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
     c, h, w = model.spec.input.channels, *model.spec.input.height_width
     # each engine request may keep the last input it read (OpenVINO's shared input tensor), the rest are in the
     # queue, in the preprocessor, in flight: enough for all of them, so none is allocated afresh per frame
-    inputs = _Buffers(keep=4 + max(1, inflight if isinstance(inflight, int) else 1))
+    inputs = _Buffers(keep=4 + inflight)
 
     def prepare() -> None:
         while not stop.is_set():
@@ -261,9 +264,6 @@ def stream(model: Any, source: Any, *, live: bool | None = None, max_frames: int
                 continue
 
     worker = threading.Thread(target=prepare, daemon=True, name="edgeinfer-preprocess")
-    if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1:
-        raise ValueError(f"stream: inflight is how many frames may be in the engine at once; expected an int >= 1, "
-                         f"found {inflight!r}. Use 1 for one frame at a time.")
     # frames in flight in the engine: more than one only where it runs the graph while this thread goes on
     depth = inflight if model.overlaps else 1
     pending: deque = deque()  # (handle, index, frame, captured, capture_ms, pre_ms, Prepared), oldest first

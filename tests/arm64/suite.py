@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -33,18 +34,25 @@ ENGINE_BUNDLE_INSIDE = "/opt/edgeinfer-engines"  # the engine parity's bundle (t
 INTEGER_FAMILIES = ("PIL ", "torch uint8 ")
 
 
-def ensure_references(root: Path, *, rebuild: bool) -> dict:
-    from tests.arm64 import references
-
-    bundle = root / BUNDLE_INSIDE.lstrip("/")
+def _ensure_bundle(root: Path, inside: str, module: Any, what: str, *, rebuild: bool) -> dict:
+    """The x86 side's bundle at ``inside`` the root, rebuilt by ``module.build`` unless its manifest already carries
+    ``module.fingerprint()``."""
+    bundle = root / inside.lstrip("/")
     manifest = bundle / "manifest.json"
     if not rebuild and manifest.exists():
         current = json.loads(manifest.read_text())
-        if current.get("fingerprint") == references.fingerprint():
-            print(f"arm64 suite: x86 references up to date ({bundle})", file=sys.stderr)
+        if current.get("fingerprint") == module.fingerprint():
+            print(f"arm64 suite: x86 {what} up to date ({bundle})", file=sys.stderr)
             return current
-    print("arm64 suite: computing the x86 references (train, export, variants; a few minutes)", file=sys.stderr)
-    return references.build(bundle, log=lambda m: print(m, file=sys.stderr))
+    print(f"arm64 suite: computing the x86 {what}", file=sys.stderr)
+    return module.build(bundle, log=lambda m: print(m, file=sys.stderr))
+
+
+def ensure_references(root: Path, *, rebuild: bool) -> dict:
+    from tests.arm64 import references
+
+    return _ensure_bundle(root, BUNDLE_INSIDE, references, "references (train, export, variants; a few minutes)",
+                          rebuild=rebuild)
 
 
 def start_device(arm_sh: str, cpu: str, *, tools: bool, only: str | None = None) -> subprocess.Popen:
@@ -138,15 +146,8 @@ def table(summary: dict, cpus: list[str]) -> str:
 def ensure_engine_references(root: Path, *, rebuild: bool) -> dict:
     from tests.arm64 import engine_parity
 
-    bundle = root / ENGINE_BUNDLE_INSIDE.lstrip("/")
-    manifest = bundle / "manifest.json"
-    if not rebuild and manifest.exists():
-        current = json.loads(manifest.read_text())
-        if current.get("fingerprint") == engine_parity.fingerprint():
-            print(f"arm64 suite: x86 engine references up to date ({bundle})", file=sys.stderr)
-            return current
-    print("arm64 suite: the engines' x86 references (models, convert --engine, x86 outputs)", file=sys.stderr)
-    return engine_parity.build(bundle, log=lambda m: print(m, file=sys.stderr))
+    return _ensure_bundle(root, ENGINE_BUNDLE_INSIDE, engine_parity,
+                          "engine references (models, convert --engine, x86 outputs)", rebuild=rebuild)
 
 
 def run_engines(arm_sh: str, root: Path, *, rebuild: bool) -> dict:
